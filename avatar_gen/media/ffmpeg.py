@@ -1,0 +1,65 @@
+"""Locate ffmpeg and run it safely (argument lists, stderr kept for the error message)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from avatar_gen.errors import MediaError
+
+STDERR_TAIL_CHARS = 2000
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """Path of an ffmpeg binary: ``$AVATAR_GEN_FFMPEG``, the system's, else imageio-ffmpeg's static build."""
+    explicit = os.environ.get("AVATAR_GEN_FFMPEG")
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise MediaError(f"AVATAR_GEN_FFMPEG={explicit} is not an executable file")
+        return explicit
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    try:
+        import imageio_ffmpeg
+    except ImportError:  # pragma: no cover - it is a hard requirement
+        raise MediaError("ffmpeg not found: install it or `pip install imageio-ffmpeg`") from None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ffmpeg_dir() -> Path:
+    """A folder holding an executable named ``ffmpeg`` (what yt-dlp's ``ffmpeg_location`` wants).
+
+    imageio-ffmpeg's binary has a versioned name, so we link it as ``ffmpeg`` in a cache folder.
+    """
+    exe = Path(ffmpeg_exe())
+    if exe.name == "ffmpeg":
+        return exe.parent
+    cache = Path(os.environ.get("AVATAR_GEN_CACHE", Path.home() / ".cache" / "avatar_gen")) / "ffmpeg-bin"
+    cache.mkdir(parents=True, exist_ok=True)
+    link = cache / "ffmpeg"
+    if not (link.exists() and link.resolve() == exe.resolve()):
+        tmp_link = cache / f".ffmpeg-{os.getpid()}"
+        if tmp_link.is_symlink() or tmp_link.exists():
+            tmp_link.unlink()
+        tmp_link.symlink_to(exe)
+        os.replace(tmp_link, link)
+    return cache
+
+
+def run_ffmpeg(args: list[str], input_bytes: bytes | None = None, timeout: float | None = None) -> bytes:
+    """Run ``ffmpeg <args>`` (no shell); return stdout; raise MediaError with stderr's tail on failure."""
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *[os.fspath(a) for a in args]]
+    try:
+        completed = subprocess.run(command, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"ffmpeg timed out after {timeout} s") from None
+    if completed.returncode != 0:
+        stderr = completed.stderr.decode("utf-8", "replace").strip()[-STDERR_TAIL_CHARS:]
+        raise MediaError(f"ffmpeg failed (exit {completed.returncode}): {stderr or 'no message'}")
+    return completed.stdout

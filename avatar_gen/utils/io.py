@@ -1,0 +1,79 @@
+"""Atomic file writes: a reader never sees a half-written file, a killed writer leaves the old one intact.
+
+Every writer goes through :func:`atomic_path`: write to a hidden temporary file in the same folder
+(so ``os.replace`` is a same-filesystem rename), flush it to disk, then rename it over the target.
+Temporary names start with ``.tmp-`` so stages can sweep up leftovers of a killed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+TMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
+
+    ``suffix`` defaults to the target's suffix, so tools that pick a format from the file
+    name (ffmpeg, torch.save, numpy) write the right one.  On any exception the temporary file
+    is removed and the target is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f"{TMP_PREFIX}{target.stem}-", suffix=target.suffix if suffix is None else suffix, dir=target.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    atomic_write_text(target, json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    """Read a JSON file; a missing file gives ``default`` (a corrupt one raises)."""
+    path = Path(path)
+    if not path.exists():
+        return default
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete ``.tmp-*`` files left in ``folder`` by a killed writer; return how many were removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for stale in folder.glob(f"{TMP_PREFIX}*"):
+        if stale.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+                removed += 1
+    return removed
