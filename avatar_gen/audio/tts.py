@@ -8,7 +8,12 @@ espeak-ng runs in-process through ctypes on the library and voice data shipped b
 synchronous mode: ``espeak_Synth`` calls our callback with blocks of 16-bit samples at 22050 Hz and
 events, of which ``espeakEVENT_WORD`` carries the word's position in the text and its start time in
 the audio (ms).  libespeak-ng keeps global state and is not thread-safe, so every call into it holds
-one process-wide lock; the library is loaded and initialised on first use, never at import.
+one process-wide lock.  That state also leaks from one message into the next (the pitch-flutter
+phase is a static variable no API resets), so the same text would come out a few samples different
+each time.  We want the same text to give the same audio, so each call loads a fresh instance of the
+library (a private copy of the .so, made on first use, so that we never unload an instance another
+module uses), initialises it, speaks, and unloads it; that costs about 1-2 ms.  Nothing is loaded
+at import.
 
 gTTS (Google Translate's speech) needs the network; it gives no word timings, so words are spread
 over the voiced span of its audio in proportion to their length (an estimate, marked as such in the
@@ -17,13 +22,19 @@ docstring of :func:`synthesize`).
 
 from __future__ import annotations
 
+import _ctypes
+import atexit
+import contextlib
 import ctypes
 import io
 import logging
 import re
+import shutil
+import tempfile
 import threading
+from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -117,27 +128,30 @@ _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), 
 
 
 class _EspeakEngine:
-    """The process's one libespeak-ng instance.  Callers must hold :data:`_ESPEAK_LOCK`."""
+    """One loaded and initialised libespeak-ng instance; use through :func:`_fresh_engine`."""
 
-    def __init__(self) -> None:
-        try:
-            import espeakng_loader
-        except ImportError:
-            raise UserError("the espeak backend needs the `espeakng-loader` package: pip install espeakng-loader") from None
-        self.library = ctypes.CDLL(espeakng_loader.get_library_path())
+    def __init__(self, library_path: str, data_path: str) -> None:
+        self.library = ctypes.CDLL(library_path)
         self._declare_signatures()
-        data_path = espeakng_loader.get_data_path().encode("utf-8")
-        sample_rate = self.library.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, _CALLBACK_BUFFER_MS, data_path,
-                                                     _ESPEAK_INITIALIZE_DONT_EXIT)
+        sample_rate = self.library.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, _CALLBACK_BUFFER_MS,
+                                                     data_path.encode("utf-8"), _ESPEAK_INITIALIZE_DONT_EXIT)
         if sample_rate <= 0:
-            raise RuntimeError(f"espeak_Initialize failed (returned {sample_rate}) with data at {data_path!r}")
+            self._unload()
+            raise RuntimeError(f"espeak_Initialize failed (returned {sample_rate}) with data at {data_path}")
         self.sample_rate = int(sample_rate)
         # ctypes must keep the callback object alive as long as the library may call it.
         self._callback = _SynthCallback(self._on_synth)
         self.library.espeak_SetSynthCallback(self._callback)
         self._chunks: list[bytes] = []
         self._word_events: list[tuple[int, int, int]] = []
-        self._current_voice: str | None = None
+
+    def close(self) -> None:
+        """Free espeak's memory and unload the library, so the next load starts from clean state."""
+        self.library.espeak_Terminate()
+        self._unload()
+
+    def _unload(self) -> None:
+        _ctypes.dlclose(self.library._handle)
 
     def _declare_signatures(self) -> None:
         lib = self.library
@@ -154,6 +168,8 @@ class _EspeakEngine:
         lib.espeak_Synth.restype = ctypes.c_int
         lib.espeak_Synchronize.argtypes = []
         lib.espeak_Synchronize.restype = ctypes.c_int
+        lib.espeak_Terminate.argtypes = []
+        lib.espeak_Terminate.restype = ctypes.c_int
         lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
         lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_EspeakVoice))
 
@@ -171,13 +187,9 @@ class _EspeakEngine:
     def set_voice(self, voice: str) -> None:
         """Select ``voice``: a voice file name, a voice name, or a language code such as ``en-gb``,
         optionally with a variant (``en-gb+f3``).  espeak only looks up the first two itself."""
-        if voice == self._current_voice:
-            return
         for candidate in [voice, *self._voices_for_language(voice)]:
             if self.library.espeak_SetVoiceByName(candidate.encode("utf-8")) == _EE_OK:
-                self._current_voice = voice
                 return
-        self._current_voice = None
         raise UserError(f"unknown espeak voice {voice!r}: see avatar_gen.audio.tts.list_voices() "
                         "for the names (e.g. 'en-us', 'en-gb', 'de', 'en-us+f3')")
 
@@ -241,15 +253,41 @@ def _unpack_languages(address: int | None) -> list[str]:
 
 
 _ESPEAK_LOCK = threading.Lock()
-_espeak_engine: _EspeakEngine | None = None
+_private_library_path: str | None = None
 
 
-def _engine() -> _EspeakEngine:
-    """The shared engine, created on first use.  Call with :data:`_ESPEAK_LOCK` held."""
-    global _espeak_engine
-    if _espeak_engine is None:
-        _espeak_engine = _EspeakEngine()
-    return _espeak_engine
+def _espeak_library_path() -> str:
+    """Our private copy of the wheel's libespeak-ng (made once per process, removed at exit).
+
+    dlopen shares one instance per file, so unloading the wheel's own file could pull the library
+    out from under another module; a copy only we load can be unloaded and reloaded freely.
+    """
+    global _private_library_path
+    if _private_library_path is None:
+        folder = tempfile.mkdtemp(prefix="avatar-gen-espeak-")
+        atexit.register(shutil.rmtree, folder, True)
+        source = Path(_espeakng_loader().get_library_path())
+        _private_library_path = str(shutil.copy2(source, Path(folder) / source.name))
+    return _private_library_path
+
+
+def _espeakng_loader():
+    try:
+        import espeakng_loader
+    except ImportError:
+        raise UserError("the espeak backend needs the `espeakng-loader` package: pip install espeakng-loader") from None
+    return espeakng_loader
+
+
+@contextlib.contextmanager
+def _fresh_engine() -> Iterator[_EspeakEngine]:
+    """A freshly loaded espeak instance, held under the process-wide lock and unloaded afterwards."""
+    with _ESPEAK_LOCK:
+        engine = _EspeakEngine(_espeak_library_path(), _espeakng_loader().get_data_path())
+        try:
+            yield engine
+        finally:
+            engine.close()
 
 
 def list_voices(backend: str = "espeak") -> list[dict[str, Any]]:
@@ -260,8 +298,8 @@ def list_voices(backend: str = "espeak") -> list[dict[str, Any]]:
     gtts: ``[{"name": code, "identifier": code, "languages": [code]}]`` (language codes).
     """
     if backend == "espeak":
-        with _ESPEAK_LOCK:
-            return _engine().list_voices()
+        with _fresh_engine() as engine:
+            return engine.list_voices()
     if backend == "gtts":
         from gtts.lang import tts_langs
 
@@ -304,8 +342,7 @@ def _synthesize_espeak(text: str, voice: str, sample_rate: int, rate_wpm: int | 
         raise UserError(f"rate_wpm must be within {ESPEAK_MIN_RATE_WPM}..{ESPEAK_MAX_RATE_WPM}, got {rate}")
     if not voice or "\0" in voice:
         raise UserError(f"unknown espeak voice {voice!r}: see avatar_gen.audio.tts.list_voices()")
-    with _ESPEAK_LOCK:
-        engine = _engine()
+    with _fresh_engine() as engine:
         samples, events = engine.synthesize(text, voice, rate)
         native_rate = engine.sample_rate
     audio = resample_audio(samples.astype(np.float32) / 32768.0, native_rate, sample_rate)
