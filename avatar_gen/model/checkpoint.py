@@ -1,0 +1,235 @@
+"""Training checkpoints: atomic writing, ``latest`` link, pruning, and loading for inference.
+
+Layout of ``<run>/checkpoints/step_XXXXXX/`` (see docs/training.md):
+
+- ``avatar_checkpoint.json``: metadata (base model, LoRA config, audio encoder spec, projection config,
+  video size, alignment, the transformer's dimensions);
+- ``pytorch_lora_weights.safetensors`` (LoRA training) or ``transformer/`` (full fine-tuning, diffusers folder);
+- ``audio_projection.safetensors`` + ``audio_projection.json``;
+- ``training_state/``: what resuming needs beyond the weights (written by the trainer).
+
+A checkpoint is written into a hidden ``.tmp-step_XXXXXX`` folder and renamed into place when complete, and
+the ``latest`` symlink is swapped with ``os.replace``: a run killed mid-checkpoint leaves the previous
+checkpoint and link intact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from avatar_gen.errors import UserError
+from avatar_gen.model.audio_projection import PROJECTION_CONFIG, PROJECTION_WEIGHTS, AudioProjection
+from avatar_gen.model.lora import LORA_WEIGHTS, load_lora
+from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CHECKPOINT_METADATA = "avatar_checkpoint.json"
+TRANSFORMER_FOLDER = "transformer"
+TRAINING_STATE_FOLDER = "training_state"
+LATEST_LINK = "latest"
+STEP_PATTERN = re.compile(r"^step_(\d+)$")
+# Transformer config entries that must match between a checkpoint and the base it is applied to.
+SIGNATURE_KEYS = ("in_channels", "out_channels", "patch_size", "patch_size_t", "num_attention_heads",
+                  "attention_head_dim", "cross_attention_dim", "num_layers", "caption_channels")
+
+
+def step_folder_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def transformer_signature(transformer: torch.nn.Module) -> dict[str, Any]:
+    """The dimensions that decide whether weights fit this transformer."""
+    return {key: transformer.config[key] for key in SIGNATURE_KEYS if key in transformer.config}
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+def staging_folder(checkpoints_dir: str | Path, step: int) -> Path:
+    """An empty hidden folder to write checkpoint ``step`` into (a stale one from a killed run is cleared)."""
+    staging = Path(checkpoints_dir) / f"{TMP_PREFIX}{step_folder_name(step)}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def export_model(directory: str | Path, transformer: torch.nn.Module, audio_projection: AudioProjection,
+                 metadata: dict[str, Any], lora_config=None) -> None:
+    """Write the inference-facing part of a checkpoint: weights, projection and metadata."""
+    from avatar_gen.model.lora import save_lora
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if lora_config is not None:
+        save_lora(transformer, lora_config, directory)
+    else:
+        transformer.save_pretrained(str(directory / TRANSFORMER_FOLDER), safe_serialization=True)
+    audio_projection.save(directory)
+    metadata = dict(metadata, format_version=FORMAT_VERSION, transformer_config=transformer_signature(transformer),
+                    audio_projection=audio_projection.config.model_dump(mode="json"),
+                    transformer_training="lora" if lora_config is not None else "full")
+    atomic_write_json(directory / CHECKPOINT_METADATA, metadata)
+
+
+def list_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``checkpoints_dir`` as (step, path), oldest first."""
+    checkpoints_dir = Path(checkpoints_dir)
+    if not checkpoints_dir.is_dir():
+        return []
+    found = []
+    for child in checkpoints_dir.iterdir():
+        match = STEP_PATTERN.match(child.name)
+        if match and child.is_dir() and not child.is_symlink() and (child / CHECKPOINT_METADATA).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def finalize_checkpoint(checkpoints_dir: str | Path, staging: Path, step: int, keep_last: int | None) -> Path:
+    """Rename the complete ``staging`` folder to ``step_XXXXXX``, point ``latest`` at it, prune old ones."""
+    checkpoints_dir = Path(checkpoints_dir)
+    final = checkpoints_dir / step_folder_name(step)
+    if final.exists():
+        # Re-saving a step (a resumed run that stops where it started): retire the old copy first.
+        retired = checkpoints_dir / f"{TMP_PREFIX}old-{final.name}"
+        if retired.exists():
+            shutil.rmtree(retired)
+        final.rename(retired)
+        shutil.rmtree(retired)
+    staging.rename(final)
+    link_tmp = checkpoints_dir / f"{TMP_PREFIX}{LATEST_LINK}"
+    if link_tmp.is_symlink() or link_tmp.exists():
+        link_tmp.unlink()
+    os.symlink(final.name, link_tmp)
+    os.replace(link_tmp, checkpoints_dir / LATEST_LINK)
+    if keep_last:
+        for _, old in list_checkpoints(checkpoints_dir)[:-keep_last]:
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    log.info("checkpoint step %d -> %s", step, final)
+    return final
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder from: a ``step_XXXXXX`` folder, the ``latest`` link, a run's ``checkpoints/``
+    folder or the run folder itself (both meaning their newest checkpoint)."""
+    path = Path(path)
+    if (path / CHECKPOINT_METADATA).is_file():
+        return path.resolve()
+    for candidate in (path / LATEST_LINK, path / "checkpoints" / LATEST_LINK):
+        if (candidate / CHECKPOINT_METADATA).is_file():
+            return candidate.resolve()
+    for folder in (path, path / "checkpoints"):
+        found = list_checkpoints(folder)
+        if found:
+            return found[-1][1].resolve()
+    if not path.exists():
+        raise UserError(f"checkpoint not found: {path}")
+    raise UserError(f"no checkpoint in {path} (expected {CHECKPOINT_METADATA} in it, or a 'latest' link)")
+
+
+def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
+    folder = resolve_checkpoint(path)
+    metadata = json.loads((folder / CHECKPOINT_METADATA).read_text(encoding="utf-8"))
+    version = metadata.get("format_version")
+    if version != FORMAT_VERSION:
+        raise UserError(f"{folder}: checkpoint format {version}, this code reads format {FORMAT_VERSION}")
+    return metadata
+
+
+def load_base_transformer(pretrained: str | Path, revision: str | None = None, dtype: torch.dtype = torch.float32):
+    """``LTXVideoTransformer3DModel`` from a hub id / pipeline folder (its ``transformer/``) or a transformer folder."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    local = Path(str(pretrained))
+    subfolder = None if (local / "config.json").is_file() and not (local / TRANSFORMER_FOLDER).is_dir() else TRANSFORMER_FOLDER
+    try:
+        return LTXVideoTransformer3DModel.from_pretrained(str(pretrained), subfolder=subfolder, revision=revision,
+                                                          torch_dtype=dtype)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load the LTX-Video transformer from {pretrained!s} "
+                        f"(revision {revision or 'default'}): {first_line}") from None
+
+
+def check_signature(expected: dict[str, Any], transformer: torch.nn.Module, where: str) -> None:
+    actual = transformer_signature(transformer)
+    different = {key: (value, actual.get(key)) for key, value in expected.items() if actual.get(key) != value}
+    if different:
+        details = ", ".join(f"{key} {want} vs base {have}" for key, (want, have) in different.items())
+        raise UserError(f"{where} was trained on a different base model: {details}")
+
+
+@dataclass
+class AvatarCheckpoint:
+    """What inference needs: the adapted transformer, the audio projection and the run's metadata."""
+
+    transformer: torch.nn.Module
+    audio_projection: AudioProjection
+    metadata: dict[str, Any]
+    path: Path
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def alignment(self) -> str:
+        return self.metadata.get("alignment", "global")
+
+    @property
+    def audio_encoder(self) -> dict[str, Any] | None:
+        return self.metadata.get("audio_encoder")
+
+
+def load_avatar_checkpoint(path: str | Path, pretrained: str | Path | None = None, device: torch.device | str = "cpu",
+                           dtype: torch.dtype = torch.float32) -> AvatarCheckpoint:
+    """Load a training checkpoint for inference.
+
+    ``path``: a ``step_XXXXXX`` folder, a ``latest`` link, or a run's (``checkpoints``) folder.
+    ``pretrained``: the base model for a LoRA checkpoint (hub id or folder); default: the one the run trained on.
+    Returns the transformer with the LoRA applied (adapter ``default``, not fused) or the fully fine-tuned one,
+    the audio projection, and the metadata (``audio_encoder`` spec, ``video`` size/fps, ``alignment``, ...).
+    Raises :class:`UserError` on missing files, a different base model, or a projection that does not fit.
+    """
+    folder = resolve_checkpoint(path)
+    metadata = read_checkpoint_metadata(folder)
+    where = f"checkpoint {folder}"
+    if metadata.get("transformer_training") == "lora":
+        base = pretrained or (metadata.get("base_model") or {}).get("pretrained")
+        if not base:
+            raise UserError(f"{where} is a LoRA and names no base model: pass pretrained=")
+        revision = None if pretrained else (metadata.get("base_model") or {}).get("revision")
+        transformer = load_base_transformer(base, revision, dtype)
+        check_signature(metadata.get("transformer_config", {}), transformer, where)
+        if not (folder / LORA_WEIGHTS).is_file():
+            raise UserError(f"{where}: {LORA_WEIGHTS} missing")
+        load_lora(transformer, folder)
+    else:
+        if not (folder / TRANSFORMER_FOLDER / "config.json").is_file():
+            raise UserError(f"{where}: {TRANSFORMER_FOLDER}/ missing (full fine-tuning checkpoint)")
+        transformer = load_base_transformer(folder / TRANSFORMER_FOLDER, None, dtype)
+        check_signature(metadata.get("transformer_config", {}), transformer, where)
+    for name in (PROJECTION_WEIGHTS, PROJECTION_CONFIG):
+        if not (folder / name).is_file():
+            raise UserError(f"{where}: {name} missing")
+    projection = AudioProjection.load(folder, device=device, dtype=dtype)
+    caption_channels = transformer.config["caption_channels"]
+    if projection.config.caption_channels != caption_channels:
+        raise UserError(f"{where}: audio projection outputs {projection.config.caption_channels} channels, "
+                        f"the transformer's caption_channels is {caption_channels}")
+    recorded = metadata.get("audio_projection")
+    if recorded and recorded != projection.config.model_dump(mode="json"):
+        raise UserError(f"{where}: {PROJECTION_CONFIG} differs from the projection recorded in {CHECKPOINT_METADATA}")
+    transformer.to(device=device).eval()
+    projection.eval()
+    return AvatarCheckpoint(transformer=transformer, audio_projection=projection, metadata=metadata, path=folder)

@@ -1,0 +1,54 @@
+"""The denoiser trained and sampled: LTX-Video transformer + audio projection in the caption slot."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from avatar_gen.model.alignment import LTX_TEMPORAL_COMPRESSION, Alignment, encoder_attention_mask
+from avatar_gen.model.audio_projection import AudioProjection
+
+LTX_SPATIAL_COMPRESSION = 32
+
+
+class AvatarDenoiser(nn.Module):
+    """Velocity prediction for packed video latents given per-frame audio features.
+
+    One module (so DeepSpeed wraps both trainable parts), called as
+    ``denoiser(noisy [B, N, C], audio_features [B, F, D], timestep [B, N] or [B], latent_frames, latent_height,
+    latent_width, frame_rate)`` -> velocity [B, N, C]; N = latent_frames * latent_height * latent_width.
+    """
+
+    def __init__(self, transformer: nn.Module, audio_projection: AudioProjection, alignment: Alignment = "global",
+                 local_margin_frames: int = 0, temporal_compression: int = LTX_TEMPORAL_COMPRESSION,
+                 spatial_compression: int = LTX_SPATIAL_COMPRESSION):
+        super().__init__()
+        self.transformer = transformer
+        self.audio_projection = audio_projection
+        self.alignment = alignment
+        self.local_margin_frames = local_margin_frames
+        self.temporal_compression = temporal_compression
+        self.spatial_compression = spatial_compression
+
+    def audio_tokens(self, audio_features: torch.Tensor) -> torch.Tensor:
+        return self.audio_projection(audio_features)
+
+    def attention_mask(self, batch_size: int, num_frames: int, latent_frames: int, latent_height: int,
+                       latent_width: int, device: torch.device) -> torch.Tensor:
+        token_frames = self.audio_projection.token_frame_index(num_frames, device=device)
+        return encoder_attention_mask(self.alignment, batch_size, latent_frames, latent_height * latent_width,
+                                      token_frames, self.local_margin_frames, self.temporal_compression)
+
+    def forward(self, noisy: torch.Tensor, audio_features: torch.Tensor, timestep: torch.Tensor, latent_frames: int,
+                latent_height: int, latent_width: int, frame_rate: float) -> torch.Tensor:
+        batch_size, _, _ = noisy.shape
+        tokens = self.audio_tokens(audio_features)
+        mask = self.attention_mask(batch_size, audio_features.shape[1], latent_frames, latent_height, latent_width,
+                                   noisy.device)
+        rope_scale = (self.temporal_compression / frame_rate, self.spatial_compression, self.spatial_compression)
+        dtype = next(self.transformer.parameters()).dtype
+        return self.transformer(
+            hidden_states=noisy.to(dtype), encoder_hidden_states=tokens.to(dtype), timestep=timestep,
+            encoder_attention_mask=mask, num_frames=latent_frames, height=latent_height, width=latent_width,
+            rope_interpolation_scale=rope_scale, return_dict=False,
+        )[0]

@@ -1,0 +1,81 @@
+"""Rectified flow for LTX-Video: noising, timestep sampling, first-frame conditioning, the loss.
+
+Conventions (as LTX-Video and its trainer): ``x_t = (1 - sigma) * x0 + sigma * noise`` with sigma in [0, 1]
+(1 = pure noise), the transformer predicts the velocity ``noise - x0``, and its timestep input is
+``sigma * 1000``.  Tensors here are *packed* latents [B, tokens, C] (tokens in frame, height, width order).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+TIMESTEP_SCALE = 1000.0
+
+
+def token_count_shift(num_tokens: int, base_seq_len: int = 1024, max_seq_len: int = 4096, base_shift: float = 0.95,
+                      max_shift: float = 2.05) -> float:
+    """Time shift for a sequence of ``num_tokens`` video tokens: ``exp(mu)`` with ``mu`` linear in the count.
+
+    Longer videos (more tokens) keep more structure at a given sigma, so training spends more time at high noise.
+    Defaults are LTX-Video's scheduler settings (``base_shift`` 0.95 at 1024 tokens, 2.05 at 4096).
+    """
+    slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    mu = base_shift + slope * (num_tokens - base_seq_len)
+    return math.exp(mu)
+
+
+def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
+    """``shift * s / (1 + (shift - 1) * s)``: shift > 1 moves sigmas towards 1 (more noise)."""
+    return shift * sigmas / (1 + (shift - 1) * sigmas)
+
+
+def sample_sigmas(batch_size: int, shift: float, mean: float = 0.0, std: float = 1.0,
+                  generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[B] sigmas from a shifted logit-normal: ``shift(sigmoid(mean + std * N(0, 1)))``."""
+    normal = torch.randn(batch_size, generator=generator)
+    sigmas = torch.sigmoid(mean + std * normal)
+    return shift_sigmas(sigmas, shift).to(device)
+
+
+def first_frame_token_mask(batch_size: int, num_latent_frames: int, tokens_per_latent_frame: int,
+                           conditioned: torch.Tensor) -> torch.Tensor:
+    """[B, tokens] float: 1 for the first latent frame's tokens of samples with ``conditioned[b]`` True."""
+    mask = torch.zeros(batch_size, num_latent_frames * tokens_per_latent_frame, device=conditioned.device)
+    mask[:, :tokens_per_latent_frame] = 1.0
+    return mask * conditioned.float()[:, None]
+
+
+@dataclass
+class FlowInputs:
+    """One noised batch: what the transformer gets and what it should predict."""
+
+    noisy: torch.Tensor  # [B, N, C] model input
+    timestep: torch.Tensor  # [B, N] per-token timestep, 0 on clean conditioning tokens
+    target: torch.Tensor  # [B, N, C] velocity noise - x0
+    loss_weight: torch.Tensor  # [B, N] 0 on conditioning tokens, 1 elsewhere
+    sigmas: torch.Tensor  # [B]
+
+
+def make_flow_inputs(clean: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor,
+                     condition_mask: torch.Tensor) -> FlowInputs:
+    """Noise packed ``clean`` latents [B, N, C] at ``sigmas`` [B]; tokens with ``condition_mask`` [B, N] = 1 stay
+    clean, get timestep 0 and no loss (image-to-video: the first frame is given)."""
+    sigma = sigmas.to(clean.dtype)[:, None, None]
+    noisy = (1 - sigma) * clean + sigma * noise
+    keep = condition_mask.to(clean.dtype)[..., None]
+    noisy = keep * clean + (1 - keep) * noisy
+    timestep = sigmas.float()[:, None] * TIMESTEP_SCALE * (1 - condition_mask.float())
+    return FlowInputs(noisy=noisy, timestep=timestep, target=noise - clean, loss_weight=1 - condition_mask.float(),
+                      sigmas=sigmas)
+
+
+def flow_loss(prediction: torch.Tensor, inputs: FlowInputs, per_sample: bool = False) -> torch.Tensor:
+    """Mean squared velocity error over the tokens with loss weight (fp32).  ``per_sample`` gives [B]."""
+    squared = (prediction.float() - inputs.target.float()).pow(2).mean(dim=-1)
+    weight = inputs.loss_weight
+    if per_sample:
+        return (squared * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
+    return (squared * weight).sum() / weight.sum().clamp_min(1.0)
