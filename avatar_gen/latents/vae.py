@@ -1,0 +1,210 @@
+"""The LTX-Video VAE: loading, encoding frames to latents, decoding latents to frames, normalisation.
+
+Pixels go in and out of the VAE as float tensors [B, 3, F, H, W] in [-1, 1]; frames on disk and in the
+media layer are uint8 RGB [F, H, W, 3].  The LTX VAE compresses 32x in space and 8x in time
+(plus the first frame): F = 8k + 1 frames of H x W give latents [B, C, k + 1, H / 32, W / 32].
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avatar_gen.errors import UserError
+from avatar_gen.media.frames import resize_frames
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRETRAINED = "Lightricks/LTX-Video"
+DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp32": torch.float32}
+# Sizes the VAE needs: sides a multiple of its spatial factor, frame counts 8k + 1.
+SPATIAL_MULTIPLE = 32
+TEMPORAL_MULTIPLE = 8
+
+
+@dataclass
+class LoadedVae:
+    """A VAE ready to encode, with what is needed to describe it in every chunk's metadata."""
+
+    vae: Any  # diffusers.AutoencoderKLLTXVideo, in eval mode on ``device``
+    name_or_path: str
+    revision: str | None
+    dtype_name: str  # "bf16" | "fp32"
+    device: torch.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype_name]
+
+    def metadata(self) -> dict:
+        """The ``vae`` block of a chunk's JSON (DESIGN.md): identity, dtype and normalisation statistics."""
+        return vae_metadata(self.vae, self.name_or_path, self.revision, self.dtype_name)
+
+
+def vae_metadata(vae: Any, name_or_path: str, revision: str | None, dtype_name: str) -> dict:
+    """``{name_or_path, revision, dtype, latents_mean, latents_std, scaling_factor}`` of a loaded VAE.
+
+    ``latents_mean``/``latents_std`` are per-channel lists (length C); training normalises stored raw
+    latents as ``(z - mean) * scaling_factor / std``.
+    """
+    return {
+        "name_or_path": name_or_path,
+        "revision": revision,
+        "dtype": dtype_name,
+        "latents_mean": [float(v) for v in vae.latents_mean.detach().float().cpu()],
+        "latents_std": [float(v) for v in vae.latents_std.detach().float().cpu()],
+        "scaling_factor": float(vae.config.scaling_factor),
+    }
+
+
+def _looks_like_local_path(name_or_path: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; anything else (``./x``, ``/x``, ``~/x``, ``a/b/c``) is a path."""
+    return (name_or_path.startswith((".", "/", "~", "\\")) or name_or_path.count("/") > 1
+            or os.sep != "/" and os.sep in name_or_path)
+
+
+def _vae_subfolder(folder: Path) -> str | None:
+    """``"vae"`` for a pipeline folder, ``None`` for a bare VAE folder; UserError when neither."""
+    if (folder / "vae" / "config.json").is_file():
+        return "vae"
+    if (folder / "config.json").is_file():
+        return None
+    raise UserError(f"no LTX-Video VAE in {folder}: expected a diffusers pipeline folder with vae/config.json "
+                    "or a VAE folder with config.json")
+
+
+def load_vae(name_or_path: str = DEFAULT_PRETRAINED, revision: str | None = None, dtype: str = "bf16",
+             device: str | torch.device | None = None, tiling: bool = False) -> LoadedVae:
+    """Load ``AutoencoderKLLTXVideo`` from a hub id or a local folder (pipeline folder or bare VAE folder).
+
+    Never falls back to another model: a missing folder or an unreachable hub id raises a UserError
+    naming what was wanted.  ``tiling`` turns on the VAE's spatial tiling (for sizes above 512 px on
+    small GPUs; it changes the latents slightly at tile seams).
+    """
+    from diffusers import AutoencoderKLLTXVideo
+
+    if dtype not in DTYPES:
+        raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    local = Path(os.path.expanduser(name_or_path))
+    if local.exists():
+        if not local.is_dir():
+            raise UserError(f"--pretrained must be a folder or a hub id, got the file {name_or_path}")
+        source, subfolder = str(local), _vae_subfolder(local)
+    elif _looks_like_local_path(name_or_path):
+        raise UserError(f"VAE folder not found: {name_or_path}")
+    else:
+        source, subfolder = name_or_path, "vae"
+    try:
+        vae = AutoencoderKLLTXVideo.from_pretrained(source, subfolder=subfolder, revision=revision,
+                                                    torch_dtype=DTYPES[dtype])
+    except (OSError, ValueError, EnvironmentError) as exc:
+        where = "folder" if local.exists() else "Hugging Face hub id"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise UserError(f"cannot load the LTX-Video VAE from {where} {name_or_path!r}"
+                        f"{f' (revision {revision})' if revision else ''}: {first_line}") from None
+    vae = vae.to(torch_device).eval().requires_grad_(False)
+    if tiling:
+        vae.enable_tiling()
+    log.info("VAE %s%s loaded on %s in %s", name_or_path, f"@{revision}" if revision else "", torch_device, dtype)
+    return LoadedVae(vae=vae, name_or_path=name_or_path, revision=revision, dtype_name=dtype, device=torch_device)
+
+
+def frames_to_pixels(frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames [F, H, W, 3] (or a batch [B, F, H, W, 3]) -> float32 pixels [(B,) 3, F, H, W] in [-1, 1]."""
+    tensor = torch.from_numpy(np.ascontiguousarray(frames))
+    channels_first = tensor.movedim(-1, -4)  # [..., F, H, W, 3] -> [..., 3, F, H, W]
+    return channels_first.float().div_(127.5).sub_(1.0)
+
+
+def pixels_to_frames(pixels: torch.Tensor) -> np.ndarray:
+    """float pixels [(B,) 3, F, H, W] in [-1, 1] -> uint8 frames [(B,) F, H, W, 3] (clipped, rounded)."""
+    scaled = (pixels.detach().float().cpu().clamp(-1.0, 1.0) + 1.0) * 127.5
+    return scaled.round().to(torch.uint8).movedim(-4, -1).contiguous().numpy()
+
+
+@torch.no_grad()
+def encode_frames(vae: Any, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Encode video with the VAE; returns the posterior mean (= mode), raw (not normalised).
+
+    ``frames``: uint8 numpy [F, H, W, 3] / [B, F, H, W, 3], or float pixels [B, 3, F, H, W] in [-1, 1].
+    F must be 8k + 1 and H, W multiples of 32.  Returns latents [B, C, (F - 1) / 8 + 1, H / 32, W / 32]
+    ([C, ...] for a single unbatched uint8 clip) in the VAE's dtype, on the VAE's device.
+    We store the mean rather than a sample: latents are then reproducible (a re-run writes the same
+    bytes), and training can still add noise if it wants to.
+    """
+    single = isinstance(frames, np.ndarray) and frames.ndim == 4
+    pixels = frames_to_pixels(frames) if isinstance(frames, np.ndarray) else frames
+    if single:
+        pixels = pixels.unsqueeze(0)
+    if pixels.ndim != 5 or pixels.shape[1] != 3:
+        raise ValueError(f"encode_frames wants pixels [B, 3, F, H, W], got {tuple(pixels.shape)}")
+    _check_video_size(pixels.shape[2], pixels.shape[3], pixels.shape[4])
+    parameter = next(vae.parameters())
+    latents = vae.encode(pixels.to(device=parameter.device, dtype=parameter.dtype)).latent_dist.mode()
+    return latents[0] if single else latents
+
+
+@torch.no_grad()
+def decode_latents(vae: Any, latents: torch.Tensor, height: int | None = None, width: int | None = None,
+                   decode_timestep: float = 0.0) -> np.ndarray:
+    """Decode raw (not normalised) latents back to uint8 frames.
+
+    ``latents``: [C, F', h, w] or [B, C, F', h, w].  Returns frames [F, H, W, 3] (or [B, F, H, W, 3]) with
+    F = 8 (F' - 1) + 1; H x W is h*32 x w*32 unless ``height``/``width`` ask for another size (resized).
+    ``decode_timestep`` feeds VAEs with timestep conditioning (LTX-Video 0.9.1+), as the pipeline does.
+    """
+    single = latents.ndim == 4
+    batch = latents.unsqueeze(0) if single else latents
+    parameter = next(vae.parameters())
+    batch = batch.to(device=parameter.device, dtype=parameter.dtype)
+    timestep = None
+    if getattr(vae.config, "timestep_conditioning", False):
+        timestep = torch.full((batch.shape[0],), float(decode_timestep), device=batch.device, dtype=batch.dtype)
+    frames = pixels_to_frames(vae.decode(batch, timestep).sample)
+    if height is not None or width is not None:
+        target_h = height or frames.shape[-3]
+        target_w = width or frames.shape[-2]
+        frames = np.stack([resize_frames(clip, target_h, target_w) for clip in frames])
+    return frames[0] if single else frames
+
+
+def _check_video_size(num_frames: int, height: int, width: int) -> None:
+    if (num_frames - 1) % TEMPORAL_MULTIPLE:
+        raise ValueError(f"the VAE needs 8k+1 frames, got {num_frames}")
+    if height % SPATIAL_MULTIPLE or width % SPATIAL_MULTIPLE:
+        raise ValueError(f"the VAE needs sides that are multiples of 32, got {height}x{width}")
+
+
+def latent_shape(latent_channels: int, num_frames: int, height: int, width: int) -> list[int]:
+    """[C, F', h, w] of the latents of ``num_frames`` (8k+1) frames of ``height`` x ``width``."""
+    return [latent_channels, (num_frames - 1) // TEMPORAL_MULTIPLE + 1, height // SPATIAL_MULTIPLE,
+            width // SPATIAL_MULTIPLE]
+
+
+def _channel_view(stats: torch.Tensor | list[float], like: torch.Tensor) -> torch.Tensor:
+    """Per-channel statistics shaped to broadcast over [C, F, h, w] or [B, C, F, h, w]."""
+    values = torch.as_tensor(stats, dtype=torch.float32, device=like.device)
+    return values.view(-1, 1, 1, 1)
+
+
+def normalize_latents(latents: torch.Tensor, latents_mean: torch.Tensor | list[float],
+                      latents_std: torch.Tensor | list[float], scaling_factor: float = 1.0) -> torch.Tensor:
+    """Raw VAE latents -> the transformer's input space: ``(z - mean) * scaling_factor / std`` per channel."""
+    mean = _channel_view(latents_mean, latents)
+    std = _channel_view(latents_std, latents)
+    return ((latents.float() - mean) * scaling_factor / std).to(latents.dtype)
+
+
+def denormalize_latents(latents: torch.Tensor, latents_mean: torch.Tensor | list[float],
+                        latents_std: torch.Tensor | list[float], scaling_factor: float = 1.0) -> torch.Tensor:
+    """Inverse of :func:`normalize_latents`: ``z * std / scaling_factor + mean``."""
+    mean = _channel_view(latents_mean, latents)
+    std = _channel_view(latents_std, latents)
+    return (latents.float() * std / scaling_factor + mean).to(latents.dtype)
