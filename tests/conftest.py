@@ -30,3 +30,18 @@ def artifacts_dir() -> Path:
     """Where tests leave files worth looking at (screenshots, reports); ignored by git."""
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     return ARTIFACTS_DIR
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    """``(out_dir, clips)``: 4 talking clips, 1 two-face clip and 1 silent clip (seed 0, 256x256, 25 fps).
+
+    Written by :func:`avatar_gen.synthetic.generate_dataset`: ``out_dir/clips/<id>.mp4``,
+    ``out_dir/ground_truth/<id>.json`` and ``out_dir/avspeech.csv``.  Shared by the whole session:
+    copy files before changing them.
+    """
+    from avatar_gen.synthetic import generate_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    clips = generate_dataset(out, num_clips=4, seed=0, two_face_clips=1, silent_clips=1)
+    return out, clips
