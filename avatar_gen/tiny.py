@@ -20,6 +20,8 @@ from typing import Callable
 
 import torch
 
+from avatar_gen.scraper.tiny_whisper import TINY_WHISPER_FILE, write_tiny_whisper
+
 log = logging.getLogger(__name__)
 
 TINY_LTX_FOLDER = "ltx-video"
@@ -91,6 +93,7 @@ def _save_atomically(target: Path, save: Callable[[str], None]) -> None:
 
 TINY_MODEL_WRITERS: dict[str, Callable[[Path, int], Path]] = {
     TINY_LTX_FOLDER: write_tiny_ltx,
+    TINY_WHISPER_FILE: write_tiny_whisper,
 }
 
 
