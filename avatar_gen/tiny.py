@@ -20,6 +20,8 @@ from typing import Callable
 
 import torch
 
+from avatar_gen.audio.faceformer import TINY_FACEFORMER_FILE, write_tiny_faceformer
+from avatar_gen.audio.features import TINY_WAV2VEC2_FOLDER, write_tiny_wav2vec2
 from avatar_gen.scraper.tiny_whisper import TINY_WHISPER_FILE, write_tiny_whisper
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,8 @@ def _save_atomically(target: Path, save: Callable[[str], None]) -> None:
 
 TINY_MODEL_WRITERS: dict[str, Callable[[Path, int], Path]] = {
     TINY_LTX_FOLDER: write_tiny_ltx,
+    TINY_WAV2VEC2_FOLDER: write_tiny_wav2vec2,
+    TINY_FACEFORMER_FILE: write_tiny_faceformer,
     TINY_WHISPER_FILE: write_tiny_whisper,
 }
 
