@@ -23,7 +23,7 @@ from typing import Iterator, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from avatar_gen.config import StrictModel
 from avatar_gen.errors import MediaError, UserError
@@ -65,14 +65,22 @@ class LatentsConfig(StrictModel):
     overwrite: bool = False
     prefetch: int = Field(2, ge=0, description="batches decoded ahead by a worker thread; 0 = decode in line")
 
+    @field_validator("height", "width")
+    @classmethod
+    def _multiple_of_32(cls, value: int) -> int:
+        if value % SPATIAL_MULTIPLE:
+            raise ValueError(f"must be a multiple of {SPATIAL_MULTIPLE} (the VAE's spatial factor), got {value}")
+        return value
+
+    @field_validator("num_frames")
+    @classmethod
+    def _frames_8k_plus_1(cls, value: int) -> int:
+        if (value - 1) % TEMPORAL_MULTIPLE:
+            raise ValueError(f"must be 8k+1 (9, 17, ..., 97, ...), got {value}")
+        return value
+
     @model_validator(mode="after")
-    def _check_sizes(self) -> "LatentsConfig":
-        if self.height % SPATIAL_MULTIPLE:
-            raise ValueError(f"height must be a multiple of {SPATIAL_MULTIPLE}, got {self.height}")
-        if self.width % SPATIAL_MULTIPLE:
-            raise ValueError(f"width must be a multiple of {SPATIAL_MULTIPLE}, got {self.width}")
-        if (self.num_frames - 1) % TEMPORAL_MULTIPLE:
-            raise ValueError(f"num_frames must be 8k+1 (9, 17, ..., 97, ...), got {self.num_frames}")
+    def _check_together(self) -> "LatentsConfig":
         if self.shard_index >= self.shard_count:
             raise ValueError(f"shard index {self.shard_index} must be below the shard count {self.shard_count}")
         if self.inputs is None and self.transcripts is None:
@@ -367,11 +375,11 @@ def encode_dataset(config: LatentsConfig, loaded_vae: LoadedVae | None = None) -
     clips = collect_clips(config.inputs, config.transcripts)
     mine = select_shard(clips, config.shard_index, config.shard_count)
     log.info("%d clips, %d in shard %d/%d", len(clips), len(mine), config.shard_index, config.shard_count)
+    vae = loaded_vae or load_vae(config.pretrained, config.revision, config.dtype, config.device, config.tiling)
     config.output_dir.mkdir(parents=True, exist_ok=True)
     removed = remove_stale_temporaries(config.output_dir) + remove_stale_temporaries(config.output_dir / CLIP_STATE_DIR)
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
-    vae = loaded_vae or load_vae(config.pretrained, config.revision, config.dtype, config.device, config.tiling)
     book = _Bookkeeper(config, vae)
     summary = RunSummary(clips=len(mine))
 
@@ -408,10 +416,11 @@ def encode_dataset(config: LatentsConfig, loaded_vae: LoadedVae | None = None) -
     summary.clips_already_finished = book.clips_already_finished
     summary.chunks_skipped_done = book.chunks_already_done
     entries = book.rebuild_skipped_file()
-    log.info("wrote %d chunks (%d already done), %d frames in %.1f s of encoding; %d clips skipped, %d partial; "
-             "%d problem clips listed in %s", summary.chunks_written, summary.chunks_skipped_done,
-             summary.frames_encoded, summary.encode_seconds, summary.clips_skipped, summary.clips_partial,
-             len(entries), config.output_dir / SKIPPED_FILE)
+    log.info("wrote %d chunks (%d frames, %.1f s in the VAE); %d chunks and %d clips were finished by an earlier "
+             "run; %d clips skipped, %d partial now; %d problem clips in all listed in %s", summary.chunks_written,
+             summary.frames_encoded, summary.encode_seconds, summary.chunks_skipped_done,
+             summary.clips_already_finished, summary.clips_skipped, summary.clips_partial, len(entries),
+             config.output_dir / SKIPPED_FILE)
     return summary
 
 

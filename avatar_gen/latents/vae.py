@@ -104,11 +104,12 @@ def load_vae(name_or_path: str = DEFAULT_PRETRAINED, revision: str | None = None
     try:
         vae = AutoencoderKLLTXVideo.from_pretrained(source, subfolder=subfolder, revision=revision,
                                                     torch_dtype=DTYPES[dtype])
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         where = "folder" if local.exists() else "Hugging Face hub id"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UserError(f"cannot load the LTX-Video VAE from {where} {name_or_path!r}"
-                        f"{f' (revision {revision})' if revision else ''}: {first_line}") from None
+                        f"{f' (revision {revision})' if revision else ''}: {first_line}"
+                        f"{'' if local.exists() else ' (offline? download it and pass the local folder)'}") from None
     vae = vae.to(torch_device).eval().requires_grad_(False)
     if tiling:
         vae.enable_tiling()

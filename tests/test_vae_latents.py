@@ -1,0 +1,321 @@
+"""Stage 2 (VAE latents) on the tiny LTX VAE of the model zoo: shapes, metadata, decoding, resume, shards,
+bad inputs and CLI errors.  Videos are small (96x128 source, 64x96 target, 9-frame chunks) so the whole
+file runs in well under a minute on a CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avatar_gen.latents import (decode_latents, denormalize_latents, encode_dataset, encode_frames, load_vae,
+                                make_config, normalize_latents, stable_shard, stream_chunks)
+from avatar_gen.latents.chunks import ClipReport
+from avatar_gen.media import fit_frames, read_frames, run_ffmpeg, write_video, write_wav
+
+REPO = Path(__file__).resolve().parent.parent
+import importlib.util  # noqa: E402  (the stage script is loaded from its file, as a user runs it)
+
+_spec = importlib.util.spec_from_file_location("save_vae_latents", REPO / "preprocessing" / "save_vae_latents.py")
+save_vae_latents = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(save_vae_latents)
+
+HEIGHT, WIDTH, NUM_FRAMES, FPS = 64, 96, 9, 25
+DESIGN_FIELDS = {"clip_id", "chunk", "video_path", "start_frame", "num_frames", "fps", "start_time", "end_time",
+                 "height", "width", "latent_shape", "vae"}
+VAE_FIELDS = {"name_or_path", "revision", "dtype", "latents_mean", "latents_std", "scaling_factor"}
+
+
+def _moving_frames(num_frames: int, seed: int, height: int = 96, width: int = 128) -> np.ndarray:
+    """Blocky random texture sliding sideways: every frame differs, and H.264 keeps it recognisable."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    return np.stack([np.roll(base, shift=3 * i, axis=1) for i in range(num_frames)])
+
+
+def _write_clip(path: Path, num_frames: int, seed: int) -> Path:
+    return write_video(path, _moving_frames(num_frames, seed), FPS, preset="ultrafast")
+
+
+@pytest.fixture(scope="module")
+def ltx_dir(tiny_zoo) -> Path:
+    return tiny_zoo / "ltx-video"
+
+
+@pytest.fixture(scope="module")
+def tiny_vae(ltx_dir):
+    return load_vae(str(ltx_dir), dtype="fp32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """data/raw_videos with clips of 30 frames (3 chunks of 9 + 3 left over) and 20 frames (2 chunks + 2)."""
+    root = tmp_path_factory.mktemp("data")
+    raw = root / "raw_videos"
+    _write_clip(raw / "clip_a.mp4", 30, seed=1)
+    _write_clip(raw / "clip_b.mp4", 20, seed=2)
+    return root
+
+
+def _run_cli(*args: str) -> int:
+    return save_vae_latents.main(list(args))
+
+
+def _cli_args(inputs: Path, output: Path, ltx_dir: Path, **flags: str) -> list[str]:
+    """Arguments for the stage script: the small test settings, overridden/extended by ``flags``."""
+    values = {"inputs": str(inputs), "output_dir": str(output), "pretrained": str(ltx_dir), "height": str(HEIGHT),
+              "width": str(WIDTH), "num_frames": str(NUM_FRAMES), "dtype": "fp32", "device": "cpu", **flags}
+    return [item for name, value in values.items() for item in (f"--{name}", value)]
+
+
+def _config(inputs: Path, output: Path, ltx_dir: Path, **overrides):
+    values = dict(inputs=inputs, output_dir=output, pretrained=str(ltx_dir), height=HEIGHT, width=WIDTH,
+                  num_frames=NUM_FRAMES, dtype="fp32", device="cpu")
+    values.update(overrides)
+    return make_config(**values)
+
+
+def _chunk_files(folder: Path) -> list[str]:
+    return sorted(path.stem for path in folder.glob("*.json") if not path.name.startswith("_"))
+
+
+def test_cli_writes_latents_with_shapes_and_exact_metadata(data_root, ltx_dir, tiny_vae):
+    output = data_root / "vae_latents"
+    assert _run_cli(*_cli_args(data_root / "raw_videos", output, ltx_dir, batch_size="2")) == 0
+
+    assert _chunk_files(output) == ["clip_a_0", "clip_a_1", "clip_a_2", "clip_b_0", "clip_b_1"]
+    expected_vae = {
+        "name_or_path": str(ltx_dir), "revision": None, "dtype": "fp32",
+        "latents_mean": tiny_vae.vae.latents_mean.tolist(), "latents_std": tiny_vae.vae.latents_std.tolist(),
+        "scaling_factor": 1.0,
+    }
+    for key in _chunk_files(output):
+        clip_id, chunk = key.rsplit("_", 1)
+        chunk = int(chunk)
+        latents = torch.load(output / f"{key}.pt", weights_only=True)["latents"]
+        # (C, (F - 1) / 8 + 1, H / 32, W / 32) with the tiny VAE's 8 channels
+        assert tuple(latents.shape) == (8, 2, 2, 3)
+        assert latents.dtype == torch.float32 and torch.isfinite(latents).all()
+        metadata = json.loads((output / f"{key}.json").read_text())
+        assert set(metadata) == DESIGN_FIELDS and set(metadata["vae"]) == VAE_FIELDS
+        vae_metadata = metadata.pop("vae")
+        assert {name: vae_metadata[name] for name in ("name_or_path", "revision", "dtype", "scaling_factor")} == {
+            name: expected_vae[name] for name in ("name_or_path", "revision", "dtype", "scaling_factor")}
+        assert vae_metadata["latents_mean"] == pytest.approx(expected_vae["latents_mean"])
+        assert vae_metadata["latents_std"] == pytest.approx(expected_vae["latents_std"])
+        assert metadata == {
+            "clip_id": clip_id, "chunk": chunk, "video_path": f"raw_videos/{clip_id}.mp4",
+            "start_frame": 9 * chunk, "num_frames": 9, "fps": 25.0,
+            "start_time": pytest.approx(0.36 * chunk), "end_time": pytest.approx(0.36 * (chunk + 1)),
+            "height": HEIGHT, "width": WIDTH, "latent_shape": [8, 2, 2, 3],
+        }
+    clip_state = json.loads((output / "_clips" / "clip_a.json").read_text())
+    assert clip_state["status"] == "done" and clip_state["total_frames"] == 30
+    assert clip_state["dropped_tail"] == {"start_frame": 27, "num_frames": 3}
+    assert json.loads((output / "_skipped.json").read_text()) == []
+    assert not list(output.glob(".tmp-*"))
+
+
+def test_latent_frames_follow_num_frames(data_root, ltx_dir, tiny_vae, tmp_path):
+    summary = encode_dataset(_config(data_root / "raw_videos" / "clip_a.mp4", tmp_path / "out", ltx_dir,
+                                     num_frames=17, height=32, width=64), loaded_vae=tiny_vae)
+    assert summary.chunks_written == 1  # 30 frames hold one 17-frame chunk
+    latents = torch.load(tmp_path / "out" / "clip_a_0.pt", weights_only=True)["latents"]
+    assert tuple(latents.shape) == (8, 3, 1, 2)
+
+
+def test_stored_latents_are_the_vae_encoding_of_the_chunk_frames(data_root, ltx_dir, tiny_vae):
+    output = data_root / "vae_latents"
+    if not (output / "clip_a_1.json").exists():
+        assert _run_cli(*_cli_args(data_root / "raw_videos", output, ltx_dir)) == 0
+    frames = read_frames(data_root / "raw_videos" / "clip_a.mp4", fps=FPS)[9:18]
+    expected = encode_frames(tiny_vae.vae, fit_frames(frames, HEIGHT, WIDTH))
+    stored = torch.load(output / "clip_a_1.pt", weights_only=True)["latents"]
+    torch.testing.assert_close(stored, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_decoding_stored_latents_gives_frames_of_the_requested_size(data_root, ltx_dir, tiny_vae):
+    output = data_root / "vae_latents"
+    if not (output / "clip_b_0.json").exists():
+        assert _run_cli(*_cli_args(data_root / "raw_videos", output, ltx_dir)) == 0
+    latents = torch.load(output / "clip_b_0.pt", weights_only=True)["latents"]
+    frames = decode_latents(tiny_vae.vae, latents)
+    assert frames.shape == (9, HEIGHT, WIDTH, 3) and frames.dtype == np.uint8
+    resized = decode_latents(tiny_vae.vae, latents, height=80, width=120)
+    assert resized.shape == (9, 80, 120, 3)
+    batched = decode_latents(tiny_vae.vae, torch.stack([latents, latents]))
+    assert batched.shape == (2, 9, HEIGHT, WIDTH, 3)
+    assert np.abs(batched[0].astype(int) - frames).max() <= 1  # batched float maths may round differently
+
+
+def test_rerun_skips_finished_work_and_overwrite_redoes_it(data_root, ltx_dir, tiny_vae, tmp_path):
+    output = tmp_path / "latents"
+    config = _config(data_root / "raw_videos", output, ltx_dir)
+    first = encode_dataset(config, loaded_vae=tiny_vae)
+    assert first.chunks_written == 5 and first.clips_done == 2
+    stamps = {path.name: path.stat().st_mtime_ns for path in output.glob("clip_*")}
+
+    again = encode_dataset(config, loaded_vae=tiny_vae)
+    assert again.chunks_written == 0 and again.clips_already_finished == 2
+    assert {path.name: path.stat().st_mtime_ns for path in output.glob("clip_*")} == stamps
+
+    # An interrupted run: one chunk lost its .json (the completion mark), a temporary file was left behind.
+    (output / "clip_a_1.json").unlink()
+    (output / ".tmp-clip_a_2-x.pt").write_bytes(b"half")
+    resumed = encode_dataset(config, loaded_vae=tiny_vae)
+    assert resumed.chunks_written == 1 and resumed.chunks_skipped_done == 2
+    assert (output / "clip_a_1.json").exists() and not list(output.glob(".tmp-*"))
+    assert _chunk_files(output) == ["clip_a_0", "clip_a_1", "clip_a_2", "clip_b_0", "clip_b_1"]
+
+    # Other settings do not count as done: another frame rate redoes the chunks.
+    changed = encode_dataset(_config(data_root / "raw_videos", output, ltx_dir, fps=20), loaded_vae=tiny_vae)
+    assert changed.chunks_written == 3  # 1.2 s and 0.8 s at 20 fps: 24 and 16 frames, 2 + 1 chunks of 9
+    assert json.loads((output / "clip_a_0.json").read_text())["fps"] == 20.0
+
+    redone = encode_dataset(_config(data_root / "raw_videos", output, ltx_dir, fps=20, overwrite=True),
+                            loaded_vae=tiny_vae)
+    assert redone.chunks_written == changed.chunks_written and redone.clips_already_finished == 0
+
+
+def test_prefetching_gives_the_same_latents_as_serial_decoding(data_root, ltx_dir, tiny_vae, tmp_path):
+    outputs = {}
+    for prefetch in (0, 3):
+        output = tmp_path / f"prefetch{prefetch}"
+        encode_dataset(_config(data_root / "raw_videos", output, ltx_dir, prefetch=prefetch, batch_size=2),
+                       loaded_vae=tiny_vae)
+        outputs[prefetch] = {path.stem: torch.load(path, weights_only=True)["latents"]
+                             for path in sorted(output.glob("clip_*.pt"))}
+    assert list(outputs[0]) == list(outputs[3]) and len(outputs[0]) == 5
+    for key, latents in outputs[0].items():
+        assert torch.equal(latents, outputs[3][key]), key
+
+
+def test_two_shards_are_disjoint_and_complete(ltx_dir, tiny_vae, tmp_path, monkeypatch):
+    raw = tmp_path / "raw_videos"
+    clip_ids = [f"speaker{i}" for i in range(6)]
+    assert {stable_shard(clip_id, 2) for clip_id in clip_ids} == {0, 1}  # both shards get work
+    for seed, clip_id in enumerate(clip_ids):
+        _write_clip(raw / f"{clip_id}.mp4", 10, seed=seed)
+    output = tmp_path / "vae_latents"
+    written = []
+    for shard in ("0/2", "1/2"):
+        before = set(_chunk_files(output)) if output.exists() else set()
+        assert _run_cli(*_cli_args(raw, output, ltx_dir, shard=shard)) == 0
+        written.append(set(_chunk_files(output)) - before)
+    assert written[0] and written[1] and not written[0] & written[1]
+    assert written[0] | written[1] == {f"{clip_id}_0" for clip_id in clip_ids}
+    assert written[0] == {f"{c}_0" for c in clip_ids if stable_shard(c, 2) == 0}
+
+    # Under torchrun the shard comes from RANK / WORLD_SIZE.
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    torchrun_output = tmp_path / "torchrun"
+    assert _run_cli(*_cli_args(raw, torchrun_output, ltx_dir)) == 0
+    assert set(_chunk_files(torchrun_output)) == written[1]
+
+
+def test_bad_inputs_are_recorded_and_the_run_goes_on(ltx_dir, tmp_path):
+    raw = tmp_path / "raw_videos"
+    _write_clip(raw / "good.mp4", 12, seed=3)
+    _write_clip(raw / "too_short.mp4", 5, seed=4)
+    (raw / "text.mp4").write_text("this is not a video\n")
+    (raw / "zero.mp4").write_bytes(b"")
+    wav = write_wav(tmp_path / "tone.wav", (0.1 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 440)).astype(np.float32))
+    run_ffmpeg(["-y", "-i", str(wav), "-c:a", "aac", "-f", "mp4", str(raw / "audio_only.mp4")])
+    truncated = (raw / "good.mp4").read_bytes()
+    (raw / "truncated.mp4").write_bytes(truncated[: len(truncated) // 3])
+    output = tmp_path / "vae_latents"
+
+    assert _run_cli(*_cli_args(raw, output, ltx_dir)) == 0
+
+    assert _chunk_files(output) == ["good_0"]
+    skipped = {entry["clip_id"]: entry for entry in json.loads((output / "_skipped.json").read_text())}
+    assert set(skipped) == {"too_short", "text", "zero", "audio_only", "truncated"}
+    assert all(entry["status"] == "skipped" and entry["chunks"] == 0 for entry in skipped.values())
+    assert "too short: 5 frames" in skipped["too_short"]["reason"]
+    assert "not a readable video" in skipped["text"]["reason"]
+    assert "empty file" in skipped["zero"]["reason"]
+    assert "no video stream" in skipped["audio_only"]["reason"]
+    assert skipped["truncated"]["reason"]
+    # A re-run does not decode the bad files again (nothing changed), and still lists them.
+    assert _run_cli(*_cli_args(raw, output, ltx_dir)) == 0
+    assert {e["clip_id"] for e in json.loads((output / "_skipped.json").read_text())} == set(skipped)
+
+
+def test_transcripts_select_kept_clips_and_centre_the_crop_on_the_face(data_root, ltx_dir, tiny_vae, tmp_path):
+    records = [
+        {"clip_id": "clip_a", "video_path": "raw_videos/clip_a.mp4", "language": "en", "duration": 1.2, "fps": 25,
+         "source": {"youtube_id": "abcdefghijk", "start": 0.0, "end": 1.2, "face_x": 0.75, "face_y": 0.5},
+         "transcript": []},
+    ]
+    transcripts = data_root / "video_transcripts_test.json"
+    transcripts.write_text(json.dumps(records))
+    output = tmp_path / "vae_latents"
+    summary = encode_dataset(_config(data_root / "raw_videos", output, ltx_dir, transcripts=transcripts),
+                             loaded_vae=tiny_vae)
+    assert summary.clips == 1 and _chunk_files(output) == ["clip_a_0", "clip_a_1", "clip_a_2"]
+    state = json.loads((output / "_clips" / "clip_a.json").read_text())
+    assert state["face_center"] == [0.75, 0.5]
+    # 96x128 source, 64x96 target: the largest 3:2 box spans the full width, so only y is centred (on 0.5).
+    assert state["crop"] == [5, 0, 85, 128]
+    tall = encode_dataset(_config(None, tmp_path / "tall", ltx_dir, transcripts=transcripts, height=64, width=32),
+                          loaded_vae=tiny_vae)
+    assert tall.chunks_written == 3
+    crop = json.loads((tmp_path / "tall" / "_clips" / "clip_a.json").read_text())["crop"]
+    assert crop == [0, 72, 96, 48]  # a 1:2 box centred on x = 0.75 * 128 = 96 (a centred crop has left = 40)
+
+
+def test_stream_chunks_overlapping_and_gapped_strides(data_root):
+    path = data_root / "raw_videos" / "clip_a.mp4"  # 30 frames
+    overlapping = list(stream_chunks(path, "clip_a", FPS, HEIGHT, WIDTH, num_frames=9, stride=4))
+    assert [chunk.start_frame for chunk in overlapping] == [0, 4, 8, 12, 16, 20]
+    np.testing.assert_array_equal(overlapping[0].frames[4:], overlapping[1].frames[:5])
+    report = ClipReport()
+    gapped = list(stream_chunks(path, "clip_a", FPS, HEIGHT, WIDTH, num_frames=9, stride=12, report=report))
+    assert [chunk.start_frame for chunk in gapped] == [0, 12]
+    np.testing.assert_array_equal(gapped[1].frames[0], overlapping[3].frames[0])
+    assert report.total_frames == 30 and report.dropped_tail(9, 12) == {"start_frame": 24, "num_frames": 6}
+    skipping = list(stream_chunks(path, "clip_a", FPS, HEIGHT, WIDTH, num_frames=9, stride=9,
+                                  wanted=lambda index: index != 1))
+    assert [chunk.index for chunk in skipping] == [0, 2]
+
+
+def test_load_vae_accepts_pipeline_and_bare_vae_folders(ltx_dir, tiny_vae):
+    bare = load_vae(str(ltx_dir / "vae"), dtype="fp32", device="cpu")
+    pixels = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    torch.testing.assert_close(encode_frames(bare.vae, pixels), encode_frames(tiny_vae.vae, pixels))
+    assert bare.metadata()["latents_std"] == tiny_vae.metadata()["latents_std"]
+
+
+def test_normalisation_round_trip(tiny_vae):
+    latents = torch.randn(2, 8, 2, 2, 3)
+    stats = tiny_vae.metadata()
+    normalised = normalize_latents(latents, stats["latents_mean"], stats["latents_std"], 1.0)
+    expected = (latents[:, 0] - stats["latents_mean"][0]) / stats["latents_std"][0]
+    torch.testing.assert_close(normalised[:, 0], expected)
+    torch.testing.assert_close(denormalize_latents(normalised, stats["latents_mean"], stats["latents_std"], 1.0),
+                               latents, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"height": "100"}, "error: --height: must be a multiple of 32 (the VAE's spatial factor), got 100"),
+    ({"num_frames": "96"}, "error: --num_frames: must be 8k+1 (9, 17, ..., 97, ...), got 96"),
+    ({"shard": "2/2"}, "error: --shard 2/2: need 0 <= I < N"),
+    ({"pretrained": "./no/such/folder"}, "error: VAE folder not found: ./no/such/folder"),
+    ({"pretrained": "no-such-org/no-such-model"},
+     "error: cannot load the LTX-Video VAE from Hugging Face hub id 'no-such-org/no-such-model'"),
+])
+def test_cli_errors_are_one_line_with_exit_2(data_root, ltx_dir, tmp_path, capsys, flags, message):
+    assert _run_cli(*_cli_args(data_root / "raw_videos", tmp_path / "out", ltx_dir, **flags)) == 2
+    error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and error_lines[0].startswith(message), error_lines
+    assert not (tmp_path / "out").exists()  # nothing written before the settings and the model are good
+
+
+def test_cli_missing_inputs_is_a_user_error(ltx_dir, tmp_path, capsys):
+    assert _run_cli("--inputs", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "o"),
+                    "--pretrained", str(ltx_dir)) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--inputs not found: {tmp_path / 'nothing'}")
