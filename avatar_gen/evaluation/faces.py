@@ -1,0 +1,135 @@
+"""Face tracking with OpenCV's Haar frontal-face cascade (ships inside the opencv wheel, no download).
+
+Why Haar and not landmarks: mediapipe <= 0.10.21 (the last release with face-mesh models in the wheel)
+needs numpy < 2, which conflicts with the project's numpy pin.  A Haar cascade gives a face *box* only;
+the mouth is then measured in a fixed region of that box (see :mod:`avatar_gen.evaluation.lipsync`).
+
+Boxes are ``(x, y, width, height)`` in pixels of the frames given, float.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.signal import medfilt
+
+FACE_CASCADE_FILE = "haarcascade_frontalface_default.xml"
+# Detection runs on a grey copy whose short side is at least this many pixels: the cascade's window is
+# 24x24, so faces in small generated clips (64-128 px) are found more reliably after upscaling.
+DETECTION_MIN_SIDE = 256
+DETECTION_MAX_SIDE = 480  # and at most this, to keep detection fast on HD frames
+MIN_DETECTION_RATE = 0.2  # a clip whose sampled frames show a face less often than this has "no face"
+SMOOTHING_FRAMES = 9  # median filter over box centre/size, like syncnet_python's track smoothing
+
+
+@dataclass(frozen=True)
+class FaceTrack:
+    """One face followed through a clip.
+
+    ``boxes``: float [T, 4] ``(x, y, width, height)`` per frame (interpolated where the detector missed,
+    median-smoothed); ``detected``: bool [T], frames where the detector itself found the face.
+    """
+
+    boxes: np.ndarray
+    detected: np.ndarray
+
+    @property
+    def detection_rate(self) -> float:
+        return float(self.detected.mean()) if self.detected.size else 0.0
+
+
+@functools.lru_cache(maxsize=1)
+def _cascade() -> cv2.CascadeClassifier:
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + FACE_CASCADE_FILE)
+    if cascade.empty():
+        raise RuntimeError(f"OpenCV could not load its bundled {FACE_CASCADE_FILE}")
+    return cascade
+
+
+def _detection_scale(height: int, width: int) -> float:
+    short_side, long_side = min(height, width), max(height, width)
+    scale = max(1.0, DETECTION_MIN_SIDE / short_side)
+    return min(scale, DETECTION_MAX_SIDE / long_side) if long_side * scale > DETECTION_MAX_SIDE else scale
+
+
+def detect_faces(frame: np.ndarray) -> np.ndarray:
+    """All frontal faces in one uint8 RGB frame [H, W, 3], float [N, 4] boxes, largest first."""
+    height, width = frame.shape[:2]
+    scale = _detection_scale(height, width)
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    if scale != 1.0:
+        interpolation = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
+        grey = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=interpolation)
+    grey = cv2.equalizeHist(grey)
+    min_side = max(24, int(0.15 * min(grey.shape)))  # faces smaller than 15 % of the frame are background people
+    found = _cascade().detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4, minSize=(min_side, min_side))
+    if len(found) == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    boxes = np.asarray(found, dtype=np.float64) / scale
+    return boxes[np.argsort(-boxes[:, 2] * boxes[:, 3])]
+
+
+def _centre_distance(boxes: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    centres = boxes[:, :2] + boxes[:, 2:] / 2
+    reference_centre = reference[:2] + reference[2:] / 2
+    return np.linalg.norm(centres - reference_centre, axis=1) / max(reference[2], 1.0)
+
+
+def track_face(frames: np.ndarray, detect_every: int = 1) -> FaceTrack | None:
+    """Follow the main face of uint8 RGB frames [T, H, W, 3]; None when no face is found often enough.
+
+    The detector runs on every ``detect_every``-th frame.  The first detection picks the largest face;
+    later frames keep the detection nearest to the last kept box (so a second person does not steal the
+    track).  Missed frames are filled by linear interpolation, then centre and size are median-smoothed.
+    """
+    num_frames = len(frames)
+    if num_frames == 0:
+        return None
+    sampled = list(range(0, num_frames, max(1, detect_every)))
+    kept_frames: list[int] = []
+    kept_boxes: list[np.ndarray] = []
+    for index in sampled:
+        boxes = detect_faces(frames[index])
+        if len(boxes) == 0:
+            continue
+        if kept_boxes:
+            distances = _centre_distance(boxes, kept_boxes[-1])
+            best = int(np.argmin(distances))
+            if distances[best] > 0.5:  # jumped more than half a face: another face or a false positive
+                continue
+            boxes = boxes[best:best + 1]
+        kept_frames.append(index)
+        kept_boxes.append(boxes[0])
+    if len(kept_frames) < max(1, MIN_DETECTION_RATE * len(sampled)):
+        return None
+    kept = np.stack(kept_boxes)
+    all_frames = np.arange(num_frames)
+    # Interpolate centre and size (not corners) so a missed frame does not skew the box.
+    centre_size = np.concatenate([kept[:, :2] + kept[:, 2:] / 2, kept[:, 2:]], axis=1)
+    filled = np.stack([np.interp(all_frames, kept_frames, centre_size[:, k]) for k in range(4)], axis=1)
+    kernel = min(SMOOTHING_FRAMES, num_frames if num_frames % 2 else num_frames - 1)
+    if kernel >= 3:
+        filled = np.stack([medfilt(filled[:, k], kernel_size=kernel) for k in range(4)], axis=1)
+    boxes = np.concatenate([filled[:, :2] - filled[:, 2:] / 2, filled[:, 2:]], axis=1)
+    detected = np.zeros(num_frames, dtype=bool)
+    detected[kept_frames] = True
+    return FaceTrack(boxes=boxes, detected=detected)
+
+
+def crop_region(frame: np.ndarray, box: np.ndarray | tuple[float, float, float, float], out_height: int,
+                out_width: int, pad_value: int = 0) -> np.ndarray:
+    """Crop ``box`` (x, y, w, h; may reach outside the frame, padded with ``pad_value``) and resize it."""
+    x, y, w, h = (float(v) for v in box)
+    left, top = int(round(x)), int(round(y))
+    right, bottom = max(left + 1, int(round(x + w))), max(top + 1, int(round(y + h)))
+    frame_h, frame_w = frame.shape[:2]
+    pad = max(0, -left, -top, right - frame_w, bottom - frame_h)
+    if pad:
+        pad_width = ((pad, pad), (pad, pad)) + ((0, 0),) * (frame.ndim - 2)
+        frame = np.pad(frame, pad_width, mode="constant", constant_values=pad_value)
+    crop = frame[top + pad:bottom + pad, left + pad:right + pad]
+    interpolation = cv2.INTER_AREA if crop.shape[0] > out_height else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(crop), (out_width, out_height), interpolation=interpolation)

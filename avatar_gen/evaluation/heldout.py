@@ -1,0 +1,53 @@
+"""Which clips are held out from training: read the list that training recorded, match generated files to it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from avatar_gen.errors import UserError
+
+# Keys under which a JSON file may hold the list of held-out clip ids.
+HELDOUT_JSON_KEYS = ("heldout", "heldout_clips", "held_out", "heldout_clip_ids", "clip_ids")
+
+
+def read_heldout_ids(path: str | os.PathLike) -> list[str]:
+    """Clip ids from ``path``: a text file (one id per line, ``#`` comments) or JSON (a list of ids, or a dict
+    with one of :data:`HELDOUT_JSON_KEYS`, or a list of records with a ``clip_id``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"held-out list not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"held-out list {path} is not valid JSON: {exc}") from None
+        if isinstance(data, dict):
+            for key in HELDOUT_JSON_KEYS:
+                if key in data:
+                    data = data[key]
+                    break
+            else:
+                raise UserError(f"held-out list {path}: expected one of the keys {', '.join(HELDOUT_JSON_KEYS)}")
+        if not isinstance(data, list):
+            raise UserError(f"held-out list {path}: expected a list of clip ids")
+        ids = [str(item["clip_id"]) if isinstance(item, dict) and "clip_id" in item else item for item in data]
+        if not all(isinstance(clip_id, str) for clip_id in ids):
+            raise UserError(f"held-out list {path}: every entry must be a clip id string or a record with clip_id")
+    else:
+        ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    ids = [clip_id for clip_id in ids if clip_id]
+    return list(dict.fromkeys(ids))  # unique, order kept
+
+
+def matches_heldout(stem: str, heldout_ids: set[str]) -> str | None:
+    """The held-out clip id that a generated file's stem belongs to: the stem itself, or the clip of a chunk
+    key ``<clip>_<k>`` (DESIGN.md's chunk naming); None when it is not held out."""
+    if stem in heldout_ids:
+        return stem
+    clip, _, chunk = stem.rpartition("_")
+    if chunk.isdigit() and clip in heldout_ids:
+        return clip
+    return None
