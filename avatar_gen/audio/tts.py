@@ -9,11 +9,12 @@ synchronous mode: ``espeak_Synth`` calls our callback with blocks of 16-bit samp
 events, of which ``espeakEVENT_WORD`` carries the word's position in the text and its start time in
 the audio (ms).  libespeak-ng keeps global state and is not thread-safe, so every call into it holds
 one process-wide lock.  That state also leaks from one message into the next (the pitch-flutter
-phase is a static variable no API resets), so the same text would come out a few samples different
-each time.  We want the same text to give the same audio, so each call loads a fresh instance of the
-library (a private copy of the .so, made on first use, so that we never unload an instance another
-module uses), initialises it, speaks, and unloads it; that costs about 1-2 ms.  Nothing is loaded
-at import.
+phase is a static variable no API resets), and the noise of breathy voices is seeded from the
+clock, so the same text would come out a little different each time.  We want the same text to
+give the same audio, so each call loads a fresh instance of the library (a private copy of the
+.so, made on first use, so that we never unload an instance another module uses), initialises it
+with a fixed noise seed, speaks, and unloads it; that costs about 1-2 ms.  Nothing is loaded at
+import.
 
 gTTS (Google Translate's speech) needs the network; it gives no word timings, so words are spread
 over the voiced span of its audio in proportion to their length (an estimate, marked as such in the
@@ -64,6 +65,7 @@ _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
 _PARAMETER_RATE = 1
 _CALLBACK_BUFFER_MS = 200
+_ESPEAK_RANDOM_SEED = 20_260_101
 
 
 @dataclass
@@ -139,6 +141,12 @@ class _EspeakEngine:
             self._unload()
             raise RuntimeError(f"espeak_Initialize failed (returned {sample_rate}) with data at {data_path}")
         self.sample_rate = int(sample_rate)
+        # espeak seeds its noise generator (breathy voice variants) from the clock; fix it, so that the
+        # same text gives the same samples.  Older libraries without the call have no such noise.
+        if hasattr(self.library, "espeak_ng_SetRandSeed"):
+            self.library.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+            self.library.espeak_ng_SetRandSeed.restype = None
+            self.library.espeak_ng_SetRandSeed(_ESPEAK_RANDOM_SEED)
         # ctypes must keep the callback object alive as long as the library may call it.
         self._callback = _SynthCallback(self._on_synth)
         self.library.espeak_SetSynthCallback(self._callback)
