@@ -1,0 +1,151 @@
+"""Web demo without a browser: input checks, result description, output pruning, page layout, CLI errors."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from avatar_gen.errors import UserError
+from avatar_gen.webapp import (
+    AUDIO_SOURCE, MAX_IMAGE_SIDE, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, MIN_IMAGE_SIDE, TEXT_SOURCE, PageDefaults,
+    build_app, check_portrait, describe_result, prepare_examples, prune_outputs, validate_request,
+)
+
+
+def write_png(path: Path, width: int, height: int) -> Path:
+    pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture()
+def portrait(tmp_path) -> Path:
+    return write_png(tmp_path / "portrait.png", 96, 128)
+
+
+def request_values(portrait_path, **changes) -> dict:
+    values = dict(image={"path": str(portrait_path), "orig_name": "portrait.png"}, speech_source=TEXT_SOURCE,
+                  text="  Hello there.  ", audio=None, voice="en-us", steps=2, guidance=3.0, seed=7)
+    values.update(changes)
+    return values
+
+
+def test_valid_request_is_normalised(portrait):
+    request = validate_request(**request_values(portrait))
+    assert request.image == portrait
+    assert request.text == "Hello there."
+    assert request.audio is None
+    assert (request.steps, request.guidance, request.seed, request.voice) == (2, 3.0, 7, "en-us")
+    # Gradio's slider and number widgets send floats.
+    request = validate_request(**request_values(portrait, steps=4.0, seed=12.0))
+    assert (request.steps, request.seed) == (4, 12)
+    assert isinstance(request.steps, int) and isinstance(request.seed, int)
+
+
+def test_speech_upload_replaces_the_text(portrait, tmp_path):
+    speech = tmp_path / "speech.wav"
+    speech.write_bytes(b"RIFF" + bytes(100))
+    request = validate_request(**request_values(portrait, speech_source=AUDIO_SOURCE, text="ignored",
+                                                audio={"path": str(speech)}))
+    assert request.audio == speech and request.text is None
+    with pytest.raises(UserError, match="upload a speech recording"):
+        validate_request(**request_values(portrait, speech_source=AUDIO_SOURCE))
+    notes = tmp_path / "speech.txt"
+    notes.write_text("words")
+    with pytest.raises(UserError, match="speech file must be one of"):
+        validate_request(**request_values(portrait, speech_source=AUDIO_SOURCE, audio={"path": str(notes)}))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"text": ""}, "type the text"),
+    ({"text": "x" * (MAX_TEXT_CHARS + 1)}, f"the limit is {MAX_TEXT_CHARS}"),
+    ({"text": 5}, "must be a string"),
+    ({"voice": "klingon"}, "unknown voice"),
+    ({"steps": 0}, "steps must be"),
+    ({"steps": 2.5}, "steps must be"),
+    ({"steps": None}, "steps is empty"),
+    ({"guidance": 0.5}, "guidance must be"),
+    ({"seed": -1}, "seed must be"),
+    ({"seed": "abc"}, "seed must be a number"),
+    ({"speech_source": "telepathy"}, "speech source"),
+    ({"image": None}, "upload a portrait"),
+])
+def test_bad_values_are_refused_with_a_clear_message(portrait, changes, message):
+    with pytest.raises(UserError, match=message):
+        validate_request(**request_values(portrait, **changes))
+
+
+def test_portrait_checks(tmp_path):
+    assert check_portrait(write_png(tmp_path / "ok.png", MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)) == (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)
+    with pytest.raises(UserError, match="both sides must be at least"):
+        check_portrait(write_png(tmp_path / "dot.png", 1, 1))
+    with pytest.raises(UserError, match="longest side may be at most"):
+        check_portrait(write_png(tmp_path / "wide.png", MAX_IMAGE_SIDE + 1, MIN_IMAGE_SIDE))
+    fake = tmp_path / "fake.png"
+    fake.write_text("this is text, not a picture")
+    with pytest.raises(UserError, match="not an image file"):
+        check_portrait(fake)
+    gif = tmp_path / "anim.gif"
+    Image.new("RGB", (80, 80)).save(gif)
+    with pytest.raises(UserError, match="GIF image"):
+        check_portrait(gif)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(write_png(tmp_path / "full.png", 200, 200).read_bytes()[:400])
+    with pytest.raises(UserError, match="cannot be decoded"):
+        check_portrait(truncated)
+    empty = tmp_path / "empty.png"
+    empty.touch()
+    with pytest.raises(UserError, match="empty file"):
+        check_portrait(empty)
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as handle:
+        handle.truncate(MAX_UPLOAD_BYTES + 1)
+    with pytest.raises(UserError, match="20.0 MB; the limit is 20 MB"):
+        check_portrait(huge)
+    with pytest.raises(UserError, match="did not arrive"):
+        check_portrait(tmp_path / "missing.png")
+
+
+def test_describe_result_names_length_size_and_timings():
+    result = SimpleNamespace(video_path="v.mp4", duration=2.0, num_frames=50, height=64, width=96,
+                             timings={"speech": 0.25, "denoising": 3.0})
+    text = describe_result(result)
+    assert "2.00 s" in text and "50 frames at 25 fps" in text and "96x64" in text
+    assert "speech 0.2 s" in text and "denoising 3.0 s" in text
+
+
+def test_prune_outputs_keeps_the_newest(tmp_path):
+    for index in range(5):
+        video = tmp_path / f"avatar-{index}.mp4"
+        video.write_bytes(b"x")
+        os.utime(video, (time.time() + index, time.time() + index))
+    (tmp_path / "notes.txt").write_text("not a video: kept")
+    prune_outputs(tmp_path, keep=2)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["avatar-3.mp4", "avatar-4.mp4", "notes.txt"]
+
+
+def test_page_defaults_are_checked():
+    with pytest.raises(UserError, match="steps must be"):
+        PageDefaults(steps=0)
+    with pytest.raises(UserError, match="unknown voice"):
+        PageDefaults(voice="xx")
+
+
+def test_page_has_every_control_and_the_examples(tmp_path):
+    examples = prepare_examples(tmp_path / "examples", count=2)
+    assert [example.image.name for example in examples] == ["example_portrait_0.png", "example_portrait_1.png"]
+    assert all(check_portrait(example.image) == (256, 256) for example in examples)
+    app = build_app(generator=None, examples=examples, output_dir=tmp_path / "out", defaults=PageDefaults(steps=3))
+    config = app.get_config_file()
+    element_ids = {component.get("props", {}).get("elem_id") for component in config["components"]}
+    assert {"portrait", "speech-source", "text", "voice", "speech-audio", "steps", "guidance", "seed", "generate",
+            "result-video", "download", "summary"} <= element_ids
+    steps = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "steps")
+    assert steps["props"]["value"] == 3
+    assert app.analytics_enabled is False
