@@ -1,0 +1,414 @@
+"""Image + speech -> talking video: :class:`AvatarGenerator` (load once, generate many).
+
+The flow of :meth:`AvatarGenerator.generate`:
+
+1. speech: TTS of the text (or the given audio file, any format and rate) -> 16 kHz for the encoder, 44.1 kHz for the MP4;
+2. audio features: the checkpoint's audio encoder (rebuilt from the spec recorded at training) over the whole speech,
+   one row per video frame, then per chunk the audio projection -> ``prompt_embeds`` [1, tokens, caption_channels].
+   The negative embeddings for audio classifier-free guidance come from silence through the same encoder and
+   projection, so guidance pushes the video away from "a face with no speech";
+3. denoising: diffusers' ``LTXImageToVideoPipeline`` (no text encoder) with the checkpoint's transformer (LoRA
+   applied), the base model's VAE and scheduler, the portrait (cropped around the face) as first frame, and the audio
+   tokens in the caption slot.  With ``alignment: local`` the 3-D frame mask [B, video tokens, audio tokens] goes in
+   as ``prompt_attention_mask``: the pipeline only concatenates it for guidance and hands it to the transformer as
+   ``encoder_attention_mask``, which passes 3-D masks unchanged to attention (see
+   :mod:`avatar_gen.model.alignment`), so no custom loop is needed.  The pipeline returns latents; we decode them
+   ourselves (as the pipeline would) to time the VAE separately and to take each chunk's last frame for the next;
+4. writing: frames -> H.264 MP4 with the speech as AAC, exactly ``round(duration * fps)`` frames, written atomically.
+
+Speech longer than one chunk is generated chunk by chunk (see :mod:`avatar_gen.inference.schedule`).
+The same seed gives the same video: one ``torch.Generator`` seeded once draws every random number of a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from avatar_gen.audio.tts import DEFAULT_VOICE
+from avatar_gen.errors import UserError
+from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, load_portrait, load_speech,
+                                         MUX_SAMPLE_RATE)
+from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, ChunkPlan,
+                                           FixedScheduleFlowMatchScheduler, check_timesteps, frames_for_duration,
+                                           plan_chunks)
+from avatar_gen.latents.vae import DTYPES, denormalize_latents, pixels_to_frames
+from avatar_gen.utils.progress import progress as progress_bar
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STEPS = 40
+DEFAULT_GUIDANCE = 3.0
+# LTX-Video 0.9.1+ VAEs decode with timestep conditioning; these are the values diffusers recommends for them.
+DEFAULT_DECODE_TIMESTEP = 0.05
+DEFAULT_DECODE_NOISE_SCALE = 0.025
+MAX_FPS = 60.0
+STAGES = ("speech", "audio_features", "denoising", "decoding", "writing")
+
+ProgressCallback = Callable[[str, float], None]
+
+
+@dataclass
+class GenerationResult:
+    """What :meth:`AvatarGenerator.generate` made.
+
+    duration: seconds of speech (and of video, within one frame).  num_frames: frames in the MP4.
+    timings: seconds per stage (``speech``, ``audio_features``, ``denoising``, ``decoding``, ``writing``) and ``total``.
+    face_center: (x, y) in [0, 1] of the portrait where the crop was centred, None when no face was found.
+    """
+
+    video_path: Path
+    duration: float
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+    seed: int
+    num_chunks: int
+    steps: int
+    guidance: float
+    speech_source: str
+    face_center: tuple[float, float] | None
+    timings: dict[str, float] = field(default_factory=dict)
+    words: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly description (paths as strings)."""
+        return {"video_path": str(self.video_path), "duration": round(self.duration, 3), "num_frames": self.num_frames,
+                "height": self.height, "width": self.width, "fps": self.fps, "seed": self.seed,
+                "num_chunks": self.num_chunks, "steps": self.steps, "guidance": self.guidance,
+                "speech_source": self.speech_source, "face_center": self.face_center,
+                "timings": {stage: round(seconds, 3) for stage, seconds in self.timings.items()}}
+
+
+@dataclass
+class ChunkConditioning:
+    """The caption-slot inputs of one chunk, ready for the pipeline (batch 1)."""
+
+    prompt_embeds: torch.Tensor  # [1, tokens, caption_channels]
+    prompt_attention_mask: torch.Tensor  # [1, tokens] (global) or bool [1, video tokens, tokens] (local)
+    negative_prompt_embeds: torch.Tensor  # silence through the same encoder and projection
+    negative_prompt_attention_mask: torch.Tensor
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device} asked for, but this machine has no usable CUDA GPU")
+    return resolved
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def check_output_path(output: str | os.PathLike) -> Path:
+    """The output path; UserError unless it names an ``.mp4`` file that is not a folder."""
+    path = Path(output)
+    if path.suffix.lower() != ".mp4":
+        raise UserError(f"output must be an .mp4 file, got {path}")
+    if path.is_dir():
+        raise UserError(f"output {path} is a folder")
+    return path
+
+
+class _StageClock:
+    """Accumulates seconds per stage and reports stage progress to the caller's callback."""
+
+    def __init__(self, callback: ProgressCallback | None):
+        self.callback = callback
+        self.timings = {stage: 0.0 for stage in STAGES}
+
+    def report(self, stage: str, fraction: float) -> None:
+        if self.callback is not None:
+            self.callback(stage, min(max(float(fraction), 0.0), 1.0))
+
+    def run(self, stage: str, work: Callable[[], Any]) -> Any:
+        self.report(stage, 0.0)
+        started = time.perf_counter()
+        result = work()
+        self.timings[stage] += time.perf_counter() - started
+        self.report(stage, 1.0)
+        return result
+
+
+class AvatarGenerator:
+    """A trained avatar model ready to generate; build it with :meth:`load` and reuse it for many requests.
+
+    One generation runs at a time per instance (a lock serialises concurrent calls, e.g. from a web server).
+    """
+
+    def __init__(self, checkpoint, vae, scheduler: FixedScheduleFlowMatchScheduler, audio_encoder,
+                 device: torch.device, dtype: torch.dtype, base_model: str):
+        from diffusers import LTXImageToVideoPipeline
+
+        from avatar_gen.model.denoiser import AvatarDenoiser
+
+        self.checkpoint = checkpoint
+        self.metadata = checkpoint.metadata
+        self.device = device
+        self.dtype = dtype
+        self.base_model = base_model
+        self.audio_encoder = audio_encoder
+        self.audio_projection = checkpoint.audio_projection
+        self.denoiser = AvatarDenoiser(
+            checkpoint.transformer, checkpoint.audio_projection, alignment=checkpoint.alignment,
+            local_margin_frames=int(self.metadata.get("local_margin_frames", 0)),
+            temporal_compression=int(self.metadata.get("temporal_compression", vae.temporal_compression_ratio)),
+            spatial_compression=int(self.metadata.get("spatial_compression", vae.spatial_compression_ratio)))
+        self.pipeline = LTXImageToVideoPipeline(vae=vae, text_encoder=None, tokenizer=None,
+                                                transformer=checkpoint.transformer, scheduler=scheduler)
+        self.pipeline.set_progress_bar_config(disable=True)  # our own bar counts steps over all chunks
+        video = self.metadata.get("video") or {}
+        self.default_height = int(video.get("height", 512))
+        self.default_width = int(video.get("width", 768))
+        self.default_fps = float(video.get("fps", 25.0))
+        self.chunk_frames = int(video.get("num_frames", 121))
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike, pretrained: str | os.PathLike | None = None,
+             device: str | torch.device = "cpu", dtype: str = "fp32") -> "AvatarGenerator":
+        """Load a training checkpoint and everything around it.
+
+        ``checkpoint``: a ``step_XXXXXX`` folder, a ``latest`` link, or a run's (``checkpoints``) folder.
+        ``pretrained``: the base LTX-Video pipeline (hub id or folder) for the VAE, the scheduler and, for a LoRA
+        checkpoint, the transformer; default: the one recorded in the checkpoint.  ``dtype``: ``fp32`` or ``bf16``.
+        Raises UserError for missing or corrupt files and for a checkpoint that does not fit the base model.
+        """
+        from avatar_gen.audio.features import AudioEncoderSpec, load_audio_encoder
+        from avatar_gen.latents.vae import load_vae
+        from avatar_gen.model.checkpoint import load_avatar_checkpoint, read_checkpoint_metadata, resolve_checkpoint
+
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype)
+        folder = resolve_checkpoint(checkpoint)
+        metadata = read_checkpoint_metadata(folder)
+        base = str(pretrained or (metadata.get("base_model") or {}).get("pretrained") or "")
+        if not base:
+            raise UserError(f"checkpoint {folder} names no base model: pass pretrained (--pretrained)")
+        revision = None if pretrained else (metadata.get("base_model") or {}).get("revision")
+        try:
+            loaded = load_avatar_checkpoint(folder, pretrained=pretrained, device=torch_device, dtype=torch_dtype)
+        except (OSError, RuntimeError, ValueError) as exc:
+            # safetensors / torch refuse truncated or corrupt weight files with these; the message names the file.
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"checkpoint {folder} could not be loaded (corrupt or incomplete?): {first_line}") from None
+        vae = load_vae(base, revision=revision, dtype=dtype, device=torch_device).vae
+        in_channels = loaded.transformer.config["in_channels"]
+        if vae.config.latent_channels != in_channels:
+            raise UserError(f"checkpoint {folder} does not match the base model {base}: its transformer takes "
+                            f"{in_channels} latent channels, the VAE makes {vae.config.latent_channels}")
+        scheduler = _load_scheduler(base, revision)
+        spec_dict = metadata.get("audio_encoder")
+        if not spec_dict:
+            raise UserError(f"checkpoint {folder} records no audio_encoder: cannot rebuild its speech features")
+        spec = AudioEncoderSpec.model_validate(spec_dict)
+        audio_encoder = load_audio_encoder(spec, device=torch_device, dtype=torch_dtype)
+        feature_dim = loaded.audio_projection.config.feature_dim
+        if audio_encoder.feature_dim != feature_dim:
+            raise UserError(f"checkpoint {folder}: the audio encoder {spec.name_or_path} gives "
+                            f"{audio_encoder.feature_dim}-d features, the audio projection expects {feature_dim}")
+        log.info("loaded checkpoint %s (step %s, %s, alignment %s) on base %s, %s on %s", folder,
+                 metadata.get("step"), metadata.get("transformer_training"), loaded.alignment, base, dtype,
+                 torch_device)
+        return cls(loaded, vae, scheduler, audio_encoder, torch_device, torch_dtype, base)
+
+    # ------------------------------------------------------------------------------------------ generating
+
+    def generate(self, image: ImageInput, text: str | None = None, audio: str | os.PathLike | None = None,
+                 output: str | os.PathLike = "talking.mp4", tts: str = "espeak", voice: str = DEFAULT_VOICE,
+                 steps: int | None = None, guidance: float | None = None, seed: int = 0, height: int | None = None,
+                 width: int | None = None, fps: float | None = None, distilled: bool = False,
+                 timesteps: Sequence[float] | None = None, progress: ProgressCallback | None = None,
+                 decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
+                 decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE) -> GenerationResult:
+        """Make ``output`` (MP4: H.264 + AAC) of the person in ``image`` speaking ``text`` (or ``audio``).
+
+        steps: denoising steps (default 40; ignored with a fixed schedule).  guidance: audio classifier-free
+        guidance scale, 1 = off (default 3, or 1 with ``distilled``).  height/width (multiples of 32) and fps default
+        to the training video's.  distilled: sample with :data:`DISTILLED_TIMESTEPS`; ``timesteps`` gives another
+        fixed schedule (decreasing values in (0, 1000]).  progress: ``callback(stage, fraction)`` with stages
+        ``speech, audio_features, denoising, decoding, writing`` (denoising reports every step).
+        Raises UserError for bad input; nothing is written at ``output`` unless the whole video is made.
+        """
+        with self._lock:
+            return self._generate(image, text, audio, output, tts, voice, steps, guidance, seed, height, width, fps,
+                                  distilled, timesteps, progress, decode_timestep, decode_noise_scale)
+
+    def _settings(self, steps, guidance, height, width, fps, distilled, timesteps):
+        spatial = self.pipeline.vae_spatial_compression_ratio
+        height = int(height or self.default_height)
+        width = int(width or self.default_width)
+        if height < spatial or width < spatial or height % spatial or width % spatial:
+            raise UserError(f"height and width must be positive multiples of {spatial}, got {height}x{width}")
+        fps = float(fps or self.default_fps)
+        if not 0 < fps <= MAX_FPS:
+            raise UserError(f"fps must be in (0, {MAX_FPS:.0f}], got {fps}")
+        if fps != self.default_fps:
+            log.warning("generating at %.3g fps, the model was trained at %.3g fps", fps, self.default_fps)
+        if timesteps is None and distilled:
+            timesteps = DISTILLED_TIMESTEPS
+        if timesteps is not None:
+            timesteps = check_timesteps(timesteps, self.pipeline.scheduler.config.num_train_timesteps)
+            steps = len(timesteps)
+        steps = DEFAULT_STEPS if steps is None else int(steps)
+        if steps < 1:
+            raise UserError(f"steps must be at least 1, got {steps}")
+        if guidance is None:
+            guidance = DISTILLED_GUIDANCE if timesteps is not None else DEFAULT_GUIDANCE
+        guidance = float(guidance)
+        if not 1.0 <= guidance <= 20.0:
+            raise UserError(f"guidance must be in [1, 20] (1 = no classifier-free guidance), got {guidance}")
+        return steps, guidance, height, width, fps, timesteps
+
+    def _generate(self, image, text, audio, output, tts, voice, steps, guidance, seed, height, width, fps, distilled,
+                  timesteps, progress, decode_timestep, decode_noise_scale) -> GenerationResult:
+        started = time.perf_counter()
+        output = check_output_path(output)
+        steps, guidance, height, width, fps, timesteps = self._settings(steps, guidance, height, width, fps,
+                                                                       distilled, timesteps)
+        portrait = load_portrait(image)
+        clock = _StageClock(progress)
+        speech: SpeechInput = clock.run("speech", lambda: load_speech(text, audio, tts=tts, voice=voice, fps=fps))
+        total_frames = frames_for_duration(speech.duration, fps)
+        chunks = plan_chunks(total_frames, self.chunk_frames, self.pipeline.vae_temporal_compression_ratio)
+        first_frame, center = fit_portrait(portrait, height, width)
+        log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps, guidance %g",
+                 speech.duration, total_frames, fps, width, height, len(chunks), self.chunk_frames, steps, guidance)
+
+        conditioning = clock.run("audio_features",
+                                 lambda: self.chunk_conditioning(speech.audio_16k, chunks, fps, height, width))
+        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        scheduler: FixedScheduleFlowMatchScheduler = self.pipeline.scheduler
+        scheduler.set_fixed_timesteps(timesteps)
+        total_steps = steps * len(chunks)
+        frames: list[np.ndarray] = []
+        condition_frame = first_frame
+        try:
+            with progress_bar(total=total_steps, desc="denoising", unit="step") as bar:
+                for index, (chunk, inputs) in enumerate(zip(chunks, conditioning)):
+                    def on_step(pipeline, step, timestep, callback_kwargs, chunk_index=index):
+                        bar.update(1)
+                        clock.report("denoising", (chunk_index * steps + step + 1) / total_steps)
+                        return {}
+
+                    started_chunk = time.perf_counter()
+                    latents = self.denoise(condition_frame, inputs, chunk.num_frames, height, width, fps, steps,
+                                           guidance, generator, callback=on_step)
+                    clock.timings["denoising"] += time.perf_counter() - started_chunk
+                    chunk_frames = clock.run("decoding", lambda: self.decode(
+                        latents, chunk.num_frames, height, width, generator, decode_timestep, decode_noise_scale))
+                    clock.report("decoding", (index + 1) / len(chunks))
+                    frames.extend(chunk_frames if index == 0 else chunk_frames[1:])
+                    condition_frame = chunk_frames[-1]
+        finally:
+            scheduler.set_fixed_timesteps(None)
+        video = np.stack(frames[:total_frames])
+        clock.run("writing", lambda: self.write(output, video, fps, speech))
+        clock.timings["total"] = time.perf_counter() - started
+        log.info("wrote %s (%d frames, %.2f s) in %.1f s", output, len(video), speech.duration,
+                 clock.timings["total"])
+        return GenerationResult(
+            video_path=output, duration=speech.duration, num_frames=len(video), height=height, width=width, fps=fps,
+            seed=int(seed), num_chunks=len(chunks), steps=steps, guidance=guidance, speech_source=speech.source,
+            face_center=center, timings=clock.timings, words=speech.words)
+
+    # ------------------------------------------------------------------------------------------ stages
+
+    @torch.no_grad()
+    def chunk_conditioning(self, audio_16k: np.ndarray, chunks: list[ChunkPlan], fps: float, height: int,
+                           width: int) -> list[ChunkConditioning]:
+        """Audio tokens and masks for every chunk, from one feature sequence over the whole speech.
+
+        Rows ``chunk.start .. chunk.end - 1`` of the features [total, D] belong to a chunk, so its token ``i`` carries
+        the audio at time ``(chunk.start + i) / fps`` (what the frame it sits beside shows), and the projection gives
+        it the in-chunk frame index ``i``, as in training.
+        """
+        total = chunks[-1].end
+        features = self.audio_encoder.encode(audio_16k, total, fps)
+        silence = self.audio_encoder.encode(np.zeros_like(audio_16k), total, fps)
+        spatial = self.pipeline.vae_spatial_compression_ratio
+        patch = self.pipeline.transformer_spatial_patch_size
+        latent_height, latent_width = height // spatial // patch, width // spatial // patch
+        result = []
+        for chunk in chunks:
+            latent_frames = (chunk.num_frames - 1) // self.pipeline.vae_temporal_compression_ratio + 1
+            mask = self.denoiser.attention_mask(1, chunk.num_frames, latent_frames, latent_height, latent_width,
+                                                self.device)
+            embeds = [self.audio_projection(torch.from_numpy(rows[chunk.start:chunk.end])[None].to(self.device))
+                      .to(self.dtype) for rows in (features, silence)]
+            result.append(ChunkConditioning(prompt_embeds=embeds[0], prompt_attention_mask=mask,
+                                            negative_prompt_embeds=embeds[1], negative_prompt_attention_mask=mask))
+        return result
+
+    def denoise(self, condition_frame: np.ndarray, inputs: ChunkConditioning, num_frames: int, height: int,
+                width: int, fps: float, steps: int, guidance: float, generator: torch.Generator,
+                callback: Callable | None = None) -> torch.Tensor:
+        """One chunk through ``LTXImageToVideoPipeline``: packed, normalised latents [1, tokens, C]."""
+        from PIL import Image
+
+        with_guidance = guidance > 1.0
+        return self.pipeline(
+            image=Image.fromarray(condition_frame), height=height, width=width, num_frames=num_frames,
+            frame_rate=fps, num_inference_steps=steps, guidance_scale=guidance, generator=generator,
+            prompt_embeds=inputs.prompt_embeds, prompt_attention_mask=inputs.prompt_attention_mask,
+            negative_prompt_embeds=inputs.negative_prompt_embeds if with_guidance else None,
+            negative_prompt_attention_mask=inputs.negative_prompt_attention_mask if with_guidance else None,
+            output_type="latent", return_dict=False, callback_on_step_end=callback,
+        )[0]
+
+    @torch.no_grad()
+    def decode(self, packed_latents: torch.Tensor, num_frames: int, height: int, width: int,
+               generator: torch.Generator, decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
+               decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE) -> np.ndarray:
+        """Packed normalised latents -> uint8 frames [num_frames, height, width, 3], as the pipeline decodes them."""
+        pipeline, vae = self.pipeline, self.pipeline.vae
+        latent_frames = (num_frames - 1) // pipeline.vae_temporal_compression_ratio + 1
+        latents = pipeline._unpack_latents(packed_latents, latent_frames, height // pipeline.vae_spatial_compression_ratio,
+                                           width // pipeline.vae_spatial_compression_ratio,
+                                           pipeline.transformer_spatial_patch_size,
+                                           pipeline.transformer_temporal_patch_size)
+        latents = denormalize_latents(latents.float(), vae.latents_mean.float(), vae.latents_std.float(),
+                                      vae.config.scaling_factor).to(vae.dtype)
+        timestep = None
+        if vae.config.timestep_conditioning:
+            # A little noise at a small decode timestep, as LTX-Video 0.9.1+ decodes (the pipeline does the same).
+            noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+            latents = (1 - decode_noise_scale) * latents + decode_noise_scale * noise
+            timestep = torch.full((latents.shape[0],), decode_timestep, device=latents.device, dtype=latents.dtype)
+        pixels = vae.decode(latents, timestep, return_dict=False)[0]
+        return pixels_to_frames(pixels)[0]
+
+    def write(self, output: Path, video: np.ndarray, fps: float, speech: SpeechInput) -> Path:
+        """H.264 + AAC MP4, atomically (a failure leaves nothing new at ``output``)."""
+        from avatar_gen.media.video import write_video
+
+        return write_video(output, video, fps, audio=speech.audio_mux, sample_rate=MUX_SAMPLE_RATE)
+
+
+def _load_scheduler(base: str, revision: str | None) -> FixedScheduleFlowMatchScheduler:
+    """The base model's flow-matching scheduler (its ``scheduler/`` config) as a :class:`FixedScheduleFlowMatchScheduler`."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    try:
+        config = FlowMatchEulerDiscreteScheduler.load_config(base, subfolder="scheduler", revision=revision)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load the scheduler of the base model {base}: {first_line}") from None
+    return FixedScheduleFlowMatchScheduler.from_config(config)
