@@ -79,3 +79,19 @@ def flow_loss(prediction: torch.Tensor, inputs: FlowInputs, per_sample: bool = F
     if per_sample:
         return (squared * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
     return (squared * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def pack_latents(latents: torch.Tensor, patch_size: int = 1, patch_size_t: int = 1) -> torch.Tensor:
+    """[B, C, F, H, W] -> [B, (F/pt)(H/p)(W/p), C*pt*p*p] tokens in (frame, height, width) order, as LTX-Video packs."""
+    batch, channels, frames, height, width = latents.shape
+    latents = latents.reshape(batch, channels, frames // patch_size_t, patch_size_t, height // patch_size, patch_size,
+                              width // patch_size, patch_size)
+    return latents.permute(0, 2, 4, 6, 1, 3, 5, 7).flatten(4, 7).flatten(1, 3)
+
+
+def unpack_latents(tokens: torch.Tensor, frames: int, height: int, width: int, patch_size: int = 1,
+                   patch_size_t: int = 1) -> torch.Tensor:
+    """Inverse of :func:`pack_latents`; ``frames``/``height``/``width`` are the post-patch token grid."""
+    batch = tokens.shape[0]
+    tokens = tokens.reshape(batch, frames, height, width, -1, patch_size_t, patch_size, patch_size)
+    return tokens.permute(0, 4, 1, 5, 2, 6, 3, 7).flatten(6, 7).flatten(4, 5).flatten(2, 3)

@@ -1,0 +1,1 @@
+"""Training: typed config, latent/audio dataset, the trainer (single process and DeepSpeed)."""

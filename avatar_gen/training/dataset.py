@@ -1,0 +1,210 @@
+"""Training data: VAE latents paired with per-frame audio features, a stable held-out split, a resumable sampler.
+
+Inputs (DESIGN.md): ``vae_latents/<key>.pt`` (``{"latents": [C, F', h, w]}``) + ``<key>.json`` and
+``audio_latents/<key>_ff.npy`` ([num_frames, D]) + ``<key>_text.json``.  Pairs are made by key; a chunk without
+audio features, audio rows != the chunk's ``num_frames``, or a feature width != ``audio.feature_dim`` is an error
+listing examples, before any training starts.
+
+Held-out split: a *clip* (all its chunks) is held out when ``held_out_score(clip_id) < held_out_fraction``, where
+the score is a SHA-1 hash of the clip id mapped to [0, 1).  Stable as the data grows, and chunks of one clip never
+straddle the split.  The trainer records the split in ``<run>/data_split.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from avatar_gen.errors import UserError
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIX = "_ff.npy"
+AUDIO_TEXT_SUFFIX = "_text.json"
+MAX_LISTED = 5
+
+
+def held_out_score(clip_id: str) -> float:
+    """Stable pseudo-random number in [0, 1) for ``clip_id`` (first 8 bytes of its SHA-1)."""
+    digest = hashlib.sha1(clip_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_clips(clip_ids: list[str], held_out_fraction: float) -> tuple[list[str], list[str]]:
+    """(train clip ids, held-out clip ids).  With a fraction > 0 and >= 2 clips at least one clip is held out
+    (the lowest score) and at least one kept for training."""
+    unique = sorted(set(clip_ids))
+    held_out = [clip for clip in unique if held_out_score(clip) < held_out_fraction]
+    if held_out_fraction > 0 and len(unique) >= 2:
+        if not held_out:
+            held_out = [min(unique, key=held_out_score)]
+        if len(held_out) == len(unique):
+            held_out.remove(max(held_out, key=held_out_score))
+    held = set(held_out)
+    return [clip for clip in unique if clip not in held], sorted(held)
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One training chunk: where its files are and what its JSON says."""
+
+    key: str
+    clip_id: str
+    latents_path: Path
+    audio_path: Path
+    num_frames: int
+    fps: float
+    latent_shape: tuple[int, ...]
+    height: int
+    width: int
+    vae: dict
+    audio_encoder: dict | None
+
+
+def _examples(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown + (f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
+
+
+def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int, allow_missing_audio: bool = False) -> list[ChunkRecord]:
+    """Pair every complete ``<key>.pt`` + ``<key>.json`` with ``<key>_ff.npy``; raise UserError on any mismatch."""
+    vae_latents, audio_latents = Path(vae_latents), Path(audio_latents)
+    for folder, what in ((vae_latents, "data.vae_latents"), (audio_latents, "data.audio_latents")):
+        if not folder.is_dir():
+            raise UserError(f"{what} folder not found: {folder}")
+    records, missing_audio, frame_mismatch, dim_mismatch, bad_json = [], [], [], [], []
+    for meta_path in sorted(vae_latents.glob("*.json")):
+        key = meta_path.stem
+        latents_path = vae_latents / f"{key}.pt"
+        if key.startswith(".") or not latents_path.is_file():
+            continue  # a chunk still being written, or a stage state file
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            num_frames, latent_shape = int(meta["num_frames"]), tuple(int(v) for v in meta["latent_shape"])
+            vae = meta["vae"]
+            _ = vae["latents_mean"], vae["latents_std"]
+        except (ValueError, KeyError, TypeError) as exc:
+            bad_json.append(f"{meta_path.name} ({type(exc).__name__}: {exc})")
+            continue
+        audio_path = audio_latents / f"{key}{AUDIO_SUFFIX}"
+        if not audio_path.is_file():
+            missing_audio.append(key)
+            continue
+        audio = np.load(audio_path, mmap_mode="r")
+        if audio.ndim != 2 or audio.shape[0] != num_frames:
+            frame_mismatch.append(f"{key} (audio {list(audio.shape)}, chunk has {num_frames} frames)")
+            continue
+        if audio.shape[1] != feature_dim:
+            dim_mismatch.append(f"{key} (D={audio.shape[1]})")
+            continue
+        text_path = audio_latents / f"{key}{AUDIO_TEXT_SUFFIX}"
+        encoder = None
+        if text_path.is_file():
+            encoder = json.loads(text_path.read_text(encoding="utf-8")).get("encoder")
+        records.append(ChunkRecord(
+            key=key, clip_id=str(meta.get("clip_id") or key.rsplit("_", 1)[0]), latents_path=latents_path,
+            audio_path=audio_path, num_frames=num_frames, fps=float(meta.get("fps", 25.0)), latent_shape=latent_shape,
+            height=int(meta.get("height", 0)), width=int(meta.get("width", 0)), vae=vae, audio_encoder=encoder))
+    if bad_json:
+        raise UserError(f"unreadable latent metadata in {vae_latents}: {_examples(bad_json)}")
+    if frame_mismatch:
+        raise UserError(f"audio rows != chunk num_frames for {len(frame_mismatch)} chunk(s): {_examples(frame_mismatch)}")
+    if dim_mismatch:
+        raise UserError(f"audio feature width != audio.feature_dim={feature_dim} for {len(dim_mismatch)} chunk(s): "
+                        f"{_examples(dim_mismatch)}")
+    if missing_audio:
+        message = (f"{len(missing_audio)} chunk(s) in {vae_latents} have no {AUDIO_SUFFIX} in {audio_latents}: "
+                   f"{_examples(missing_audio)}")
+        if not allow_missing_audio:
+            raise UserError(message + " (run the audio stage, or set data.allow_missing_audio: true to skip them)")
+        log.warning("skipping %s", message)
+    if not records:
+        raise UserError(f"no training chunks: no <key>.pt + <key>.json in {vae_latents} paired with {audio_latents}")
+    encoders = {json.dumps(record.audio_encoder, sort_keys=True) for record in records}
+    if len(encoders) > 1:
+        raise UserError(f"audio features come from {len(encoders)} different encoders: {_examples(sorted(encoders))}")
+    return records
+
+
+def normalize(latents: torch.Tensor, vae: dict) -> torch.Tensor:
+    """Raw latents [C, F', h, w] -> ``(z - mean) * scaling_factor / std`` with the VAE's recorded statistics."""
+    mean = torch.tensor(vae["latents_mean"], dtype=torch.float32).view(-1, 1, 1, 1)
+    std = torch.tensor(vae["latents_std"], dtype=torch.float32).view(-1, 1, 1, 1)
+    return (latents.float() - mean) * float(vae.get("scaling_factor", 1.0)) / std
+
+
+class LatentAudioDataset(Dataset):
+    """Items ``{"latents": [C, F', h, w] normalised fp32, "audio": [F, D] fp32, "index": int}``."""
+
+    def __init__(self, records: list[ChunkRecord]):
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        stored = torch.load(record.latents_path, map_location="cpu", weights_only=True)
+        latents = stored["latents"] if isinstance(stored, dict) else stored
+        if tuple(latents.shape) != record.latent_shape:
+            raise UserError(f"{record.latents_path}: latents {list(latents.shape)}, its JSON says {list(record.latent_shape)}")
+        audio = torch.from_numpy(np.load(record.audio_path).astype(np.float32))
+        return {"latents": normalize(latents, record.vae), "audio": audio, "index": index}
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"latents": torch.stack([item["latents"] for item in items]),
+            "audio": torch.stack([item["audio"] for item in items]),
+            "index": torch.tensor([item["index"] for item in items])}
+
+
+class ResumableShardSampler(Sampler[int]):
+    """Shuffled indices, disjoint per rank, reproducible per (seed, epoch), resumable mid-epoch.
+
+    Each epoch permutes all items with ``seed + epoch``, truncates to a multiple of ``world_size`` (ranks take the
+    same number of steps) and gives rank ``r`` positions ``r, r + world_size, ...``.  ``set_position(n)`` skips
+    the first ``n`` of this rank's items of the epoch (the data position a checkpoint records).
+    """
+
+    def __init__(self, num_items: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True):
+        if num_items < world_size:
+            raise UserError(f"{num_items} training chunk(s) cannot feed {world_size} ranks")
+        self.num_items, self.rank, self.world_size = num_items, rank, world_size
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch, self.position = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def set_position(self, position: int) -> None:
+        self.position = position
+
+    def __len__(self) -> int:
+        return self.num_items // self.world_size
+
+    def epoch_indices(self) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_items, generator=generator).tolist()
+        else:
+            order = list(range(self.num_items))
+        usable = len(self) * self.world_size
+        return order[:usable][self.rank::self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.epoch_indices()[self.position:])
+
+
+def check_uniform_shapes(records: list[ChunkRecord], batch_size: int) -> None:
+    """Batches stack chunks: with batch_size > 1 every chunk must have the same latent shape."""
+    shapes = {record.latent_shape for record in records}
+    if batch_size > 1 and len(shapes) > 1:
+        raise UserError(f"data.batch_size {batch_size} needs chunks of one size, found latent shapes {sorted(shapes)[:4]}")
