@@ -8,8 +8,9 @@ See docs/synthetic.md.
 from avatar_gen.synthetic.dataset import (
     KINDS, SyntheticClip, clip_id_for, generate_dataset, load_ground_truth, make_portrait, mouth_from_envelope,
 )
+from avatar_gen.synthetic.server import RangeRequestHandler, parse_range, serve_directory
 
 __all__ = [
     "KINDS", "SyntheticClip", "clip_id_for", "generate_dataset", "load_ground_truth", "make_portrait",
-    "mouth_from_envelope",
+    "mouth_from_envelope", "RangeRequestHandler", "parse_range", "serve_directory",
 ]
