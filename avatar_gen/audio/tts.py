@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import io
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -273,10 +274,16 @@ def _espeak_library_path() -> str:
     global _private_library_path
     if _private_library_path is None:
         folder = tempfile.mkdtemp(prefix="avatar-gen-espeak-")
-        atexit.register(shutil.rmtree, folder, True)
+        atexit.register(_remove_if_owner, folder, os.getpid())
         source = Path(_espeakng_loader().get_library_path())
         _private_library_path = str(shutil.copy2(source, Path(folder) / source.name))
     return _private_library_path
+
+
+def _remove_if_owner(folder: str, owner_pid: int) -> None:
+    """Remove ``folder`` at exit, but not from a forked child: the parent may still be using it."""
+    if os.getpid() == owner_pid:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _espeakng_loader():
