@@ -17,10 +17,11 @@ import numpy as np
 from scipy.signal import medfilt
 
 FACE_CASCADE_FILE = "haarcascade_frontalface_default.xml"
-# Detection runs on a grey copy whose short side is at least this many pixels: the cascade's window is
-# 24x24, so faces in small generated clips (64-128 px) are found more reliably after upscaling.
-DETECTION_MIN_SIDE = 256
-DETECTION_MAX_SIDE = 480  # and at most this, to keep detection fast on HD frames
+# Detection runs on a grey copy resized so that its short side is this many pixels (and its long side at
+# most DETECTION_MAX_SIDE): a talking head's face (>= 15 % of the frame, see detect_faces) is then >= 24 px,
+# the cascade's window, small generated clips (64-128 px) are upscaled, and HD frames stay fast.
+DETECTION_SHORT_SIDE = 192
+DETECTION_MAX_SIDE = 360
 MIN_DETECTION_RATE = 0.2  # a clip whose sampled frames show a face less often than this has "no face"
 SMOOTHING_FRAMES = 9  # median filter over box centre/size, like syncnet_python's track smoothing
 
@@ -51,8 +52,7 @@ def _cascade() -> cv2.CascadeClassifier:
 
 def _detection_scale(height: int, width: int) -> float:
     short_side, long_side = min(height, width), max(height, width)
-    scale = max(1.0, DETECTION_MIN_SIDE / short_side)
-    return min(scale, DETECTION_MAX_SIDE / long_side) if long_side * scale > DETECTION_MAX_SIDE else scale
+    return min(DETECTION_SHORT_SIDE / short_side, DETECTION_MAX_SIDE / long_side)
 
 
 def detect_faces(frame: np.ndarray) -> np.ndarray:
@@ -60,7 +60,7 @@ def detect_faces(frame: np.ndarray) -> np.ndarray:
     height, width = frame.shape[:2]
     scale = _detection_scale(height, width)
     grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    if scale != 1.0:
+    if abs(scale - 1.0) > 1e-3:
         interpolation = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
         grey = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=interpolation)
     grey = cv2.equalizeHist(grey)
@@ -78,33 +78,8 @@ def _centre_distance(boxes: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.linalg.norm(centres - reference_centre, axis=1) / max(reference[2], 1.0)
 
 
-def track_face(frames: np.ndarray, detect_every: int = 1) -> FaceTrack | None:
-    """Follow the main face of uint8 RGB frames [T, H, W, 3]; None when no face is found often enough.
-
-    The detector runs on every ``detect_every``-th frame.  The first detection picks the largest face;
-    later frames keep the detection nearest to the last kept box (so a second person does not steal the
-    track).  Missed frames are filled by linear interpolation, then centre and size are median-smoothed.
-    """
-    num_frames = len(frames)
-    if num_frames == 0:
-        return None
-    sampled = list(range(0, num_frames, max(1, detect_every)))
-    kept_frames: list[int] = []
-    kept_boxes: list[np.ndarray] = []
-    for index in sampled:
-        boxes = detect_faces(frames[index])
-        if len(boxes) == 0:
-            continue
-        if kept_boxes:
-            distances = _centre_distance(boxes, kept_boxes[-1])
-            best = int(np.argmin(distances))
-            if distances[best] > 0.5:  # jumped more than half a face: another face or a false positive
-                continue
-            boxes = boxes[best:best + 1]
-        kept_frames.append(index)
-        kept_boxes.append(boxes[0])
-    if len(kept_frames) < max(1, MIN_DETECTION_RATE * len(sampled)):
-        return None
+def _finish_track(num_frames: int, kept_frames: list[int], kept_boxes: list[np.ndarray]) -> FaceTrack:
+    """Interpolate a track's boxes to every frame and median-smooth them."""
     kept = np.stack(kept_boxes)
     all_frames = np.arange(num_frames)
     # Interpolate centre and size (not corners) so a missed frame does not skew the box.
@@ -117,6 +92,45 @@ def track_face(frames: np.ndarray, detect_every: int = 1) -> FaceTrack | None:
     detected = np.zeros(num_frames, dtype=bool)
     detected[kept_frames] = True
     return FaceTrack(boxes=boxes, detected=detected)
+
+
+def track_faces(frames: np.ndarray, detect_every: int = 1, max_faces: int = 3) -> list[FaceTrack]:
+    """Follow every face of uint8 RGB frames [T, H, W, 3] that is found often enough, largest first.
+
+    The detector runs on every ``detect_every``-th frame.  Each detection joins the track whose last
+    box is nearest (centre within half a face width), else starts a new track; a track keeps at most one
+    detection per frame.  Tracks found in fewer than :data:`MIN_DETECTION_RATE` of the sampled frames
+    are dropped (false positives).  Missed frames are filled by linear interpolation of centre and size,
+    then smoothed with a median filter.
+    """
+    num_frames = len(frames)
+    if num_frames == 0:
+        return []
+    sampled = list(range(0, num_frames, max(1, detect_every)))
+    tracks: list[tuple[list[int], list[np.ndarray]]] = []
+    for index in sampled:
+        claimed: set[int] = set()
+        for box in detect_faces(frames[index]):
+            candidates = [(float(_centre_distance(box[None], boxes[-1])[0]), number)
+                          for number, (_, boxes) in enumerate(tracks) if number not in claimed]
+            distance, number = min(candidates, default=(np.inf, -1))
+            if distance <= 0.5:
+                tracks[number][0].append(index)
+                tracks[number][1].append(box)
+                claimed.add(number)
+            else:
+                tracks.append(([index], [box]))
+                claimed.add(len(tracks) - 1)
+    minimum = max(1, MIN_DETECTION_RATE * len(sampled))
+    kept = [_finish_track(num_frames, indices, boxes) for indices, boxes in tracks if len(indices) >= minimum]
+    kept.sort(key=lambda track: -float(np.median(track.boxes[:, 2] * track.boxes[:, 3])))
+    return kept[:max_faces]
+
+
+def track_face(frames: np.ndarray, detect_every: int = 1) -> FaceTrack | None:
+    """The largest face followed through the clip (see :func:`track_faces`); None when no face is found."""
+    tracks = track_faces(frames, detect_every=detect_every, max_faces=1)
+    return tracks[0] if tracks else None
 
 
 def crop_region(frame: np.ndarray, box: np.ndarray | tuple[float, float, float, float], out_height: int,
