@@ -5,6 +5,7 @@ file runs in well under a minute on a CPU."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -319,3 +320,45 @@ def test_cli_missing_inputs_is_a_user_error(ltx_dir, tmp_path, capsys):
     assert _run_cli("--inputs", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "o"),
                     "--pretrained", str(ltx_dir)) == 2
     assert capsys.readouterr().err.strip().endswith(f"--inputs not found: {tmp_path / 'nothing'}")
+
+
+def test_synthetic_talking_clip_from_transcripts(synthetic_dataset, ltx_dir, tiny_vae, tmp_path):
+    """A scraper-style record for a synthetic talking clip: face-centred crop, every complete chunk encoded."""
+    _, clips = synthetic_dataset
+    clip = next(clip for clip in clips if clip.kind == "speech")
+    raw = tmp_path / "raw_videos"
+    raw.mkdir()
+    shutil.copy(clip.video_path, raw / clip.video_path.name)  # the shared fixture stays untouched
+    record = {"clip_id": clip.clip_id, "video_path": f"raw_videos/{clip.video_path.name}", "language": "en",
+              "duration": clip.duration, "fps": clip.fps, "transcript": [],
+              "source": {"youtube_id": clip.clip_id, "start": 0.0, "end": clip.duration,
+                         "face_x": clip.face_x, "face_y": clip.face_y}}
+    transcripts = tmp_path / "video_transcripts.json"
+    transcripts.write_text(json.dumps([record]))
+    output = tmp_path / "vae_latents"
+    summary = encode_dataset(_config(None, output, ltx_dir, transcripts=transcripts, height=64, width=32,
+                                     num_frames=33), loaded_vae=tiny_vae)
+    expected_chunks = (clip.num_frames - 33) // 33 + 1
+    assert summary.chunks_written == expected_chunks and summary.clips_done == 1
+    latents = torch.load(output / f"{clip.clip_id}_0.pt", weights_only=True)["latents"]
+    assert tuple(latents.shape) == (8, 5, 2, 1)
+    metadata = json.loads((output / f"{clip.clip_id}_{expected_chunks - 1}.json").read_text())
+    assert metadata["video_path"] == f"raw_videos/{clip.video_path.name}"
+    assert metadata["end_time"] == pytest.approx(expected_chunks * 33 / clip.fps)
+    state = json.loads((output / "_clips" / f"{clip.clip_id}.json").read_text())
+    top, left, crop_height, crop_width = state["crop"]
+    size = state["source_size"][1]
+    expected_left = min(max(clip.face_x * size - crop_width / 2, 0), size - crop_width)
+    assert abs(left - expected_left) <= 1 and crop_height == size  # a 1:2 box, full height, centred on the face
+    assert state["dropped_tail"] == {"start_frame": expected_chunks * 33,
+                                     "num_frames": clip.num_frames - expected_chunks * 33}
+
+
+def test_clip_ids_that_would_escape_the_output_folder_are_left_out(data_root, tmp_path):
+    from avatar_gen.latents import collect_clips
+
+    records = [{"clip_id": clip_id, "video_path": "raw_videos/clip_a.mp4"}
+               for clip_id in ("../escape", ".hidden", "ok_clip", "a\\b")]
+    transcripts = data_root / "video_transcripts_unsafe.json"
+    transcripts.write_text(json.dumps(records))
+    assert [clip.clip_id for clip in collect_clips(None, transcripts)] == ["ok_clip"]

@@ -28,7 +28,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from avatar_gen.config import StrictModel
 from avatar_gen.errors import MediaError, UserError
 from avatar_gen.latents.chunks import Chunk, ClipReport, stream_chunks
-from avatar_gen.latents.sources import ClipSource, collect_clips, recorded_path, select_shard
+from avatar_gen.latents.sources import ClipSource, absolute, collect_clips, recorded_path, select_shard
 from avatar_gen.latents.vae import (DEFAULT_PRETRAINED, SPATIAL_MULTIPLE, TEMPORAL_MULTIPLE, LoadedVae,
                                     encode_frames, latent_shape, load_vae)
 from avatar_gen.utils.io import atomic_path, atomic_write_json, read_json, remove_stale_temporaries
@@ -94,7 +94,7 @@ class LatentsConfig(StrictModel):
     @property
     def data_root(self) -> Path:
         """Recorded video paths are relative to this folder: the one holding the output folder."""
-        return self.output_dir.resolve().parent
+        return absolute(self.output_dir).parent
 
 
 def make_config(**values) -> LatentsConfig:
@@ -286,6 +286,7 @@ class _ClipEnd:
     report: ClipReport
     chunks: int  # complete chunks in the clip (encoded now or earlier)
     error: str | None
+    already_finished: bool = False  # finished by an earlier run: not decoded, nothing to record
 
 
 @dataclass
@@ -303,6 +304,7 @@ def _decode_clips(config: LatentsConfig, clips: list[ClipSource], book: _Bookkee
     for clip in clips:
         if book.clip_finished(clip):
             book.clips_already_finished += 1
+            yield _ClipEnd(clip, ClipReport(), 0, None, already_finished=True)
             continue
         report = ClipReport()
         error = None
@@ -404,11 +406,12 @@ def encode_dataset(config: LatentsConfig, loaded_vae: LoadedVae | None = None) -
                 batch.append(event)
                 if len(batch) >= config.batch_size:
                     flush()
-            else:
+            elif not event.already_finished:
                 waiting_ends.append(event)
                 if not any(item.clip.clip_id == event.clip.clip_id for item in batch):
                     _finish_clip(event, book, summary)
                     waiting_ends.remove(event)
+            if isinstance(event, _ClipEnd):
                 bar.update(1)
         flush()
     finally:

@@ -34,6 +34,11 @@ class ClipSource:
     face_center: tuple[float, float] | None = None
 
 
+def absolute(path: str | os.PathLike) -> Path:
+    """An absolute, normalised path that keeps symbolic links (a linked video folder stays under the data root)."""
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
 def stable_shard(key: str, num_shards: int) -> int:
     """The shard (0..num_shards-1) a key belongs to: a hash of the key, the same in every process and
     on every machine (Python's ``hash`` is salted per process), so shards are disjoint and complete."""
@@ -64,7 +69,7 @@ def discover_videos(inputs: Path) -> list[ClipSource]:
         if clip_id in clips:
             log.warning("two videos with the clip id %s: using %s, leaving out %s", clip_id, clips[clip_id].path, path)
             continue
-        clips[clip_id] = ClipSource(clip_id=clip_id, path=path.resolve())
+        clips[clip_id] = ClipSource(clip_id=clip_id, path=absolute(path))
     if inputs.is_dir() and not clips:
         log.warning("no video files (%s) under %s", ", ".join(VIDEO_EXTENSIONS), inputs)
     return list(clips.values())
@@ -102,7 +107,7 @@ def load_transcript_clips(transcripts: Path) -> list[ClipSource]:
         raise UserError(f"--transcripts {transcripts} is not valid JSON: {exc}") from None
     if not isinstance(records, list):
         raise UserError(f"--transcripts {transcripts} must hold a JSON list of records")
-    data_root = transcripts.resolve().parent
+    data_root = absolute(transcripts).parent
     clips: dict[str, ClipSource] = {}
     for number, record in enumerate(records):
         if not isinstance(record, dict) or not record.get("clip_id") or not record.get("video_path"):
@@ -110,8 +115,7 @@ def load_transcript_clips(transcripts: Path) -> list[ClipSource]:
         clip_id = str(record["clip_id"])
         if clip_id in clips:
             continue  # the scraper never writes duplicates; tolerate a hand-merged file
-        path = Path(os.path.expanduser(str(record["video_path"])))
-        clips[clip_id] = ClipSource(clip_id=clip_id, path=(data_root / path).resolve(),
+        clips[clip_id] = ClipSource(clip_id=clip_id, path=absolute(data_root / os.path.expanduser(str(record["video_path"]))),
                                     face_center=_face_center(record))
     return list(clips.values())
 
@@ -122,6 +126,17 @@ def _is_within(path: Path, folder: Path) -> bool:
     except ValueError:
         return False
     return True
+
+
+def unsafe_clip_id(clip_id: str) -> str | None:
+    """Why ``clip_id`` cannot name output files (a path separator, a hidden name, ...), or None when it can."""
+    if not clip_id or clip_id in (".", ".."):
+        return "empty or a dot"
+    if any(character in clip_id for character in ("/", "\\", "\0")):
+        return "contains a path separator or NUL"
+    if clip_id.startswith("."):
+        return "starts with a dot (hidden and temporary files do)"
+    return None
 
 
 def collect_clips(inputs: Path | None, transcripts: Path | None) -> list[ClipSource]:
@@ -139,16 +154,23 @@ def collect_clips(inputs: Path | None, transcripts: Path | None) -> list[ClipSou
         if inputs is not None:
             if not inputs.exists():
                 raise UserError(f"--inputs not found: {inputs}")
-            root = inputs.resolve()
+            root = absolute(inputs)
             kept = [clip for clip in clips if clip.path == root or _is_within(clip.path, root)]
             if len(kept) < len(clips):
                 log.info("%d of %d transcript clips lie outside %s and are left out", len(clips) - len(kept),
                          len(clips), inputs)
             clips = kept
-    return sorted(clips, key=lambda clip: clip.clip_id)
+    safe = []
+    for clip in clips:
+        problem = unsafe_clip_id(clip.clip_id)
+        if problem:  # it would write outside the output folder or be swept as a temporary: never touch it
+            log.warning("left out clip id %r (%s): %s", clip.clip_id, clip.path, problem)
+        else:
+            safe.append(clip)
+    return sorted(safe, key=lambda clip: clip.clip_id)
 
 
 def recorded_path(path: Path, data_root: Path) -> str:
     """``path`` as written in records: relative to ``data_root`` (POSIX separators) or absolute outside it."""
-    root = data_root.resolve()
+    root = absolute(data_root)
     return path.relative_to(root).as_posix() if _is_within(path, root) else str(path)

@@ -91,7 +91,12 @@ def load_vae(name_or_path: str = DEFAULT_PRETRAINED, revision: str | None = None
 
     if dtype not in DTYPES:
         raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise UserError(f"unknown torch device {device!r} (e.g. cpu, cuda, cuda:1)") from None
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device} asked for, but torch sees no CUDA GPU")
     local = Path(os.path.expanduser(name_or_path))
     if local.exists():
         if not local.is_dir():
