@@ -349,9 +349,12 @@ class Trainer:
         while True:
             self.sampler.set_epoch(self.data_epoch)
             self.sampler.set_position(self.data_batches_in_epoch * self.config.data.batch_size)
+            # Its own generator: creating a loader iterator draws a worker seed, which must not consume the
+            # global RNG (a resumed run creates its iterator at another moment than an uninterrupted one).
+            loader_generator = torch.Generator().manual_seed(self.config.optimization.seed + 7 * self.data_epoch)
             loader = DataLoader(self.train_dataset, batch_size=self.config.data.batch_size, sampler=self.sampler,
                                 num_workers=self.config.data.num_workers, collate_fn=collate, drop_last=True,
-                                pin_memory=self.device.type == "cuda")
+                                pin_memory=self.device.type == "cuda", generator=loader_generator)
             for batch in loader:
                 self.data_batches_in_epoch += 1
                 yield batch
@@ -472,16 +475,19 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------- the loop
 
-    def train(self) -> TrainResult:
+    def train(self, stop_after_step: int | None = None) -> TrainResult:
+        """Run to ``optimization.max_steps``; ``stop_after_step`` ends early (as if killed after that step's
+        checkpoint) without changing the LR schedule, which depends on ``max_steps``."""
         config = self.config
         max_steps = config.optimization.max_steps
+        last_step = min(max_steps, stop_after_step) if stop_after_step is not None else max_steps
         batches = self._batches()
         last_checkpoint = None
         bar = progress(total=max_steps, desc="training", unit="step")
         bar.update(self.step)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        while self.step < max_steps:
+        while self.step < last_step:
             started = time.perf_counter()
             metrics = self.optimizer_step(batches)
             if metrics is None:
@@ -493,7 +499,7 @@ class Trainer:
                 self._log_step(metrics, elapsed)
             if config.validation.every_n_steps and self.step % config.validation.every_n_steps == 0:
                 self.validate()
-            if self.step % config.checkpoints.every_n_steps == 0 or self.step == max_steps:
+            if self.step % config.checkpoints.every_n_steps == 0 or self.step in (max_steps, last_step):
                 last_checkpoint = self.save_checkpoint()
         bar.close()
         if last_checkpoint is None and self.step == max_steps:

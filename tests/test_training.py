@@ -1,0 +1,295 @@
+"""Training on CPU with the tiny LTX-Video zoo and toy latent/audio data: config, data, resume, LoRA, masks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avatar_gen.config import validate_config
+from avatar_gen.errors import ConfigError, UserError
+from avatar_gen.model.checkpoint import load_avatar_checkpoint, resolve_checkpoint
+from avatar_gen.training.config import TrainConfig, load_train_config
+from avatar_gen.training.dataset import ResumableShardSampler, held_out_score, scan_chunks, split_clips
+from avatar_gen.training.toydata import write_toy_chunks
+from avatar_gen.training.trainer import NonFiniteLossError, Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+FEATURE_DIM = 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two shared cores: torch's thread pool fighting other processes makes tiny steps 30x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory) -> Path:
+    return write_toy_chunks(tmp_path_factory.mktemp("toy"), num_clips=6, chunks_per_clip=2, feature_dim=FEATURE_DIM)
+
+
+def make_config(output_dir: Path, tiny_zoo: Path, data_root: Path, **sections) -> TrainConfig:
+    """A tiny CPU config; ``sections`` update the defaults section by section."""
+    data = {
+        "output_dir": str(output_dir),
+        "model": {"pretrained": str(tiny_zoo / "ltx-video"), "dtype": "float32"},
+        "lora": {"train_mode": "full", "rank": 4, "alpha": 4},
+        "audio": {"feature_dim": FEATURE_DIM, "hidden_dim": 32},
+        "data": {"vae_latents": str(data_root / "vae_latents"), "audio_latents": str(data_root / "audio_latents"),
+                 "held_out_fraction": 0.2, "batch_size": 2, "num_workers": 0},
+        "flow": {"shift": 1.0},
+        "conditioning": {"first_frame_probability": 1.0},
+        "optimization": {"learning_rate": 2e-3, "weight_decay": 0.0, "warmup_steps": 2, "max_steps": 6, "seed": 0},
+        "acceleration": {"device": "cpu", "mixed_precision": "fp32", "gradient_checkpointing": False},
+        "checkpoints": {"every_n_steps": 3, "keep_last": 2},
+        "validation": {"every_n_steps": None, "held_out_chunks": 2, "num_draws": 2},
+        "logging": {"log_every_n_steps": 1, "tensorboard": False},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    return validate_config(TrainConfig, data)
+
+
+def trainable_state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {name: parameter.detach().clone() for name, parameter in trainer.model.named_parameters()
+            if parameter.requires_grad}
+
+
+# ------------------------------------------------------------------------------------------ configs and data
+
+def test_shipped_configs_load_with_paths_relative_to_the_file():
+    real = load_train_config(REPO / "configs" / "train-avatars.yaml")
+    assert real.model.pretrained == "Lightricks/LTX-Video" and real.lora.train_mode == "lora"
+    assert real.lora.target_modules == ["attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0"]
+    assert real.audio.max_tokens <= 128 and real.acceleration.mixed_precision == "bf16"
+    assert real.distributed.deepspeed_config == REPO / "configs" / "deepspeed" / "zero2.json"
+    assert json.loads(real.distributed.deepspeed_config.read_text())["zero_optimization"]["stage"] == 2
+    assert real.data.vae_latents == REPO / "data" / "vae_latents"
+    tiny = load_train_config(REPO / "configs" / "train-tiny.yaml")
+    assert tiny.model.pretrained == str(REPO / "models" / "tiny" / "ltx-video")
+    assert tiny.lora.train_mode == "full" and tiny.acceleration.device == "cpu"
+
+
+def test_config_errors_are_one_clear_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text("output_dir: out\nmodel: {pretrained: x, dtyp: float32}\n")
+    with pytest.raises(ConfigError, match=r"model.dtyp: unknown key"):
+        load_train_config(tmp_path / "bad.yaml")
+    base = {"output_dir": "o", "model": {"pretrained": "x"}, "data": {"vae_latents": "v", "audio_latents": "a"},
+            "optimization": {"max_steps": 1}}
+    with pytest.raises(ConfigError, match="global alignment needs frame-position"):
+        validate_config(TrainConfig, dict(base, audio={"feature_dim": 4, "position_embedding": "none"}))
+    with pytest.raises(ConfigError, match="deepspeed_config"):
+        validate_config(TrainConfig, dict(base, audio={"feature_dim": 4}, distributed={"backend": "deepspeed"}))
+
+
+def test_dataset_pairs_and_fails_loudly(tmp_path, toy_root):
+    records = scan_chunks(toy_root / "vae_latents", toy_root / "audio_latents", FEATURE_DIM)
+    assert len(records) == 12 and records[0].audio_encoder["feature_dim"] == FEATURE_DIM
+    with pytest.raises(UserError, match=r"feature width != audio.feature_dim=5 .*toyclip000_0"):
+        scan_chunks(toy_root / "vae_latents", toy_root / "audio_latents", 5)
+    broken = write_toy_chunks(tmp_path / "broken", num_clips=3, feature_dim=FEATURE_DIM)
+    np.save(broken / "audio_latents" / "toyclip001_0_ff.npy", np.zeros((30, FEATURE_DIM), np.float32))
+    with pytest.raises(UserError, match=r"audio rows != chunk num_frames .*toyclip001_0 \(audio \[30, 4\], chunk has 33"):
+        scan_chunks(broken / "vae_latents", broken / "audio_latents", FEATURE_DIM)
+    (broken / "audio_latents" / "toyclip001_0_ff.npy").unlink()
+    with pytest.raises(UserError, match=r"1 chunk\(s\) .* have no _ff.npy .*toyclip001_0"):
+        scan_chunks(broken / "vae_latents", broken / "audio_latents", FEATURE_DIM)
+    assert len(scan_chunks(broken / "vae_latents", broken / "audio_latents", FEATURE_DIM, allow_missing_audio=True)) == 2
+
+
+def test_held_out_split_is_by_clip_and_stable():
+    clips = [f"clip{i}" for i in range(200)]
+    train, held_out = split_clips(clips, 0.1)
+    assert 8 <= len(held_out) <= 35 and not set(train) & set(held_out) and len(train) + len(held_out) == 200
+    assert split_clips(clips + ["new_clip"], 0.1)[1] == sorted(set(held_out) | ({"new_clip"} if held_out_score("new_clip") < 0.1 else set()))
+    assert len(split_clips(["a", "b"], 0.01)[1]) == 1  # a fraction > 0 always holds out something
+
+
+def test_sampler_is_disjoint_per_rank_deterministic_and_resumable():
+    ranks = [ResumableShardSampler(10, rank, 2, seed=3) for rank in range(2)]
+    for sampler in ranks:
+        sampler.set_epoch(1)
+    first, second = list(ranks[0]), list(ranks[1])
+    assert len(first) == len(second) == 5 and not set(first) & set(second)
+    assert list(ranks[0]) == first  # same epoch, same order
+    ranks[0].set_epoch(2)
+    assert list(ranks[0]) != first
+    ranks[0].set_epoch(1)
+    ranks[0].set_position(3)
+    assert list(ranks[0]) == first[3:]
+
+
+def test_mismatched_latents_and_caption_width_are_clear_errors(tmp_path, tiny_zoo, toy_root):
+    with pytest.raises(UserError, match="caption_channels=16 but the transformer's caption_channels is 32"):
+        Trainer(make_config(tmp_path / "a", tiny_zoo, toy_root, audio={"caption_channels": 16}))
+    other_vae = write_toy_chunks(tmp_path / "c16", num_clips=3, latent_channels=16, feature_dim=FEATURE_DIM)
+    with pytest.raises(UserError, match="latents have 16 channels, the transformer expects in_channels=8"):
+        Trainer(make_config(tmp_path / "b", tiny_zoo, other_vae))
+
+
+# ------------------------------------------------------------------------------------------ training runs
+
+def test_resume_continues_exactly(tmp_path, tiny_zoo, toy_root):
+    """6 steps straight == 3 steps, stop, resume: parameters (incl. LoRA dropout RNG, Adam state, data order)."""
+    sections = {"lora": {"train_mode": "lora", "dropout": 0.1}, "optimization": {"max_steps": 6, "learning_rate": 5e-3}}
+    straight = Trainer(make_config(tmp_path / "straight", tiny_zoo, toy_root, **sections))
+    straight_result = straight.train()
+    first_half = Trainer(make_config(tmp_path / "split", tiny_zoo, toy_root, **sections))
+    first_half.train(stop_after_step=3)
+    resumed = Trainer(make_config(tmp_path / "split", tiny_zoo, toy_root, checkpoints={"resume": "latest"}, **sections))
+    assert resumed.step == 3
+    resumed_result = resumed.train()
+    assert resumed_result.step == straight_result.step == 6
+    expected, actual = trainable_state(straight), trainable_state(resumed)
+    assert expected.keys() == actual.keys() and any(".lora_" in name for name in expected)
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], atol=1e-6, rtol=0, msg=name)
+    steps = [row["step"] for row in resumed_result.history if row["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the metrics file has no duplicated or lost rows
+    split_file = json.loads((tmp_path / "split" / "data_split.json").read_text())
+    assert split_file["held_out_clips"] and not set(split_file["held_out_clips"]) & set(split_file["train_clips"])
+    assert (tmp_path / "split" / "config.yaml").is_file()
+
+
+@pytest.fixture(scope="module")
+def lora_checkpoint(tmp_path_factory, tiny_zoo, toy_root) -> Path:
+    output = tmp_path_factory.mktemp("lora_run")
+    config = make_config(output, tiny_zoo, toy_root, lora={"train_mode": "lora", "rank": 4, "alpha": 8},
+                         optimization={"max_steps": 4, "learning_rate": 2e-2, "warmup_steps": 0},
+                         audio={"alignment": "local", "local_margin_frames": 1})
+    return Trainer(config).train().checkpoint
+
+
+def test_lora_checkpoint_loads_into_diffusers_pipeline_and_changes_output(lora_checkpoint, tiny_zoo):
+    from diffusers import LTXImageToVideoPipeline
+
+    assert sorted(path.name for path in lora_checkpoint.iterdir()) == [
+        "audio_projection.json", "audio_projection.safetensors", "avatar_checkpoint.json",
+        "pytorch_lora_weights.safetensors", "training_state"]
+    pipeline = LTXImageToVideoPipeline.from_pretrained(tiny_zoo / "ltx-video", text_encoder=None, tokenizer=None)
+    pipeline.set_progress_bar_config(disable=True)
+    torch.manual_seed(0)
+    embeds, mask = torch.randn(1, 9, 32), torch.ones(1, 9)
+    image = torch.rand(1, 3, 64, 64)
+
+    def generate() -> torch.Tensor:
+        return pipeline(image=image, prompt_embeds=embeds, prompt_attention_mask=mask, height=64, width=64,
+                        num_frames=9, num_inference_steps=2, guidance_scale=1.0, output_type="latent",
+                        generator=torch.Generator().manual_seed(0)).frames
+
+    before = generate()
+    pipeline.load_lora_weights(str(lora_checkpoint))
+    after = generate()
+    assert (after - before).abs().max() > 1e-4
+
+
+def test_load_avatar_checkpoint_and_wrong_base(lora_checkpoint, tiny_zoo, tmp_path):
+    from diffusers import LTXVideoTransformer3DModel
+
+    loaded = load_avatar_checkpoint(lora_checkpoint.parent)  # the run's checkpoints/ folder means its latest
+    assert loaded.path == lora_checkpoint.resolve() and loaded.metadata["step"] == 4
+    assert loaded.alignment == "local" and loaded.metadata["video"]["num_frames"] == 33
+    assert loaded.audio_encoder["feature_dim"] == FEATURE_DIM
+    assert any(".lora_" in name for name, _ in loaded.transformer.named_parameters())
+    other = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8,
+                                       cross_attention_dim=16, num_layers=1, caption_channels=32)
+    other.save_pretrained(tmp_path / "other" / "transformer")
+    with pytest.raises(UserError, match="different base model: attention_head_dim 16 vs base 8"):
+        load_avatar_checkpoint(lora_checkpoint, pretrained=tmp_path / "other")
+    with pytest.raises(UserError, match="checkpoint not found"):
+        load_avatar_checkpoint(tmp_path / "missing")
+
+
+def test_local_alignment_gives_zero_attention_outside_the_window(lora_checkpoint, monkeypatch):
+    """Record the real attn2 weights (from the query, key and mask the processor hands to attention)."""
+    import diffusers.models.transformers.transformer_ltx as ltx
+
+    loaded = load_avatar_checkpoint(lora_checkpoint)
+    from avatar_gen.model.denoiser import AvatarDenoiser
+
+    denoiser = AvatarDenoiser(loaded.transformer, loaded.audio_projection, alignment="local", local_margin_frames=1)
+    recorded = []
+    original = ltx.dispatch_attention_fn
+
+    def recording_attention(query, key, value, attn_mask=None, **kwargs):
+        if attn_mask is not None:  # only attn2 gets a mask
+            scores = torch.einsum("bqhd,bkhd->bhqk", query.float(), key.float()) / query.shape[-1] ** 0.5
+            recorded.append(scores.masked_fill(~attn_mask, float("-inf")).softmax(dim=-1))
+        return original(query, key, value, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(ltx, "dispatch_attention_fn", recording_attention)
+    frames, height, width, num_frames = 5, 2, 2, 33
+    with torch.no_grad():
+        denoiser(torch.randn(1, frames * height * width, 8), torch.randn(1, num_frames, FEATURE_DIM),
+                 torch.full((1, frames * height * width), 500.0), frames, height, width, 25.0)
+    assert len(recorded) == 2  # one attn2 per transformer block
+    for weights in recorded:
+        assert weights.shape == (1, 2, frames * height * width, num_frames)
+        for latent_frame in range(frames):
+            window = list(range(0, 2)) if latent_frame == 0 else list(range(8 * latent_frame - 8, min(8 * latent_frame + 2, 33)))
+            outside = [token for token in range(num_frames) if token not in window]
+            rows = weights[0, :, latent_frame * height * width:(latent_frame + 1) * height * width]
+            assert rows[..., outside].abs().max() == 0.0
+            assert torch.allclose(rows[..., window].sum(-1), torch.ones(()))
+
+
+def test_nonfinite_losses_stop_with_a_usable_checkpoint(tmp_path, tiny_zoo):
+    root = write_toy_chunks(tmp_path / "nan", num_clips=4, feature_dim=FEATURE_DIM)
+    for latents_file in (root / "vae_latents").glob("*.pt"):
+        stored = torch.load(latents_file, weights_only=True)
+        torch.save({"latents": torch.full_like(stored["latents"], float("nan"))}, latents_file)
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, root, data={"held_out_fraction": 0.0},
+                                  validation={"held_out_chunks": 0},
+                                  optimization={"max_consecutive_nonfinite": 3}))
+    with pytest.raises(NonFiniteLossError, match="NaN/inf 3 times in a row at step 0"):
+        trainer.train()
+    assert trainer.nonfinite_total == 3
+    loaded = load_avatar_checkpoint(resolve_checkpoint(tmp_path / "run"))
+    assert all(torch.isfinite(parameter).all() for parameter in loaded.transformer.parameters())
+
+
+def test_stage_script_runs_and_reports_errors(tmp_path, tiny_zoo, toy_root, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("training_script", REPO / "ltx_video" / "training.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    config = make_config(tmp_path / "run", tiny_zoo, toy_root)
+    path = tmp_path / "train.yaml"
+    path.write_text(json.dumps(config.model_dump(mode="json")))  # JSON is YAML
+    assert script.main(["--config", str(path), "--override", "optimization.max_steps=2", "--local_rank=0"]) == 0
+    assert resolve_checkpoint(tmp_path / "run").name == "step_000002"
+    assert script.main(["--config", str(path), "--override", "optimization.max_step=2"]) == 2
+    assert "optimization.max_step: unknown key" in capsys.readouterr().err
+
+
+def test_overfit_and_audio_reaches_the_model(tmp_path, tiny_zoo):
+    """Full fine-tuning on toy clips whose mouth follows the loudness feature: the loss falls well below its
+    start and the in-sample audio-conditioning gain (shuffled / true audio loss) passes 1.5."""
+    root = write_toy_chunks(tmp_path / "toy", num_clips=6, feature_dim=FEATURE_DIM, mouth_strength=3.0, seed=1)
+    config = make_config(tmp_path / "run", tiny_zoo, root, data={"held_out_fraction": 0.0, "batch_size": 3},
+                         validation={"held_out_chunks": 0, "train_chunks": 6, "num_draws": 3},
+                         optimization={"max_steps": 400, "learning_rate": 3e-3, "warmup_steps": 20},
+                         checkpoints={"every_n_steps": 1000}, logging={"log_every_n_steps": 50})
+    trainer = Trainer(config)
+    trainer.model.eval()
+    start = trainer.audio_gain(trainer.train_records)
+    trainer.model.train()
+    result = trainer.train()
+    trainer.model.eval()
+    end = trainer.audio_gain(trainer.train_records)
+    print(f"loss {start['loss_true']:.3f} -> {end['loss_true']:.3f}, audio gain {start['audio_gain']:.3f} -> "
+          f"{end['audio_gain']:.3f} +- {end['audio_gain_std']:.3f}")
+    assert end["loss_true"] < 0.3 * start["loss_true"]
+    assert end["audio_gain"] >= 1.5
+    assert result.step == 400
