@@ -39,7 +39,7 @@ def frechet_distance(mean_a: np.ndarray, cov_a: np.ndarray, mean_b: np.ndarray, 
     """``|mu_a - mu_b|^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2))`` for Gaussians N(mu, C) of dimension D."""
     mean_a, mean_b = np.atleast_1d(mean_a).astype(np.float64), np.atleast_1d(mean_b).astype(np.float64)
     cov_a, cov_b = np.atleast_2d(cov_a).astype(np.float64), np.atleast_2d(cov_b).astype(np.float64)
-    covariance_root, _ = scipy.linalg.sqrtm(cov_a @ cov_b, disp=False)
+    covariance_root = scipy.linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(covariance_root).all():
         # Singular products (fewer samples than dimensions) make sqrtm unstable: regularise slightly.
         offset = np.eye(len(cov_a)) * 1e-6
