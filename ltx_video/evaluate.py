@@ -2,7 +2,7 @@
 
     python ltx_video/evaluate.py --generated outputs/samples --out outputs/eval
     python ltx_video/evaluate.py --generated outputs/samples --reference data/raw_videos --out outputs/eval \
-        --syncnet models/syncnet_v2_state.pt --i3d models/i3d_torchscript.pt --heldout data/heldout_clips.txt
+        --syncnet models/syncnet_v2_state.pt --i3d models/i3d_torchscript.pt --heldout outputs/my_run
 
 Writes <out>/metrics.json, <out>/report.md and PNG plots (see docs/evaluation.md).  The library call behind it,
 ``avatar_gen.evaluation.evaluate_directory``, is what the demo uses.
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TorchScript video feature extractor (e.g. i3d_torchscript.pt): adds FVD, "
                              "needs --reference")
     parser.add_argument("--heldout", type=Path,
-                        help="file listing the held-out clip ids (text, one per line, or JSON): evaluate only those")
+                        help="evaluate only held-out clips: a training run folder (its data_split.json), that "
+                             "file, or a list of clip ids (text, one per line, or JSON)")
     parser.add_argument("--input_images", type=Path,
                         help="folder of input portraits <clip id>.png|jpg: identity drift is measured against "
                              "them (default: against each video's first frame)")

@@ -143,6 +143,16 @@ def test_heldout_file_formats(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"something": 1}))
     with pytest.raises(UserError, match="expected one of the keys"):
         read_heldout_ids(tmp_path / "bad.json")
+    # What training records in its run folder (a run folder works as --heldout too).
+    from avatar_gen.training.trainer import SPLIT_FILE
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / SPLIT_FILE).write_text(json.dumps({"held_out_fraction": 0.5, "held_out_clips": ["c1"],
+                                              "train_clips": ["c2"], "held_out_chunks": ["c1_0"]}))
+    assert read_heldout_ids(run) == ["c1"] == read_heldout_ids(run / SPLIT_FILE)
+    with pytest.raises(UserError, match="without the training split"):
+        read_heldout_ids(tmp_path)
     assert matches_heldout("a_1_2", {"a_1_2"}) == "a_1_2"
     assert matches_heldout("a_1_2_3", {"a_1_2"}) == "a_1_2"  # chunk 3 of clip a_1_2
     assert matches_heldout("a_1", {"a_1_2"}) is None

@@ -8,14 +8,22 @@ from pathlib import Path
 
 from avatar_gen.errors import UserError
 
-# Keys under which a JSON file may hold the list of held-out clip ids.
-HELDOUT_JSON_KEYS = ("heldout", "heldout_clips", "held_out", "heldout_clip_ids", "clip_ids")
+# What training writes into its run folder (avatar_gen.training.trainer.SPLIT_FILE):
+# {"held_out_clips": [...], "train_clips": [...], "held_out_chunks": [...], ...}.
+TRAINING_SPLIT_FILE = "data_split.json"
+# Keys under which a JSON file may hold the list of held-out clip ids (training's key first).
+HELDOUT_JSON_KEYS = ("held_out_clips", "heldout", "heldout_clips", "held_out", "clip_ids")
 
 
 def read_heldout_ids(path: str | os.PathLike) -> list[str]:
-    """Clip ids from ``path``: a text file (one id per line, ``#`` comments) or JSON (a list of ids, or a dict
-    with one of :data:`HELDOUT_JSON_KEYS`, or a list of records with a ``clip_id``)."""
+    """Clip ids from ``path``: a training run folder (its ``data_split.json``), that JSON file itself, another
+    JSON (a list of ids, a dict with one of :data:`HELDOUT_JSON_KEYS`, or a list of records with a ``clip_id``),
+    or a text file (one id per line, ``#`` comments)."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / TRAINING_SPLIT_FILE).is_file():
+            raise UserError(f"held-out list: {path} is a folder without the training split {TRAINING_SPLIT_FILE}")
+        path = path / TRAINING_SPLIT_FILE
     if not path.is_file():
         raise UserError(f"held-out list not found: {path}")
     text = path.read_text(encoding="utf-8")
