@@ -22,13 +22,14 @@ The same seed gives the same video: one ``torch.Generator`` seeded once draws ev
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +47,7 @@ from avatar_gen.utils.progress import progress as progress_bar
 log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 40
+MIN_STEPS = 2
 DEFAULT_GUIDANCE = 3.0
 # LTX-Video 0.9.1+ VAEs decode with timestep conditioning; these are the values diffusers recommends for them.
 DEFAULT_DECODE_TIMESTEP = 0.05
@@ -136,11 +138,20 @@ class _StageClock:
         if self.callback is not None:
             self.callback(stage, min(max(float(fraction), 0.0), 1.0))
 
-    def run(self, stage: str, work: Callable[[], Any]) -> Any:
-        self.report(stage, 0.0)
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the block's wall time to ``stage`` (no progress report: stages run in several pieces)."""
         started = time.perf_counter()
-        result = work()
-        self.timings[stage] += time.perf_counter() - started
+        try:
+            yield
+        finally:
+            self.timings[stage] += time.perf_counter() - started
+
+    def run(self, stage: str, work: Callable[[], Any]) -> Any:
+        """Run a one-piece stage: report 0, time it, report 1."""
+        self.report(stage, 0.0)
+        with self.timed(stage):
+            result = work()
         self.report(stage, 1.0)
         return result
 
@@ -268,8 +279,11 @@ class AvatarGenerator:
             timesteps = check_timesteps(timesteps, self.pipeline.scheduler.config.num_train_timesteps)
             steps = len(timesteps)
         steps = DEFAULT_STEPS if steps is None else int(steps)
-        if steps < 1:
-            raise UserError(f"steps must be at least 1, got {steps}")
+        if timesteps is None and steps < MIN_STEPS:
+            # The pipeline's 1-step schedule is sigma [1.0], which the scheduler's shift_terminal stretch divides by
+            # zero; a one-step fixed schedule (timesteps=[1000]) works.
+            raise UserError(f"steps must be at least {MIN_STEPS} (for one step give a fixed schedule: --timesteps 1000)"
+                            f", got {steps}")
         if guidance is None:
             guidance = DISTILLED_GUIDANCE if timesteps is not None else DEFAULT_GUIDANCE
         guidance = float(guidance)
@@ -300,6 +314,7 @@ class AvatarGenerator:
         total_steps = steps * len(chunks)
         frames: list[np.ndarray] = []
         condition_frame = first_frame
+        clock.report("denoising", 0.0)
         try:
             with progress_bar(total=total_steps, desc="denoising", unit="step") as bar:
                 for index, (chunk, inputs) in enumerate(zip(chunks, conditioning)):
@@ -308,12 +323,14 @@ class AvatarGenerator:
                         clock.report("denoising", (chunk_index * steps + step + 1) / total_steps)
                         return {}
 
-                    started_chunk = time.perf_counter()
-                    latents = self.denoise(condition_frame, inputs, chunk.num_frames, height, width, fps, steps,
-                                           guidance, generator, callback=on_step)
-                    clock.timings["denoising"] += time.perf_counter() - started_chunk
-                    chunk_frames = clock.run("decoding", lambda: self.decode(
-                        latents, chunk.num_frames, height, width, generator, decode_timestep, decode_noise_scale))
+                    with clock.timed("denoising"):
+                        latents = self.denoise(condition_frame, inputs, chunk.num_frames, height, width, fps, steps,
+                                               guidance, generator, callback=on_step)
+                    if index == 0:
+                        clock.report("decoding", 0.0)
+                    with clock.timed("decoding"):
+                        chunk_frames = self.decode(latents, chunk.num_frames, height, width, generator,
+                                                   decode_timestep, decode_noise_scale)
                     clock.report("decoding", (index + 1) / len(chunks))
                     frames.extend(chunk_frames if index == 0 else chunk_frames[1:])
                     condition_frame = chunk_frames[-1]

@@ -1,0 +1,90 @@
+"""Stage 5: a portrait and a sentence (or a speech recording) -> a talking video with the speech.
+
+    python ltx_video/inference.py --image face.png --text "Hello, I am your avatar." \
+        --checkpoint outputs/<run>/checkpoints/latest --output talking.mp4
+
+See docs/inference.md for every flag, the input limits and the distilled schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from avatar_gen.audio.tts import BACKENDS, DEFAULT_VOICE
+from avatar_gen.utils.cli import add_common_arguments, run_main
+
+log = logging.getLogger("ltx_video.inference")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, DISTILLED_TIMESTEPS, MAX_TEXT_CHARS
+
+    parser = argparse.ArgumentParser(description="Generate a talking video of the person in --image speaking "
+                                                 "--text (or --audio) with a trained avatar checkpoint.")
+    parser.add_argument("--image", required=True, help="portrait (PNG/JPEG/WebP/...; any size, >= 64 px per side)")
+    speech = parser.add_mutually_exclusive_group(required=True)
+    speech.add_argument("--text", help=f"what the avatar says (spoken by --tts; at most {MAX_TEXT_CHARS} characters)")
+    speech.add_argument("--audio", help="speech recording to lip-sync instead of --text (WAV/MP3/FLAC/OGG/M4A, any rate)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="training checkpoint: step_XXXXXX folder, its 'latest' link, or the run folder")
+    parser.add_argument("--output", default="talking.mp4", help="MP4 to write (default: talking.mp4)")
+    parser.add_argument("--pretrained", default=None,
+                        help="base LTX-Video (hub id or folder); default: the one recorded in the checkpoint")
+    parser.add_argument("--tts", default="espeak", choices=BACKENDS, help="speech synthesis back-end (default espeak, "
+                                                                         "offline; gtts needs the network)")
+    parser.add_argument("--voice", default=DEFAULT_VOICE, help=f"TTS voice (default {DEFAULT_VOICE})")
+    parser.add_argument("--steps", type=int, default=None, help=f"denoising steps (default {DEFAULT_STEPS})")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help=f"audio classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE}; 1 with "
+                             "--distilled)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same video")
+    parser.add_argument("--height", type=int, default=None, help="video height, multiple of 32 (default: training's)")
+    parser.add_argument("--width", type=int, default=None, help="video width, multiple of 32 (default: training's)")
+    parser.add_argument("--fps", type=float, default=None, help="frames per second (default: training's)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="compute precision (default fp32)")
+    parser.add_argument("--distilled", action="store_true",
+                        help="few-step distilled schedule, timesteps " + ", ".join(f"{t:g}" for t in DISTILLED_TIMESTEPS)
+                             + " (for models fine-tuned from a distilled LTX-Video)")
+    parser.add_argument("--timesteps", type=float, nargs="+", default=None,
+                        help="a fixed schedule of your own (decreasing, in (0, 1000]); overrides --steps")
+    parser.add_argument("--summary", default=None, help="also write the run's summary (sizes, timings) as JSON here")
+    add_common_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        from avatar_gen.inference import AvatarGenerator
+        from avatar_gen.inference.generator import check_output_path
+        from avatar_gen.inference.inputs import check_text, load_portrait, load_speech
+        from avatar_gen.utils.io import atomic_write_json
+
+        # Cheap checks first, so that a typo does not wait for the model to load.
+        check_output_path(args.output)
+        load_portrait(args.image)
+        if args.text is not None:
+            check_text(args.text)
+        else:
+            load_speech(audio=args.audio, fps=args.fps)
+        generator = AvatarGenerator.load(args.checkpoint, pretrained=args.pretrained, device=args.device,
+                                         dtype=args.dtype)
+        result = generator.generate(
+            args.image, text=args.text, audio=args.audio, output=args.output, tts=args.tts, voice=args.voice,
+            steps=args.steps, guidance=args.guidance, seed=args.seed, height=args.height, width=args.width,
+            fps=args.fps, distilled=args.distilled, timesteps=args.timesteps)
+        summary = result.summary()
+        if args.summary:
+            atomic_write_json(args.summary, summary)
+        log.info("done: %s", json.dumps(summary))
+        return 0
+
+    return run_main(body, verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,258 @@
+"""Inference on the tiny zoo (CPU, 64x64, 2 steps): the MP4, seeds, long speech in chunks, the pipeline path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from avatar_gen.audio.features import AudioEncoderSpec
+from avatar_gen.audio.tts import synthesize
+from avatar_gen.inference import DISTILLED_TIMESTEPS, STAGES, AvatarGenerator, plan_chunks
+from avatar_gen.inference.inputs import fit_portrait, load_portrait
+from avatar_gen.inference.schedule import FixedScheduleFlowMatchScheduler, covering_frame_count
+from avatar_gen.inference.untrained import write_untrained_checkpoint
+from avatar_gen.media import probe_video, read_audio, read_frames, run_ffmpeg
+from avatar_gen.synthetic.dataset import make_portrait
+
+SIZE = 64
+FPS = 25.0
+STEPS = 2
+SHORT_TEXT = "Hello."
+LONG_TEXT = "Hello, I am your avatar, and this sentence is longer than one chunk."
+
+
+@pytest.fixture(scope="module")
+def wav2vec2_spec(tiny_zoo) -> AudioEncoderSpec:
+    return AudioEncoderSpec(encoder="wav2vec2", name_or_path=str(tiny_zoo / "wav2vec2"))
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_zoo, wav2vec2_spec, tmp_path_factory) -> AvatarGenerator:
+    """LoRA checkpoint, global alignment, chunks of 17 frames."""
+    folder = write_untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "step_000000", tiny_zoo / "ltx-video",
+                                        wav2vec2_spec, {"height": SIZE, "width": SIZE, "num_frames": 17, "fps": FPS})
+    return AvatarGenerator.load(folder)
+
+
+@pytest.fixture(scope="module")
+def chunked_generator(tiny_zoo, tmp_path_factory) -> AvatarGenerator:
+    """Full fine-tuning checkpoint, local (frame-aligned) attention, FaceFormer features, chunks of 9 frames."""
+    spec = AudioEncoderSpec(encoder="faceformer", name_or_path=str(tiny_zoo / "faceformer.pth"))
+    folder = write_untrained_checkpoint(tmp_path_factory.mktemp("ckpt-local") / "step_000000",
+                                        tiny_zoo / "ltx-video", spec,
+                                        {"height": SIZE, "width": SIZE, "num_frames": 9, "fps": FPS},
+                                        alignment="local", lora_rank=None, local_margin_frames=1)
+    return AvatarGenerator.load(folder)
+
+
+@pytest.fixture(scope="module")
+def portrait(tmp_path_factory) -> np.ndarray:
+    """A synthetic face on a wide canvas, off-centre: the crop has to find it."""
+    path = make_portrait(tmp_path_factory.mktemp("portrait") / "face.png", seed=3, size=128)
+    canvas = np.full((150, 400, 3), 180, dtype=np.uint8)
+    canvas[11:139, 260:388] = load_portrait(path)
+    return canvas
+
+
+def _frames(path) -> np.ndarray:
+    return read_frames(path)
+
+
+def test_video_has_both_streams_speech_duration_and_size(generator, portrait, tmp_path):
+    output = tmp_path / "talking.mp4"
+    stages = []
+    result = generator.generate(portrait, text=SHORT_TEXT, output=output, steps=STEPS, seed=0,
+                                progress=lambda stage, fraction: stages.append((stage, fraction)))
+    info = probe_video(output)
+    assert info.has_audio and info.audio_sample_rate == 44100
+    assert (info.width, info.height) == (SIZE, SIZE) == (result.width, result.height)
+    speech_seconds = synthesize(SHORT_TEXT).duration
+    assert abs(result.duration - speech_seconds) < 1e-3
+    assert abs(info.duration - speech_seconds) <= 1.0 / FPS
+    assert abs(info.audio_duration - speech_seconds) <= 1.0 / FPS
+    assert info.num_frames == result.num_frames == round(speech_seconds * FPS)
+    assert result.num_chunks == 1 and result.steps == STEPS and result.guidance == 3.0
+    assert result.face_center is not None and result.face_center[0] > 0.7  # the face sits right of centre
+    assert set(result.timings) == {*STAGES, "total"} and all(value >= 0 for value in result.timings.values())
+    # progress: every stage in order, denoising once per step, each stage ending at 1.0
+    assert [stage for stage, _ in stages if _ == 0.0] == list(STAGES)
+    denoising = [fraction for stage, fraction in stages if stage == "denoising"]
+    assert denoising == sorted(denoising) and denoising[-1] == 1.0 and len(denoising) == STEPS + 1
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_same_seed_same_frames_other_seed_other_frames(generator, portrait, tmp_path):
+    paths = [tmp_path / name for name in ("a.mp4", "b.mp4", "c.mp4")]
+    for path, seed in zip(paths, (7, 7, 8)):
+        generator.generate(portrait, text=SHORT_TEXT, output=path, steps=STEPS, seed=seed)
+    first, again, other = (_frames(path) for path in paths)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_speech_longer_than_a_chunk_is_one_continuous_video(chunked_generator, portrait, tmp_path, monkeypatch):
+    """Chunks of 9 frames: each starts on the previous chunk's last frame and reads its slice of the features."""
+    conditions, decoded = [], []
+    real_denoise, real_decode = chunked_generator.denoise, chunked_generator.decode
+
+    def spy_denoise(condition_frame, *args, **kwargs):
+        conditions.append(condition_frame.copy())
+        return real_denoise(condition_frame, *args, **kwargs)
+
+    def spy_decode(*args, **kwargs):
+        decoded.append(real_decode(*args, **kwargs))
+        return decoded[-1]
+
+    monkeypatch.setattr(chunked_generator, "denoise", spy_denoise)
+    monkeypatch.setattr(chunked_generator, "decode", spy_decode)
+    output = tmp_path / "long.mp4"
+    result = chunked_generator.generate(portrait, text=LONG_TEXT, output=output, steps=STEPS, seed=1)
+    speech_seconds = synthesize(LONG_TEXT).duration
+    expected_frames = round(speech_seconds * FPS)
+    chunks = plan_chunks(expected_frames, 9)
+    assert result.num_chunks == len(chunks) > 3
+    info = probe_video(output)
+    assert info.num_frames == result.num_frames == expected_frames
+    assert abs(info.duration - speech_seconds) <= 1.0 / FPS
+    for index in range(1, len(chunks)):
+        assert np.array_equal(conditions[index], decoded[index - 1][-1])
+    # the written video is the chunks joined without their repeated first frames: under H.264 loss, every written
+    # frame is still nearest to its own generated frame
+    joined = np.concatenate([decoded[0]] + [frames[1:] for frames in decoded[1:]])[:expected_frames].astype(np.int16)
+    written = _frames(output).astype(np.int16)
+    nearest = [int(np.argmin(np.abs(joined - frame).mean(axis=(1, 2, 3)))) for frame in written]
+    assert nearest == list(range(expected_frames))
+
+
+def test_chunk_features_are_slices_of_one_sequence(chunked_generator):
+    speech = synthesize(LONG_TEXT)
+    audio = read_audio_16k(speech)
+    chunks = plan_chunks(60, 9)
+    conditioning = chunked_generator.chunk_conditioning(audio, chunks, FPS, SIZE, SIZE)
+    features = chunked_generator.audio_encoder.encode(audio, chunks[-1].end, FPS)
+    for chunk, inputs in zip(chunks, conditioning):
+        expected = chunked_generator.audio_projection(torch.from_numpy(features[chunk.start:chunk.end])[None])
+        torch.testing.assert_close(inputs.prompt_embeds, expected)
+        # local alignment: a 3-D boolean mask [1, video tokens, audio tokens]
+        latent_frames = (chunk.num_frames - 1) // 8 + 1
+        assert inputs.prompt_attention_mask.shape == (1, latent_frames * 4, chunk.num_frames)
+        assert inputs.prompt_attention_mask.dtype == torch.bool
+        assert not torch.equal(inputs.negative_prompt_embeds, inputs.prompt_embeds)
+
+
+def read_audio_16k(speech) -> np.ndarray:
+    from avatar_gen.media import resample_audio
+
+    return resample_audio(speech.audio, speech.sample_rate, 16000)
+
+
+def test_denoising_and_decoding_equal_the_plain_diffusers_pipeline(generator, portrait):
+    """Our path is LTXImageToVideoPipeline itself: same components and inputs -> the same frames."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXImageToVideoPipeline
+    from PIL import Image
+
+    frame, _ = fit_portrait(portrait, SIZE, SIZE)
+    audio = read_audio_16k(synthesize(SHORT_TEXT))
+    chunk = plan_chunks(9, 17)
+    inputs = generator.chunk_conditioning(audio, chunk, FPS, SIZE, SIZE)[0]
+    latents = generator.denoise(frame, inputs, 9, SIZE, SIZE, FPS, STEPS, 3.0, torch.Generator().manual_seed(5))
+    ours = generator.decode(latents, 9, SIZE, SIZE, torch.Generator().manual_seed(0))
+    plain = LTXImageToVideoPipeline(
+        vae=generator.pipeline.vae, text_encoder=None, tokenizer=None, transformer=generator.pipeline.transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(generator.pipeline.scheduler.config))
+    plain.set_progress_bar_config(disable=True)
+    video = plain(image=Image.fromarray(frame), height=SIZE, width=SIZE, num_frames=9, frame_rate=FPS,
+                  num_inference_steps=STEPS, guidance_scale=3.0, generator=torch.Generator().manual_seed(5),
+                  prompt_embeds=inputs.prompt_embeds, prompt_attention_mask=inputs.prompt_attention_mask,
+                  negative_prompt_embeds=inputs.negative_prompt_embeds,
+                  negative_prompt_attention_mask=inputs.negative_prompt_attention_mask, output_type="np").frames[0]
+    assert ours.shape == (9, SIZE, SIZE, 3)
+    assert np.abs(ours.astype(np.int16) - np.round(video * 255).astype(np.int16)).max() <= 1
+
+
+def test_audio_file_any_format_and_rate(generator, portrait, tmp_path):
+    """A stereo 22.05 kHz MP3 drives the video; the MP4 lasts as long as the decoded speech."""
+    speech = synthesize("Any format works.", sample_rate=22050)
+    wav = tmp_path / "speech.wav"
+    soundfile.write(str(wav), np.stack([speech.audio, speech.audio], axis=1), 22050)
+    mp3 = tmp_path / "speech.mp3"
+    run_ffmpeg(["-y", "-i", str(wav), "-c:a", "libmp3lame", "-b:a", "96k", str(mp3)])
+    result = generator.generate(portrait, audio=mp3, output=tmp_path / "from-audio.mp4", steps=STEPS)
+    seconds = len(read_audio(mp3)) / 16000
+    info = probe_video(result.video_path)
+    assert info.has_audio and abs(info.duration - seconds) <= 1.0 / FPS and abs(result.duration - seconds) < 1e-6
+    assert result.speech_source == str(mp3) and result.words == []
+
+
+def test_distilled_schedule_reaches_the_scheduler(generator, portrait, tmp_path):
+    result = generator.generate(portrait, text="Hi.", output=tmp_path / "fast.mp4", distilled=True)
+    assert result.steps == len(DISTILLED_TIMESTEPS) and result.guidance == 1.0
+    used = generator.pipeline.scheduler.timesteps.tolist()
+    assert used == pytest.approx(list(DISTILLED_TIMESTEPS))
+    assert generator.pipeline.scheduler.fixed_timesteps is None  # the next request gets the regular schedule
+    result = generator.generate(portrait, text="Hi.", output=tmp_path / "custom.mp4", timesteps=[1000, 400],
+                                guidance=2.0)
+    assert result.steps == 2 and result.guidance == 2.0
+    assert generator.pipeline.scheduler.timesteps.tolist() == pytest.approx([1000.0, 400.0])
+
+
+def test_fixed_schedule_scheduler_matches_parent_without_a_schedule(generator):
+    config = generator.pipeline.scheduler.config
+    ours = FixedScheduleFlowMatchScheduler.from_config(config)
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    parent = FlowMatchEulerDiscreteScheduler.from_config(config)
+    sigmas = np.linspace(1.0, 1 / 4, 4)
+    ours.set_timesteps(sigmas=sigmas, mu=0.9)
+    parent.set_timesteps(sigmas=sigmas, mu=0.9)
+    torch.testing.assert_close(ours.timesteps, parent.timesteps)
+    torch.testing.assert_close(ours.sigmas, parent.sigmas)
+    ours.set_fixed_timesteps([1000, 500, 100])
+    ours.set_timesteps(3, sigmas=sigmas[:3], mu=0.9)  # what the pipeline passes is ignored
+    assert ours.timesteps.tolist() == [1000.0, 500.0, 100.0]
+    assert ours.sigmas.tolist() == pytest.approx([1.0, 0.5, 0.1, 0.0])
+
+
+def test_failure_midway_leaves_nothing_at_output(generator, portrait, tmp_path, monkeypatch):
+    output = tmp_path / "talking.mp4"
+    output.write_bytes(b"previous video")
+
+    def broken_decode(*args, **kwargs):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(generator, "decode", broken_decode)
+    with pytest.raises(RuntimeError, match="decoder exploded"):
+        generator.generate(portrait, text=SHORT_TEXT, output=output, steps=STEPS)
+    assert output.read_bytes() == b"previous video"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["talking.mp4"]
+    assert generator.pipeline.scheduler.fixed_timesteps is None
+
+
+@pytest.mark.parametrize("total, chunk, expected", [
+    (1, 17, [(0, 9)]), (9, 17, [(0, 9)]), (10, 17, [(0, 17)]), (17, 17, [(0, 17)]),
+    (18, 17, [(0, 17), (16, 9)]), (33, 17, [(0, 17), (16, 17)]), (34, 17, [(0, 17), (16, 17), (32, 9)]),
+    (78, 121, [(0, 81)]),
+])
+def test_plan_chunks(total, chunk, expected):
+    plans = plan_chunks(total, chunk)
+    assert [(plan.start, plan.num_frames) for plan in plans] == expected
+    assert plans[-1].end >= total and all(plan.num_frames <= max(chunk, 9) for plan in plans)
+    assert all(later.start == earlier.end - 1 for earlier, later in zip(plans, plans[1:]))
+
+
+def test_covering_frame_count():
+    assert [covering_frame_count(n) for n in (1, 9, 10, 17, 18)] == [9, 9, 17, 17, 25]
+
+
+def test_portrait_crop_centres_the_face(portrait):
+    frame, center = fit_portrait(portrait, SIZE, SIZE)
+    assert frame.shape == (SIZE, SIZE, 3)
+    assert center[0] == pytest.approx(324 / 400, abs=0.03)
+    # the crop is the full-height square around the face: it holds the face's skin, not the flat canvas
+    assert frame.std() > 20
+    plain = np.full((100, 300, 3), 90, dtype=np.uint8)
+    plain[:, :150] = 200
+    frame, center = fit_portrait(plain, SIZE, SIZE)
+    assert center is None and frame[:, 0].mean() > 150 and frame[:, -1].mean() < 100  # no face: centre crop
