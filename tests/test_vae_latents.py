@@ -4,8 +4,12 @@ file runs in well under a minute on a CPU."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +22,7 @@ from avatar_gen.latents.chunks import ClipReport
 from avatar_gen.media import fit_frames, read_frames, run_ffmpeg, write_video, write_wav
 
 REPO = Path(__file__).resolve().parent.parent
-import importlib.util  # noqa: E402  (the stage script is loaded from its file, as a user runs it)
-
+# The stage script is loaded from its file, as a user runs it (preprocessing/ is not a package).
 _spec = importlib.util.spec_from_file_location("save_vae_latents", REPO / "preprocessing" / "save_vae_latents.py")
 save_vae_latents = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(save_vae_latents)
@@ -362,3 +365,20 @@ def test_clip_ids_that_would_escape_the_output_folder_are_left_out(data_root, tm
     transcripts = data_root / "video_transcripts_unsafe.json"
     transcripts.write_text(json.dumps(records))
     assert [clip.clip_id for clip in collect_clips(None, transcripts)] == ["ok_clip"]
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch + diffusers: 15-50 s on 2 busy cores
+def test_seed_command_runs_as_written_in_a_subprocess(data_root, ltx_dir, tmp_path):
+    """``python preprocessing/save_vae_latents.py --inputs ./data/raw_videos --output_dir ./data/vae_latents``
+    from the project folder, with only the model and the small size added."""
+    (tmp_path / "data").mkdir()
+    shutil.copytree(data_root / "raw_videos", tmp_path / "data" / "raw_videos")
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "preprocessing" / "save_vae_latents.py"), "--inputs", "./data/raw_videos",
+         "--output_dir", "./data/vae_latents", "--pretrained", str(ltx_dir), "--height", "64", "--width", "64",
+         "--num_frames", "17", "--dtype", "fp32"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert _chunk_files(tmp_path / "data" / "vae_latents") == ["clip_a_0", "clip_b_0"]
+    metadata = json.loads((tmp_path / "data" / "vae_latents" / "clip_b_0.json").read_text())
+    assert metadata["video_path"] == "raw_videos/clip_b.mp4" and metadata["latent_shape"] == [8, 3, 2, 2]
