@@ -61,7 +61,8 @@ def test_ssim_known_values():
     assert ssim(image, 255 - image) < 0
     assert psnr(image, image) == math.inf
     shifted = np.clip(image.astype(int) + 10, 0, 255).astype(np.uint8)
-    assert psnr(image, shifted) == pytest.approx(10 * math.log10(255 ** 2 / np.mean((shifted - image.astype(int)) ** 2)))
+    mse = np.mean((shifted.astype(int) - image.astype(int)) ** 2)
+    assert psnr(image, shifted) == pytest.approx(10 * math.log10(255 ** 2 / mse))
 
 
 def test_temporal_stability_flicker_and_drift(talking_frames):

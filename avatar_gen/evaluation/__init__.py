@@ -4,7 +4,9 @@ against references, temporal stability, and a Markdown/PNG report.  See docs/eva
 from avatar_gen.evaluation.faces import FaceTrack, detect_faces, track_face
 from avatar_gen.evaluation.fvd import VideoFeatureExtractor, feature_frechet_distance, frechet_distance
 from avatar_gen.evaluation.heldout import matches_heldout, read_heldout_ids
-from avatar_gen.evaluation.lipsync import OfflineSyncResult, lagged_correlation, mouth_opening, offline_sync_from_signals
+from avatar_gen.evaluation.lipsync import (
+    OfflineSyncResult, lagged_correlation, mouth_opening, offline_sync_from_signals,
+)
 from avatar_gen.evaluation.mfcc import mfcc
 from avatar_gen.evaluation.pipeline import aggregate, evaluate_clip, evaluate_directory
 from avatar_gen.evaluation.quality import compare_to_reference, psnr, ssim, temporal_stability

@@ -39,8 +39,8 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 RECORD_FORMAT_VERSION = 1
 SILENCE_RMS = 1e-4  # a track quieter than this everywhere is treated as "no speech"
-LENGTH_TOLERANCE_SECONDS = 0.1
-DEFAULT_DETECT_EVERY = 2  # face detection on every 2nd frame: half the cost, boxes interpolated between  # audio and video durations further apart than this are reported
+LENGTH_TOLERANCE_SECONDS = 0.1  # audio and video durations further apart than this are reported
+DEFAULT_DETECT_EVERY = 2  # face detection on every 2nd frame: half the cost, boxes interpolated between
 
 
 def _json_number(value: float | None) -> float | str | None:
@@ -156,7 +156,8 @@ def evaluate_clip(video_path: str | os.PathLike, reference_path: str | os.PathLi
         if syncnet is not None:
             record["syncnet"] = _syncnet_record(video_path, frames, fps, track, audio, syncnet, max_lag, problems)
     if track is not None:
-        record["face"] = {"num_faces": len(tracks), "speaker_index": next(i for i, t in enumerate(tracks) if t is track),
+        speaker_index = next(number for number, candidate in enumerate(tracks) if candidate is track)
+        record["face"] = {"num_faces": len(tracks), "speaker_index": speaker_index,
                           "detection_rate": track.detection_rate,
                           "mean_box_xywh": [float(v) for v in track.boxes.mean(axis=0)]}
 
@@ -220,7 +221,8 @@ def evaluate_directory(generated_dir: str | os.PathLike, out_dir: str | os.PathL
                        reference_dir: str | os.PathLike | None = None, syncnet_path: str | os.PathLike | None = None,
                        i3d_path: str | os.PathLike | None = None, heldout: str | os.PathLike | None = None,
                        input_images_dir: str | os.PathLike | None = None, max_lag: int = DEFAULT_MAX_LAG,
-                       detect_every: int = DEFAULT_DETECT_EVERY, overwrite: bool = False, device: str = "cpu") -> dict[str, Any]:
+                       detect_every: int = DEFAULT_DETECT_EVERY, overwrite: bool = False,
+                       device: str = "cpu") -> dict[str, Any]:
     """Evaluate every video in ``generated_dir``; write ``metrics.json``, ``report.md`` and plots to ``out_dir``.
 
     ``reference_dir``: videos with the same file stem as the generated ones (PSNR, SSIM, FVD).

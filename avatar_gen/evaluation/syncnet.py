@@ -151,7 +151,8 @@ def load_syncnet(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     wrong_shapes = [key for key in state if state[key].shape != expected[key].shape]
     if wrong_shapes:
         key = wrong_shapes[0]
-        raise UserError(f"{path}: {key} has shape {tuple(state[key].shape)}, SyncNet wants {tuple(expected[key].shape)}")
+        raise UserError(f"{path}: {key} has shape {tuple(state[key].shape)}, "
+                        f"SyncNet wants {tuple(expected[key].shape)}")
     model.load_state_dict(state, strict=False)
     return model.to(device).eval()
 
