@@ -343,12 +343,18 @@ def faceformer_config_from_state_dict(state_dict: Mapping[str, torch.Tensor],
 def faceformer_from_state_dict(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> FaceFormer:
     """Build a FaceFormer of the checkpoint's shape and load it with ``strict=True`` (weight-norm names mapped)."""
     config = faceformer_config_from_state_dict(state_dict, source)
-    model = FaceFormer(config, wav2vec2_config_from_state_dict(state_dict, source=source))
+    wav2vec2_config = wav2vec2_config_from_state_dict(state_dict, source=source)
+    # Built without memory or random initialisation (every weight comes from the checkpoint): a full-size
+    # model costs seconds of initialisation otherwise.
+    with torch.device("meta"):
+        model = FaceFormer(config, wav2vec2_config)
     converted = convert_weight_norm_keys(state_dict, set(model.state_dict()))
     try:
-        model.load_state_dict(converted, strict=True)
+        model.load_state_dict(converted, strict=True, assign=True)
     except RuntimeError as exc:
         raise UserError(f"{source} does not fit FaceFormer: {str(exc).splitlines()[0]} ...") from None
+    # The temporal bias is not in the checkpoint: compute it for real.
+    model.biased_mask = periodic_temporal_bias(DECODER_HEADS, MAX_SEQ_LEN, config.period)
     return model.eval()
 
 
