@@ -229,12 +229,13 @@ def prune_outputs(output_dir: Path, keep: int = KEEP_OUTPUTS) -> None:
 
 def describe_result(result: Any) -> str:
     """One Markdown line about a ``GenerationResult``: length, frames, size and where the time went."""
-    fps = result.num_frames / result.duration if result.duration else 0.0
+    fps = getattr(result, "fps", None) or (result.num_frames / result.duration if result.duration else 0.0)
     line = (f"**{result.duration:.2f} s** video, {result.num_frames} frames at {fps:.0f} fps, "
             f"{result.width}x{result.height} pixels.")
     timings = getattr(result, "timings", None) or {}
     if timings:
-        line += " Time: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in timings.items()) + "."
+        line += " Time: " + ", ".join(f"{stage.replace('_', ' ')} {seconds:.1f} s"
+                                      for stage, seconds in timings.items()) + "."
     return line
 
 
@@ -409,6 +410,9 @@ def serve(generator: Any, host: str = "127.0.0.1", port: int = 7860, share: bool
                        mcp_server=False, show_error=False, quiet=False)
         except OSError as exc:
             raise UserError(f"cannot serve on {host}:{port}: {exc}") from None
+        # launch() returns once interrupted, with the HTTP server closed but the queue still running.
+        app.close(verbose=False)
+        log.info("server stopped")
     finally:
         if own_work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)

@@ -113,11 +113,11 @@ def test_portrait_checks(tmp_path):
 
 
 def test_describe_result_names_length_size_and_timings():
-    result = SimpleNamespace(video_path="v.mp4", duration=2.0, num_frames=50, height=64, width=96,
-                             timings={"speech": 0.25, "denoising": 3.0})
+    result = SimpleNamespace(video_path="v.mp4", duration=2.0, num_frames=50, height=64, width=96, fps=25.0,
+                             timings={"speech": 0.25, "audio_features": 0.5, "denoising": 3.0})
     text = describe_result(result)
     assert "2.00 s" in text and "50 frames at 25 fps" in text and "96x64" in text
-    assert "speech 0.2 s" in text and "denoising 3.0 s" in text
+    assert "speech 0.2 s" in text and "audio features 0.5 s" in text and "denoising 3.0 s" in text
 
 
 def test_prune_outputs_keeps_the_newest(tmp_path):
@@ -149,3 +149,57 @@ def test_page_has_every_control_and_the_examples(tmp_path):
     steps = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "steps")
     assert steps["props"]["value"] == 3
     assert app.analytics_enabled is False
+
+
+class RecordingGenerator:
+    """Test double with the generator's call signature: records the call, reports progress, and either
+    raises the given error or returns a result describing a video it pretends to have written."""
+
+    def __init__(self, error: Exception | None = None):
+        self.error = error
+        self.calls = []
+
+    def generate(self, image, text=None, audio=None, output="talking.mp4", tts="espeak", voice="en-us", steps=None,
+                 guidance=None, seed=0, progress=None):
+        self.calls.append(dict(image=image, text=text, audio=audio, output=output, tts=tts, voice=voice,
+                               steps=steps, guidance=guidance, seed=seed))
+        progress("speech", 1.0)
+        progress("denoising", 0.5)
+        if self.error is not None:
+            raise self.error
+        return SimpleNamespace(video_path=Path(output), duration=1.0, num_frames=25, height=64, width=64, fps=25.0,
+                               timings={"total": 1.0})
+
+
+def test_generate_handler_passes_the_request_and_maps_errors(portrait, tmp_path):
+    import gradio as gr
+
+    from avatar_gen.webapp import make_generate_handler
+
+    reported = []
+
+    def progress(fraction, desc=None):
+        reported.append((desc, fraction))
+
+    values = request_values(portrait, steps=3.0, guidance=2.5, seed=4.0, voice="en-gb")
+    arguments = [values[name] for name in ("image", "speech_source", "text", "audio", "voice", "steps", "guidance", "seed")]
+    generator = RecordingGenerator()
+    video, download, description = make_generate_handler(generator, tmp_path / "out")(*arguments, progress=progress)
+    call = generator.calls[0]
+    assert call == dict(image=str(portrait), text="Hello there.", audio=None, output=video, tts="espeak",
+                        voice="en-gb", steps=3, guidance=2.5, seed=4)
+    assert download == video and Path(video).parent == tmp_path / "out" and Path(video).suffix == ".mp4"
+    assert "25 frames" in description
+    assert reported == [("starting", 0.0), ("speech", 1.0), ("denoising", 0.5)]
+
+    refusing = make_generate_handler(RecordingGenerator(UserError("no speech in the audio")), tmp_path / "out")
+    with pytest.raises(gr.Error, match="no speech in the audio"):
+        refusing(*arguments, progress=progress)
+    broken = make_generate_handler(RecordingGenerator(RuntimeError("shape mismatch")), tmp_path / "out")
+    with pytest.raises(gr.Error, match=r"generation failed \(RuntimeError: shape mismatch\)"):
+        broken(*arguments, progress=progress)
+    invalid = list(arguments)
+    invalid[2] = ""
+    with pytest.raises(gr.Error, match="type the text"):
+        make_generate_handler(generator, tmp_path / "out")(*invalid, progress=progress)
+    assert len(generator.calls) == 1

@@ -1,0 +1,213 @@
+"""The web demo in a real browser: ``python app.py`` on the tiny checkpoint, driven by headless chromium.
+
+The app runs as a subprocess exactly as a user starts it; Playwright drives Debian's chromium (no browser
+download): refused uploads show an error, an upload + text + Generate gives a video that plays, with sound,
+and the server stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Without the background-networking flags chromium keeps calling Google's services on a closed network.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SERVER_START_SECONDS = 150
+GENERATION_SECONDS = 120
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,  # about a minute on an idle 2-core machine: the app's start (torch, diffusers, gradio) dominates
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                       "(apt-get install chromium; .ci/run installs it)"),
+]
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def write_tiny_checkpoint(zoo: Path, out_dir: Path) -> Path:
+    """An inference checkpoint (full fine-tuning layout) over the tiny zoo: the zoo's transformer, a fresh
+    seeded audio projection for the tiny wav2vec2's 32-d features, 64x64 video in 17-frame chunks."""
+    import torch
+    from diffusers import LTXVideoTransformer3DModel
+
+    from avatar_gen.model.audio_projection import AudioProjection, AudioProjectionConfig
+    from avatar_gen.model.checkpoint import export_model, finalize_checkpoint, staging_folder
+    from avatar_gen.tiny import TINY_CAPTION_CHANNELS, TINY_LTX_FOLDER
+
+    base = zoo / TINY_LTX_FOLDER
+    transformer = LTXVideoTransformer3DModel.from_pretrained(str(base), subfolder="transformer")
+    torch.manual_seed(0)
+    projection = AudioProjection(AudioProjectionConfig(feature_dim=32, caption_channels=TINY_CAPTION_CHANNELS,
+                                                       hidden_dim=32))
+    metadata = {
+        "step": 1, "base_model": {"pretrained": str(base), "revision": None}, "lora": None,
+        "audio_encoder": {"encoder": "wav2vec2", "name_or_path": str(zoo / "wav2vec2"), "layers": [-1],
+                          "layer_reduce": "concat", "feature_dim": 32},
+        "video": {"height": 64, "width": 64, "num_frames": 17, "fps": 25.0},
+        "alignment": "global", "local_margin_frames": 2, "temporal_compression": 8, "spatial_compression": 32,
+    }
+    checkpoints = out_dir / "checkpoints"
+    staging = staging_folder(checkpoints, 1)
+    export_model(staging, transformer, projection, metadata)
+    finalize_checkpoint(checkpoints, staging, 1, keep_last=None)
+    return checkpoints / "latest"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny_zoo, tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(tiny_zoo, tmp_path_factory.mktemp("webapp_run"))
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"app.py exited with {process.returncode} before serving:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"app.py did not answer on {url} within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+
+
+def process_group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def app_process(tiny_checkpoint, tmp_path_factory):
+    """``python app.py`` starting on a free loopback port; yields (url, process, log path) without waiting
+    for it to answer (the test starts the browser meanwhile); stops it with SIGTERM if still running."""
+    work = tmp_path_factory.mktemp("webapp_server")
+    port = free_loopback_port()
+    log_path = work / "app.log"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_TEMP_DIR=str(work / "gradio"))
+    command = [sys.executable, str(REPO_ROOT / "app.py"), "--checkpoint", str(tiny_checkpoint),
+               "--port", str(port), "--steps", "2", "--guidance", "2", "--work-dir", str(work / "app")]
+    with open(log_path, "wb") as log_file:
+        # Its own session: the app and anything it starts form one process group we can check and clean up.
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        yield f"http://127.0.0.1:{port}/", process, log_path
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if process_group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def upload_files(tmp_path_factory) -> dict[str, Path]:
+    from avatar_gen.synthetic import make_portrait
+
+    folder = tmp_path_factory.mktemp("webapp_uploads")
+    fake = folder / "holiday.png"
+    fake.write_text("a text file with an image's name\n")
+    dot = folder / "dot.png"
+    Image.fromarray(np.zeros((1, 1, 3), dtype=np.uint8)).save(dot)
+    return {"portrait": make_portrait(folder / "face.png", seed=5, size=128), "fake": fake, "dot": dot}
+
+
+VIDEO_DURATION_JS = """video => new Promise(resolve => {
+    const report = () => resolve({duration: video.duration, width: video.videoWidth, error: video.error && video.error.code});
+    if (video.readyState >= 1) { report(); return; }
+    video.addEventListener('loadedmetadata', report, {once: true});
+    video.addEventListener('error', report, {once: true});
+    video.load();
+})"""
+
+
+def test_browser_upload_generate_play_and_refuse_bad_uploads(app_process, upload_files, artifacts_dir):
+    from playwright.sync_api import expect, sync_playwright
+
+    from avatar_gen.media import probe_video
+    from avatar_gen.webapp import EXAMPLE_TEXTS
+
+    url, process, log_path = app_process
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            wait_until_serving(url, process, log_path, SERVER_START_SECONDS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url)
+            page.wait_for_selector("#generate", timeout=60_000)
+            upload = page.locator("#portrait input[type=file]")
+
+            # Refused uploads: a text file named .png, then a 1x1 image; each shows its reason on the page.
+            upload.set_input_files(str(upload_files["fake"]))
+            expect(page.get_by_text("the portrait is not an image file")).to_be_visible(timeout=30_000)
+            upload = page.locator("#portrait input[type=file]")
+            upload.set_input_files(str(upload_files["dot"]))
+            expect(page.get_by_text("the portrait is 1x1 pixels")).to_be_visible(timeout=30_000)
+            # Generating without a usable portrait is refused too, and the server keeps answering.
+            page.locator("#portrait input[type=file]").wait_for(state="attached", timeout=10_000)
+            page.fill("#text textarea", "Hello from the browser test.")
+            page.click("#generate")
+            expect(page.get_by_text("upload a portrait first")).to_be_visible(timeout=30_000)
+
+            page.locator("#portrait input[type=file]").set_input_files(str(upload_files["portrait"]))
+            page.wait_for_selector("#portrait img[src*='face']", timeout=30_000)
+            page.click("#generate")
+            video = page.wait_for_selector("#result-video video[src]", timeout=GENERATION_SECONDS * 1000)
+            facts = video.evaluate(VIDEO_DURATION_JS)
+            assert facts["error"] is None, f"chromium cannot play the video (MediaError code {facts['error']})"
+            assert facts["duration"] > 0 and facts["width"] > 0
+            expect(page.locator("#summary")).to_contain_text("frames at 25 fps", timeout=10_000)
+            expect(page.locator("#download")).to_contain_text(".mp4")
+
+            # The served file is the generator's MP4: H.264 with the speech as an audio track.
+            served = Path(artifacts_dir) / "webapp_generated.mp4"
+            with urllib.request.urlopen(video.get_attribute("src"), timeout=30) as response:
+                served.write_bytes(response.read())
+            info = probe_video(served)
+            assert info.has_audio and info.num_frames > 0 and (info.width, info.height) == (64, 64)
+            assert abs(info.duration - facts["duration"]) < 0.2
+
+            page.screenshot(path=str(Path(artifacts_dir) / "webapp.png"), full_page=True)
+
+            # An example fills the inputs with the demo's synthetic face and its line.
+            page.get_by_text(EXAMPLE_TEXTS[0]).first.click()
+            expect(page.locator("#text textarea")).to_have_value(EXAMPLE_TEXTS[0], timeout=10_000)
+            expect(page.locator("#portrait img[src*='example_portrait_0']")).to_be_visible(timeout=10_000)
+        finally:
+            browser.close()
+
+    assert process.poll() is None, "the server died during the session"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, log_path.read_text()[-3000:]
+    time.sleep(0.5)
+    assert not process_group_alive(process.pid), "app.py left processes behind"
+    log_text = log_path.read_text()
+    assert "Traceback" not in log_text, log_text[-3000:]
