@@ -80,8 +80,10 @@ class AudioEncoderSpec(StrictModel):
 def normalise_audio(audio: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance (silence stays zero), float32."""
     audio = np.asarray(audio, dtype=np.float32)
-    centred = audio - audio.mean() if audio.size else audio
-    return (centred / np.sqrt(centred.var() + NORMALISE_EPSILON)).astype(np.float32) if audio.size else centred
+    if audio.size == 0:
+        return audio
+    centred = audio - audio.mean()
+    return (centred / np.sqrt(centred.var() + NORMALISE_EPSILON)).astype(np.float32)
 
 
 class AudioFeatureEncoder:
