@@ -225,6 +225,9 @@ class AudioLatentsStage:
     """Runs the stage for one config (see :func:`save_audio_latents`)."""
 
     def __init__(self, config: AudioLatentsConfig, encoder: AudioFeatureEncoder | None = None):
+        if encoder is not None and encoder.spec.model_dump(exclude={"feature_dim"}) != \
+                config.encoder.model_dump(exclude={"feature_dim"}):
+            raise ValueError(f"the encoder given ({encoder.spec}) is not the one the config names ({config.encoder})")
         self.config = config
         self.transcripts = load_transcripts(config.transcripts)
         self._encoder = encoder
