@@ -161,7 +161,7 @@ def test_shards_are_disjoint_and_complete(data_root, tiny_zoo):
     assert made[0] | made[1] == {path.stem for path in (data_root / "vae_latents").glob("*.json")}
 
 
-def test_faults_are_recorded_per_chunk(tmp_path, data_root, tiny_zoo):
+def test_faults_are_recorded_per_chunk(tmp_path, data_root, tiny_zoo, monkeypatch):
     root = tmp_path / "faults"
     shutil.copytree(data_root / "raw_videos", root / "raw_videos")
     latents = root / "vae_latents"
@@ -211,6 +211,21 @@ def test_faults_are_recorded_per_chunk(tmp_path, data_root, tiny_zoo):
     accented_text = json.loads((root / "ff_tts" / "accented_0_text.json").read_text())
     assert accented_text["text"].startswith("Café") and accented_text["tts"] == {"backend": "espeak", "voice": "en-us"}
     assert {"speech_seconds", "stretch", "offset_seconds"} <= set(accented_text["notes"]["fit"])
+    # gTTS on a machine without network: each chunk fails with the back-end's message, the run goes on.
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(socket, "getaddrinfo", no_network)
+        offline = save_audio_latents(make_config(
+            latents_dir=latents, transcripts=root / "video_transcripts.json", audio_out=root / "wav_gtts",
+            ff_out=root / "ff_gtts", audio_source="tts_aligned", tts_backend="gtts", voice="en",
+            encoder=encoder.spec.model_copy(update={"feature_dim": None})), encoder)
+    assert offline.done == 0 and set(offline.failed) == set(tts.failed) | {"mute_0", "accented_0"}
+    assert "gTTS needs network" in offline.failed["accented_0"]
+
     # A re-run retries failures and keeps their records; a fixed chunk loses its _failed.json.
     (root / "raw_videos" / "gone.mp4").write_bytes((root / "raw_videos" / "accented.mp4").read_bytes())
     again = run("original")
