@@ -162,7 +162,7 @@ def test_heldout_list_filters_clips(synthetic_dataset, tmp_path):
     assert metrics["heldout"] == {"file": str(heldout), "num_ids": 2, "missing_generated": ["never_generated"]}
 
 
-def test_cli_runs_in_process(synthetic_dataset, tmp_path, capsys):
+def test_cli_runs_in_process(sync_variants, tmp_path, capsys):
     import importlib.util
 
     script = Path(__file__).resolve().parent.parent / "ltx_video" / "evaluate.py"
@@ -176,3 +176,9 @@ def test_cli_runs_in_process(synthetic_dataset, tmp_path, capsys):
     (empty / "notes.txt").write_text("no videos here")
     assert module.main(["--generated", str(empty), "--out", str(tmp_path / "out")]) == 2
     assert "no videos" in capsys.readouterr().err
+    # A real run (the clips' cached records are reused, the report is written again).
+    metrics, out = sync_variants
+    (out / "report.md").unlink()
+    assert module.main(["--generated", metrics["generated_dir"], "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["clips"] == metrics["clips"]
+    assert (out / "report.md").stat().st_size > 0
