@@ -25,6 +25,8 @@ import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
 from avatar_gen.errors import UserError
+from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, MIN_IMAGE_SIDE
+from avatar_gen.inference.generator import MIN_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +35,13 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_SIZE_TEXT = "20 MB"
 MAX_IMAGE_SIDE = 4096  # pixels; larger photos only cost decoding time, the model works at a few hundred
-# Below this a face has too few pixels for the model's input size (the image is resized to the
-# checkpoint's video size, a multiple of 32 pixels; upscaling a thumbnail only gives blur).
-MIN_IMAGE_SIDE = 64
+# MIN_IMAGE_SIDE (64 px, shorter side) comes from inference: below it a portrait holds too little of a face.
 IMAGE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "BMP": "BMP"}  # Pillow format -> display name
 SPEECH_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
 MAX_TEXT_CHARS = 300  # about 20 s of speech at espeak's default rate; a caption, not a speech
 MAX_SEED = 2**31 - 1
-MIN_STEPS, MAX_STEPS = 1, 100
-MIN_GUIDANCE, MAX_GUIDANCE = 1.0, 15.0
+MAX_STEPS = 100  # MIN_STEPS (2) comes from inference: one regular flow step does not denoise
+MIN_GUIDANCE, MAX_GUIDANCE = 1.0, 15.0  # 1 = no classifier-free guidance
 
 TEXT_SOURCE = "Type text"
 AUDIO_SOURCE = "Upload speech"
@@ -69,8 +69,8 @@ KEEP_OUTPUTS = 20
 class PageDefaults:
     """Initial values of the page's sampling controls (the user can change them per generation)."""
 
-    steps: int = 25
-    guidance: float = 3.0
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
     seed: int = 0
     voice: str = DEFAULT_VOICE
 

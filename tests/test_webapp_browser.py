@@ -43,38 +43,15 @@ def free_loopback_port() -> int:
         return probe.getsockname()[1]
 
 
-def write_tiny_checkpoint(zoo: Path, out_dir: Path) -> Path:
-    """An inference checkpoint (full fine-tuning layout) over the tiny zoo: the zoo's transformer, a fresh
-    seeded audio projection for the tiny wav2vec2's 32-d features, 64x64 video in 17-frame chunks."""
-    import torch
-    from diffusers import LTXVideoTransformer3DModel
-
-    from avatar_gen.model.audio_projection import AudioProjection, AudioProjectionConfig
-    from avatar_gen.model.checkpoint import export_model, finalize_checkpoint, staging_folder
-    from avatar_gen.tiny import TINY_CAPTION_CHANNELS, TINY_LTX_FOLDER
-
-    base = zoo / TINY_LTX_FOLDER
-    transformer = LTXVideoTransformer3DModel.from_pretrained(str(base), subfolder="transformer")
-    torch.manual_seed(0)
-    projection = AudioProjection(AudioProjectionConfig(feature_dim=32, caption_channels=TINY_CAPTION_CHANNELS,
-                                                       hidden_dim=32))
-    metadata = {
-        "step": 1, "base_model": {"pretrained": str(base), "revision": None}, "lora": None,
-        "audio_encoder": {"encoder": "wav2vec2", "name_or_path": str(zoo / "wav2vec2"), "layers": [-1],
-                          "layer_reduce": "concat", "feature_dim": 32},
-        "video": {"height": 64, "width": 64, "num_frames": 17, "fps": 25.0},
-        "alignment": "global", "local_margin_frames": 2, "temporal_compression": 8, "spatial_compression": 32,
-    }
-    checkpoints = out_dir / "checkpoints"
-    staging = staging_folder(checkpoints, 1)
-    export_model(staging, transformer, projection, metadata)
-    finalize_checkpoint(checkpoints, staging, 1, keep_last=None)
-    return checkpoints / "latest"
-
-
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tiny_zoo, tmp_path_factory) -> Path:
-    return write_tiny_checkpoint(tiny_zoo, tmp_path_factory.mktemp("webapp_run"))
+    """An untrained LoRA checkpoint over the tiny zoo (tiny wav2vec2 features), 64x64 video in 17-frame chunks."""
+    from avatar_gen.audio.features import AudioEncoderSpec
+    from avatar_gen.inference.untrained import write_untrained_checkpoint
+
+    spec = AudioEncoderSpec(encoder="wav2vec2", name_or_path=str(tiny_zoo / "wav2vec2"))
+    return write_untrained_checkpoint(tmp_path_factory.mktemp("webapp_run") / "step_000000", tiny_zoo / "ltx-video",
+                                      spec, {"height": 64, "width": 64, "num_frames": 17, "fps": 25.0})
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, log_path: Path, timeout: float) -> None:
@@ -129,7 +106,7 @@ def app_process(tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def upload_files(tmp_path_factory) -> dict[str, Path]:
+def upload_files(tmp_path_factory) -> dict:
     from avatar_gen.synthetic import make_portrait
 
     folder = tmp_path_factory.mktemp("webapp_uploads")
@@ -137,7 +114,13 @@ def upload_files(tmp_path_factory) -> dict[str, Path]:
     fake.write_text("a text file with an image's name\n")
     dot = folder / "dot.png"
     Image.fromarray(np.zeros((1, 1, 3), dtype=np.uint8)).save(dot)
-    return {"portrait": make_portrait(folder / "face.png", seed=5, size=128), "fake": fake, "dot": dot}
+    from avatar_gen.audio.tts import synthesize
+    from avatar_gen.media import write_wav
+
+    speech = synthesize("This sentence was recorded before.", voice="en-gb")
+    recording = write_wav(folder / "recording.wav", speech.audio, speech.sample_rate)
+    return {"portrait": make_portrait(folder / "face.png", seed=5, size=128), "fake": fake, "dot": dot,
+            "speech": recording, "speech_seconds": len(speech.audio) / speech.sample_rate}
 
 
 VIDEO_DURATION_JS = """video => new Promise(resolve => {
@@ -196,6 +179,20 @@ def test_browser_upload_generate_play_and_refuse_bad_uploads(app_process, upload
             assert abs(info.duration - facts["duration"]) < 0.2
 
             page.screenshot(path=str(Path(artifacts_dir) / "webapp.png"), full_page=True)
+
+            # Uploaded speech instead of text: the video follows the recording's length.
+            first_source = video.get_attribute("src")
+            page.get_by_label("Upload speech").check()
+            page.locator("#speech-audio input[type=file]").set_input_files(str(upload_files["speech"]))
+            page.wait_for_selector("#speech-audio audio, #speech-audio .waveform-container, #speech-audio button",
+                                   timeout=30_000)
+            page.click("#generate")
+            page.wait_for_function(
+                "previous => { const v = document.querySelector('#result-video video');"
+                " return v && v.src && v.src !== previous; }", arg=first_source, timeout=GENERATION_SECONDS * 1000)
+            facts = page.locator("#result-video video").evaluate(VIDEO_DURATION_JS)
+            assert facts["error"] is None
+            assert abs(facts["duration"] - upload_files["speech_seconds"]) < 0.1
 
             # An example fills the inputs with the demo's synthetic face and its line.
             page.get_by_text(EXAMPLE_TEXTS[0]).first.click()
