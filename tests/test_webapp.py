@@ -203,3 +203,23 @@ def test_generate_handler_passes_the_request_and_maps_errors(portrait, tmp_path)
     with pytest.raises(gr.Error, match="type the text"):
         make_generate_handler(generator, tmp_path / "out")(*invalid, progress=progress)
     assert len(generator.calls) == 1
+
+
+def load_app_script():
+    """``app.py`` as a module (it sits at the repository root, outside the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("webapp_script", Path(__file__).resolve().parent.parent / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_app_script_refuses_bad_arguments_with_one_line(tmp_path, capsys):
+    app_script = load_app_script()
+    assert app_script.main(["--checkpoint", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: checkpoint not found: {tmp_path / 'missing'}"
+    assert app_script.main(["--checkpoint", str(tmp_path), "--steps", "1"]) == 2
+    assert "steps must be from 2 to 100" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        app_script.main(["--checkpoint", str(tmp_path), "--dtype", "fp64"])
