@@ -231,13 +231,19 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(ltx_dir, tmp_path):
     run_ffmpeg(["-y", "-i", str(wav), "-c:a", "aac", "-f", "mp4", str(raw / "audio_only.mp4")])
     truncated = (raw / "good.mp4").read_bytes()
     (raw / "truncated.mp4").write_bytes(truncated[: len(truncated) // 3])
+    # A download cut off at 70 %: the frames that are there decode quietly; the complete chunks are kept.
+    cut = _write_clip(tmp_path / "long.mp4", 60, seed=5).read_bytes()
+    (raw / "cut_off.mp4").write_bytes(cut[: int(len(cut) * 0.7)])
     output = tmp_path / "vae_latents"
 
     assert _run_cli(*_cli_args(raw, output, ltx_dir)) == 0
 
-    assert _chunk_files(output) == ["good_0"]
     skipped = {entry["clip_id"]: entry for entry in json.loads((output / "_skipped.json").read_text())}
-    assert set(skipped) == {"too_short", "text", "zero", "audio_only", "truncated"}
+    assert set(skipped) == {"too_short", "text", "zero", "audio_only", "truncated", "cut_off"}
+    partial = skipped.pop("cut_off")
+    assert partial["status"] == "partial" and partial["chunks"] >= 1
+    assert partial["reason"].startswith(f"truncated or corrupt: decoded {partial['total_frames']} frames")
+    assert _chunk_files(output) == [f"cut_off_{k}" for k in range(partial["chunks"])] + ["good_0"]
     assert all(entry["status"] == "skipped" and entry["chunks"] == 0 for entry in skipped.values())
     assert "too short: 5 frames" in skipped["too_short"]["reason"]
     assert "not a readable video" in skipped["text"]["reason"]
@@ -246,7 +252,7 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(ltx_dir, tmp_path):
     assert skipped["truncated"]["reason"]
     # A re-run does not decode the bad files again (nothing changed), and still lists them.
     assert _run_cli(*_cli_args(raw, output, ltx_dir)) == 0
-    assert {e["clip_id"] for e in json.loads((output / "_skipped.json").read_text())} == set(skipped)
+    assert {e["clip_id"] for e in json.loads((output / "_skipped.json").read_text())} == {*skipped, "cut_off"}
 
 
 def test_transcripts_select_kept_clips_and_centre_the_crop_on_the_face(data_root, ltx_dir, tiny_vae, tmp_path):

@@ -31,6 +31,7 @@ from avatar_gen.latents.chunks import Chunk, ClipReport, stream_chunks
 from avatar_gen.latents.sources import ClipSource, absolute, collect_clips, recorded_path, select_shard
 from avatar_gen.latents.vae import (DEFAULT_PRETRAINED, SPATIAL_MULTIPLE, TEMPORAL_MULTIPLE, LoadedVae,
                                     encode_frames, latent_shape, load_vae)
+from avatar_gen.media.video import probe_video
 from avatar_gen.utils.io import atomic_path, atomic_write_json, read_json, remove_stale_temporaries
 from avatar_gen.utils.progress import progress
 
@@ -311,15 +312,30 @@ def _decode_clips(config: LatentsConfig, clips: list[ClipSource], book: _Bookkee
         try:
             if not clip.path.is_file():
                 raise MediaError(f"video file missing: {clip.path}")
+            declared_seconds = probe_video(clip.path).duration  # raises for files without a readable video stream
             for chunk in stream_chunks(clip.path, clip.clip_id, config.fps, config.height, config.width,
                                        config.num_frames, stride, center=clip.face_center, report=report,
                                        wanted=lambda index, clip=clip: book.chunk_wanted(clip, index)):
                 yield _ChunkItem(clip, chunk)
+            error = _truncation(report.total_frames, declared_seconds, config.fps)
         except MediaError as exc:
             error = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         except (OSError, ValueError, RuntimeError) as exc:  # anything else a broken file can make a decoder raise
             error = f"cannot decode {clip.path}: {exc.__class__.__name__}: {exc}"
         yield _ClipEnd(clip, report, len(report.chunk_starts(config.num_frames, stride)), error)
+
+
+def _truncation(decoded_frames: int, declared_seconds: float, fps: float) -> str | None:
+    """A reason when far fewer frames decoded than the container declares (a cut-off download or file).
+
+    Decoders stop quietly at the end of the data they have, so this is how a truncated file shows.
+    The margin (0.5 s or 5 %) absorbs rounding and containers whose declared duration is slightly off.
+    """
+    expected = int(declared_seconds * fps)
+    if expected <= 0 or expected - decoded_frames <= max(0.5 * fps, 0.05 * expected):
+        return None
+    return (f"truncated or corrupt: decoded {decoded_frames} frames, the file declares {declared_seconds:.2f} s "
+            f"(~{expected} frames at {fps:g} fps)")
 
 
 def _prefetched(source: Iterator[object], capacity: int) -> Iterator[object]:
