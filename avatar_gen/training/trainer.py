@@ -98,6 +98,13 @@ def setup_distributed(config: TrainConfig) -> DistributedContext:
     if use_deepspeed:
         import deepspeed
 
+        if not use_cuda:
+            # On CPU DeepSpeed would JIT-compile its shared-memory all-reduce kernel (a speed-up over gloo) on
+            # first use: ~40 s, minutes on a loaded machine, and a killed compile leaves a lock that hangs the
+            # next run.  Gloo alone is enough for CPU runs, so mark that op unavailable.
+            import deepspeed.ops
+
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         if not torch.distributed.is_initialized():
             deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo")
     return DistributedContext(rank, world_size, local_rank, device, use_deepspeed)
