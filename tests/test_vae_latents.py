@@ -388,3 +388,12 @@ def test_seed_command_runs_as_written_in_a_subprocess(data_root, ltx_dir, tmp_pa
     assert _chunk_files(tmp_path / "data" / "vae_latents") == ["clip_a_0", "clip_b_0"]
     metadata = json.loads((tmp_path / "data" / "vae_latents" / "clip_b_0.json").read_text())
     assert metadata["video_path"] == "raw_videos/clip_b.mp4" and metadata["latent_shape"] == [8, 3, 2, 2]
+
+
+def test_bf16_default_dtype_stores_bf16_latents(data_root, ltx_dir, tmp_path):
+    output = tmp_path / "bf16"
+    config = _config(data_root / "raw_videos" / "clip_b.mp4", output, ltx_dir, dtype="bf16", height=32, width=32)
+    assert encode_dataset(config).chunks_written == 2  # loads the VAE itself, in bf16
+    latents = torch.load(output / "clip_b_0.pt", weights_only=True)["latents"]
+    assert latents.dtype == torch.bfloat16 and tuple(latents.shape) == (8, 2, 1, 1)
+    assert json.loads((output / "clip_b_0.json").read_text())["vae"]["dtype"] == "bf16"
