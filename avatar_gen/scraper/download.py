@@ -200,7 +200,6 @@ class VideoSession:
         settings = self.downloader.settings
         options = {
             "outtmpl": {"default": str(self.work_dir / "section-%(section_start)s-%(section_end)s.%(ext)s")},
-            "paths": {"home": str(self.work_dir), "temp": str(self.work_dir)},
             "format": DEFAULT_FORMAT.format(max_height=settings.max_height),
             "merge_output_format": "mp4",
             "force_keyframes_at_cuts": True,

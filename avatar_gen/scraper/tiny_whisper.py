@@ -21,7 +21,7 @@ TINY_WHISPER_DIMS = {
     "n_audio_head": 2,
     "n_audio_layer": 1,
     "n_vocab": 51865,
-    "n_text_ctx": 64,  # decodes at most 32 tokens per 30 s window: keeps garbage transcription fast
+    "n_text_ctx": 16,  # decodes at most 8 tokens per 30 s window: keeps garbage transcription fast
     "n_text_state": 64,
     "n_text_head": 2,
     "n_text_layer": 1,
@@ -36,6 +36,9 @@ def write_tiny_whisper(out_dir: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     model = Whisper(ModelDimensions(**TINY_WHISPER_DIMS))
+    # The text decoder's positional embedding is created with torch.empty (real checkpoints overwrite
+    # it): fill it, or the checkpoint holds whatever was in memory, NaNs included.
+    torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)
     state = {name: tensor.half() if tensor.is_floating_point() else tensor
              for name, tensor in model.state_dict().items()}
     target = Path(out_dir) / TINY_WHISPER_FILE

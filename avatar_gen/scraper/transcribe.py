@@ -169,6 +169,9 @@ class PocketsphinxAsr(AsrBackend):
 
     def _transcribe(self, audio: np.ndarray) -> Transcription:
         pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        # The feature front end adapts (cepstral mean, noise estimate) across utterances, so a clip's
+        # words would depend on which clips came before it; reset it so each clip decodes on its own.
+        self.decoder.reinit_feat()
         self.decoder.start_utt()
         self.decoder.process_raw(pcm, full_utt=True)
         self.decoder.end_utt()
