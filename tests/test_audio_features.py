@@ -255,3 +255,17 @@ def test_state_dict_missing_a_key_is_refused(tiny_zoo):
     del state_dict["transformer_decoder.layers.0.norm3.bias"]
     with pytest.raises(UserError, match="does not fit"):
         faceformer_from_state_dict(state_dict)
+
+
+def test_biwi_style_model_runs_its_encoder_at_50_per_second():
+    from avatar_gen.audio.faceformer import FaceFormerConfig, wav2vec2_base_config
+
+    torch.manual_seed(0)
+    small = wav2vec2_base_config(hidden_size=64, num_hidden_layers=1, num_attention_heads=1, intermediate_size=64,
+                                 conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    model = FaceFormer(FaceFormerConfig(feature_dim=8, vertice_dim=6, period=25, n_subjects=2, audio_hidden_dim=64,
+                                        dataset="BIWI"), small).eval()
+    audio = torch.randn(1, 16_000) * 0.1
+    assert model.audio_features(audio, 30, 30.0).shape == (1, 30, 8)
+    vertices = model.predict(audio, torch.zeros(1, 6), torch.eye(2)[:1])
+    assert vertices.shape == (1, 24, 6)  # 49 feature frames -> 24 motion frames at 25 fps, two audio frames each
