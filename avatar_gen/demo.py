@@ -179,10 +179,15 @@ def _training_counts(run_dir: Path) -> dict[str, Any]:
 
 
 def _evaluation_counts(evaluation_dir: Path) -> dict[str, Any]:
-    metrics = read_json(evaluation_dir / "metrics.json", default={}) or {}
-    aggregate = metrics.get("aggregate", metrics.get("summary", {}))
-    return {key: value for key, value in aggregate.items() if isinstance(value, (int, float, str))} if isinstance(
-        aggregate, dict) else {}
+    """Clip counts and the mean of each aggregated metric from the evaluation's ``metrics.json``."""
+    aggregates = (read_json(evaluation_dir / "metrics.json", default={}) or {}).get("aggregates", {})
+    counts: dict[str, Any] = {}
+    for key, value in aggregates.items():
+        if isinstance(value, (int, float)):
+            counts[key] = value
+        elif isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
+            counts[key] = round(value["mean"], 4)
+    return counts
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
