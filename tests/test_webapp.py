@@ -223,3 +223,17 @@ def test_app_script_refuses_bad_arguments_with_one_line(tmp_path, capsys):
     assert "steps must be from 2 to 100" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         app_script.main(["--checkpoint", str(tmp_path), "--dtype", "fp64"])
+
+
+def test_serve_reports_a_busy_port_as_a_user_error(tmp_path):
+    import socket
+
+    from avatar_gen.webapp import serve
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UserError, match=f"cannot serve on 127.0.0.1:{port}"):
+            serve(generator=None, port=port, work_dir=tmp_path / "work", num_examples=1)
+    assert (tmp_path / "work" / "examples" / "example_portrait_0.png").is_file()

@@ -144,6 +144,8 @@ def test_browser_upload_generate_play_and_refuse_bad_uploads(app_process, upload
         try:
             wait_until_serving(url, process, log_path, SERVER_START_SECONDS)
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            requested = []
+            page.on("request", lambda request: requested.append(request.url))
             page.goto(url)
             page.wait_for_selector("#generate", timeout=60_000)
             upload = page.locator("#portrait input[type=file]")
@@ -200,6 +202,9 @@ def test_browser_upload_generate_play_and_refuse_bad_uploads(app_process, upload
             expect(page.locator("#portrait img[src*='example_portrait_0']")).to_be_visible(timeout=10_000)
         finally:
             browser.close()
+    # The page loads nothing from the internet (fonts, scripts, telemetry): everything comes from the app.
+    assert requested and all(address.startswith((url, "data:", "blob:")) for address in requested), \
+        sorted({address for address in requested if not address.startswith((url, "data:", "blob:"))})
 
     assert process.poll() is None, "the server died during the session"
     process.send_signal(signal.SIGTERM)
