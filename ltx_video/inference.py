@@ -60,12 +60,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from avatar_gen.inference import AvatarGenerator
-        from avatar_gen.inference.generator import check_output_path
+        from avatar_gen.inference.generator import check_output_path, resolve_settings
         from avatar_gen.inference.inputs import check_text, load_portrait, load_speech
         from avatar_gen.utils.io import atomic_write_json
 
         # Cheap checks first, so that a typo does not wait for the model to load.
         check_output_path(args.output)
+        resolve_settings(args.steps, args.guidance, args.height, args.width, args.fps, args.distilled, args.timesteps)
         load_portrait(args.image)
         if args.text is not None:
             check_text(args.text)

@@ -53,6 +53,7 @@ DEFAULT_GUIDANCE = 3.0
 DEFAULT_DECODE_TIMESTEP = 0.05
 DEFAULT_DECODE_NOISE_SCALE = 0.025
 MAX_FPS = 60.0
+MAX_GUIDANCE = 20.0
 STAGES = ("speech", "audio_features", "denoising", "decoding", "writing")
 
 ProgressCallback = Callable[[str, float], None]
@@ -125,6 +126,52 @@ def check_output_path(output: str | os.PathLike) -> Path:
     if path.is_dir():
         raise UserError(f"output {path} is a folder")
     return path
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Checked sampling settings of one request (``timesteps`` None = the pipeline's regular schedule)."""
+
+    steps: int
+    guidance: float
+    height: int | None
+    width: int | None
+    fps: float | None
+    timesteps: list[float] | None
+
+
+def resolve_settings(steps: int | None = None, guidance: float | None = None, height: int | None = None,
+                     width: int | None = None, fps: float | None = None, distilled: bool = False,
+                     timesteps: Sequence[float] | None = None, spatial_multiple: int = 32) -> GenerationSettings:
+    """Check and complete the sampling settings; None height/width/fps stay None (the model's defaults apply).
+
+    A fixed schedule (``timesteps``, or :data:`DISTILLED_TIMESTEPS` with ``distilled``) sets the number of steps and
+    makes guidance default to 1.  Raises UserError for values the model cannot use.
+    """
+    for name, value in (("height", height), ("width", width)):
+        if value is not None and (int(value) < spatial_multiple or int(value) % spatial_multiple):
+            raise UserError(f"height and width must be positive multiples of {spatial_multiple}, got {name} {value}")
+    if fps is not None and not 0 < float(fps) <= MAX_FPS:
+        raise UserError(f"fps must be in (0, {MAX_FPS:.0f}], got {fps}")
+    if timesteps is None and distilled:
+        timesteps = DISTILLED_TIMESTEPS
+    if timesteps is not None:
+        timesteps = check_timesteps(timesteps)
+        steps = len(timesteps)
+    steps = DEFAULT_STEPS if steps is None else int(steps)
+    if timesteps is None and steps < MIN_STEPS:
+        # The pipeline's 1-step schedule is sigma [1.0], which the scheduler's shift_terminal stretch divides by
+        # zero; a one-step fixed schedule (timesteps=[1000]) works.
+        raise UserError(f"steps must be at least {MIN_STEPS} (for one step give a fixed schedule: --timesteps 1000)"
+                        f", got {steps}")
+    if guidance is None:
+        guidance = DISTILLED_GUIDANCE if timesteps is not None else DEFAULT_GUIDANCE
+    guidance = float(guidance)
+    if not 1.0 <= guidance <= MAX_GUIDANCE:
+        raise UserError(f"guidance must be in [1, {MAX_GUIDANCE:g}] (1 = no classifier-free guidance), got {guidance}")
+    return GenerationSettings(steps=steps, guidance=guidance, height=None if height is None else int(height),
+                              width=None if width is None else int(width), fps=None if fps is None else float(fps),
+                              timesteps=timesteps)
 
 
 class _StageClock:
@@ -262,41 +309,22 @@ class AvatarGenerator:
             return self._generate(image, text, audio, output, tts, voice, steps, guidance, seed, height, width, fps,
                                   distilled, timesteps, progress, decode_timestep, decode_noise_scale)
 
-    def _settings(self, steps, guidance, height, width, fps, distilled, timesteps):
-        spatial = self.pipeline.vae_spatial_compression_ratio
-        height = int(height or self.default_height)
-        width = int(width or self.default_width)
-        if height < spatial or width < spatial or height % spatial or width % spatial:
-            raise UserError(f"height and width must be positive multiples of {spatial}, got {height}x{width}")
-        fps = float(fps or self.default_fps)
-        if not 0 < fps <= MAX_FPS:
-            raise UserError(f"fps must be in (0, {MAX_FPS:.0f}], got {fps}")
-        if fps != self.default_fps:
-            log.warning("generating at %.3g fps, the model was trained at %.3g fps", fps, self.default_fps)
-        if timesteps is None and distilled:
-            timesteps = DISTILLED_TIMESTEPS
-        if timesteps is not None:
-            timesteps = check_timesteps(timesteps, self.pipeline.scheduler.config.num_train_timesteps)
-            steps = len(timesteps)
-        steps = DEFAULT_STEPS if steps is None else int(steps)
-        if timesteps is None and steps < MIN_STEPS:
-            # The pipeline's 1-step schedule is sigma [1.0], which the scheduler's shift_terminal stretch divides by
-            # zero; a one-step fixed schedule (timesteps=[1000]) works.
-            raise UserError(f"steps must be at least {MIN_STEPS} (for one step give a fixed schedule: --timesteps 1000)"
-                            f", got {steps}")
-        if guidance is None:
-            guidance = DISTILLED_GUIDANCE if timesteps is not None else DEFAULT_GUIDANCE
-        guidance = float(guidance)
-        if not 1.0 <= guidance <= 20.0:
-            raise UserError(f"guidance must be in [1, 20] (1 = no classifier-free guidance), got {guidance}")
-        return steps, guidance, height, width, fps, timesteps
+    def _settings(self, steps, guidance, height, width, fps, distilled, timesteps) -> GenerationSettings:
+        settings = resolve_settings(steps, guidance, height or self.default_height, width or self.default_width,
+                                    fps or self.default_fps, distilled, timesteps,
+                                    spatial_multiple=self.pipeline.vae_spatial_compression_ratio)
+        if settings.fps != self.default_fps:
+            log.warning("generating at %.3g fps, the model was trained at %.3g fps", settings.fps, self.default_fps)
+        return settings
 
     def _generate(self, image, text, audio, output, tts, voice, steps, guidance, seed, height, width, fps, distilled,
                   timesteps, progress, decode_timestep, decode_noise_scale) -> GenerationResult:
         started = time.perf_counter()
         output = check_output_path(output)
-        steps, guidance, height, width, fps, timesteps = self._settings(steps, guidance, height, width, fps,
-                                                                       distilled, timesteps)
+        settings = self._settings(steps, guidance, height, width, fps, distilled, timesteps)
+        steps, guidance, height, width, fps = (settings.steps, settings.guidance, settings.height, settings.width,
+                                               settings.fps)
+        timesteps = settings.timesteps
         portrait = load_portrait(image)
         clock = _StageClock(progress)
         speech: SpeechInput = clock.run("speech", lambda: load_speech(text, audio, tts=tts, voice=voice, fps=fps))
