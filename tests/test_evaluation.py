@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from avatar_gen.evaluation import evaluate_directory
 from avatar_gen.media import SAMPLE_RATE, extract_audio, read_frames, write_video
@@ -120,7 +121,12 @@ def test_bad_inputs_are_recorded_not_fatal(synthetic_dataset, tmp_path):
     for name in ("no_audio", "no_face", "silent", "corrupt"):
         (reference / f"{name}.mp4").symlink_to(generated / f"{name}.mp4")
 
-    metrics = evaluate_directory(generated, tmp_path / "out", reference_dir=reference)
+    torch.manual_seed(0)
+    extractor = torch.jit.script(torch.nn.Sequential(torch.nn.Conv3d(3, 4, (4, 16, 16), stride=(4, 16, 16)),
+                                                     torch.nn.Flatten(2)))
+    extractor.save(str(tmp_path / "tiny_extractor.pt"))
+    metrics = evaluate_directory(generated, tmp_path / "out", reference_dir=reference,
+                                 i3d_path=tmp_path / "tiny_extractor.pt")
     records = metrics["clips"]
     assert set(records) == {"no_audio", "no_face", "silent", "corrupt", "short_reference"}
 
@@ -143,6 +149,9 @@ def test_bad_inputs_are_recorded_not_fatal(synthetic_dataset, tmp_path):
     assert any("length mismatch" in p for p in mismatch["problems"])
     assert mismatch["offline_sync"] is not None  # the clip itself was fine
     assert metrics["aggregates"]["num_error"] == 1
+    # FVD over the readable clips (all >= 16 frames) against their references.
+    assert metrics["fvd"]["num_generated"] == 4 and metrics["fvd"]["num_reference"] == 4
+    assert metrics["fvd"]["extractor_kind"] == "torchscript" and metrics["fvd"]["value"] > 0
     assert (tmp_path / "out" / "report.md").read_text().count("**corrupt**") == 1
 
 

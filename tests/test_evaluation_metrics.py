@@ -1,4 +1,4 @@
-"""Frame metrics (PSNR, SSIM, flicker, drift), Fréchet distance / FVD extractor, held-out lists."""
+"""Frame metrics (PSNR, SSIM, flicker, drift), Fréchet distance / FVD extractors (TorchScript, I3D), held-out."""
 
 from __future__ import annotations
 
@@ -130,8 +130,32 @@ def test_fvd_extractor_from_torchscript(talking_frames, tmp_path):
     mean_shift = float(np.sum((clean.mean(axis=0) - degraded.mean(axis=0)) ** 2))
     assert mean_shift > 1e-6 and feature_frechet_distance(clean, degraded) >= mean_shift * (1 - 1e-6)
     (tmp_path / "not_torchscript.pt").write_bytes(b"garbage")
-    with pytest.raises(UserError, match="not a TorchScript model"):
+    with pytest.raises(UserError, match="neither a TorchScript model"):
         VideoFeatureExtractor(tmp_path / "not_torchscript.pt")
+
+
+def test_i3d_state_dict_with_port_key_names(talking_frames, tmp_path):
+    from avatar_gen.evaluation.i3d import InceptionI3d
+
+    _, frames = talking_frames
+    torch.manual_seed(0)
+    state = {key: value for key, value in InceptionI3d().state_dict().items()
+             if not key.endswith("num_batches_tracked")}  # old files lack these counters
+    # Key names and shapes of the PyTorch Kinetics-I3D port (rgb_imagenet.pt), written out independently.
+    for key, shape in {"Conv3d_1a_7x7.conv3d.weight": (64, 3, 7, 7, 7), "Conv3d_2c_3x3.bn.running_var": (192,),
+                       "Mixed_3b.b1b.conv3d.weight": (128, 96, 3, 3, 3), "Mixed_4f.b3b.bn.bias": (128,),
+                       "Mixed_5c.b2b.conv3d.weight": (128, 48, 3, 3, 3), "logits.conv3d.weight": (400, 1024, 1, 1, 1),
+                       "logits.conv3d.bias": (400,)}.items():
+        assert tuple(state[key].shape) == shape, key
+    torch.save(state, tmp_path / "rgb_imagenet.pt")
+    extractor = VideoFeatureExtractor(tmp_path / "rgb_imagenet.pt")
+    assert extractor.kind == "i3d_state_dict"
+    features = extractor.features(extractor.prepare(frames))
+    assert features.shape == (400,) and np.isfinite(features).all()
+    del state["Mixed_5c.b0.conv3d.weight"]
+    torch.save(state, tmp_path / "broken_i3d.pt")
+    with pytest.raises(UserError, match="not an I3D state dict"):
+        VideoFeatureExtractor(tmp_path / "broken_i3d.pt")
 
 
 def test_heldout_file_formats(tmp_path):

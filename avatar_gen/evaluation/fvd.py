@@ -1,25 +1,28 @@
 """Fréchet Video Distance: Fréchet distance between Gaussians fitted to video features.
 
 FVD (Unterthiner et al., 2018) uses an I3D network trained on Kinetics-400 as the feature extractor.
-This module does not ship or re-implement I3D: it runs a **TorchScript** feature extractor given by
-path (``torch.jit.load``), e.g. the ``i3d_torchscript.pt`` used by StyleGAN-V and the fvd-comparison
-study.  What it must accept and return:
+The extractor is given by path, in one of two forms:
 
-- input: float32 [B, 3, T, 224, 224], RGB, values in [-1, 1], T = :data:`FVD_CLIP_FRAMES` frames
-  (the first 16 frames of each clip, resized to 224x224 without keeping the aspect ratio);
-- when its ``forward`` has ``rescale``/``resize``/``return_features`` arguments (the StyleGAN-V export),
-  it is called with ``rescale=False, resize=False, return_features=True``; otherwise ``model(video)``;
-- output: [B, D] features (anything with more dimensions is averaged over the extra ones).
+- an **I3D state dict** (``torch.load(weights_only=True)``) with the key names of the PyTorch Kinetics I3D port
+  (e.g. its ``rgb_imagenet.pt``): run by our :class:`avatar_gen.evaluation.i3d.InceptionI3d`, features = its
+  400 logits;
+- any **TorchScript** module (``torch.jit.load``), e.g. the ``i3d_torchscript.pt`` export used by StyleGAN-V and
+  the fvd-comparison study.  When its ``forward`` has ``rescale``/``resize``/``return_features`` arguments it is
+  called with ``rescale=False, resize=False, return_features=True``, otherwise ``model(video)``; it must return
+  [B, D] features (anything with more dimensions is averaged over the extra ones).
 
-A TorchScript archive holds TorchScript code and tensors, not arbitrary pickled Python; load only
-files you trust all the same.  Numbers are comparable with published FVD only when the extractor is
-that I3D and the clip length / resolution match the paper's protocol (16 frames, 224 px).
+Both get float32 [B, 3, T, 224, 224], RGB, values in [-1, 1], T = :data:`FVD_CLIP_FRAMES` frames (the first 16
+frames of each clip, resized to 224x224 without keeping the aspect ratio).  A TorchScript archive holds
+TorchScript code and tensors, not arbitrary pickled Python; load only files you trust all the same.  Numbers
+are comparable with published FVD only when the extractor is the TF-Hub I3D (or its TorchScript export) and
+the clip length / resolution match the protocol (16 frames, 224 px).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import cv2
@@ -28,6 +31,7 @@ import scipy.linalg
 import torch
 
 from avatar_gen.errors import UserError
+from avatar_gen.evaluation.i3d import i3d_from_state_dict, looks_like_i3d_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +76,35 @@ class VideoFeatureExtractor:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"I3D/feature-extractor model not found: {path}")
-        try:
-            self.model = torch.jit.load(str(path), map_location=device).eval()
-        except (RuntimeError, ValueError) as exc:
-            raise UserError(f"{path} is not a TorchScript model ({str(exc).splitlines()[0][:200]}); "
-                            "FVD needs a TorchScript feature extractor, see docs/evaluation.md") from None
         self.device = torch.device(device)
         self.path = str(path)
+        self.call_kwargs: dict[str, bool] = {}
+        try:
+            self.model = torch.jit.load(str(path), map_location=self.device).eval()
+            self.kind = "torchscript"
+        except (RuntimeError, ValueError) as torchscript_error:
+            self.model = self._load_i3d_state_dict(path, torchscript_error).to(self.device)
+            self.kind = "i3d_state_dict"
+            return
         arguments = {argument.name for argument in self.model.forward.schema.arguments}
-        self.call_kwargs = ({"rescale": False, "resize": False, "return_features": True}
-                            if {"rescale", "resize", "return_features"} <= arguments else {})
+        if {"rescale", "resize", "return_features"} <= arguments:
+            self.call_kwargs = {"rescale": False, "resize": False, "return_features": True}
+
+    @staticmethod
+    def _load_i3d_state_dict(path: Path, torchscript_error: Exception) -> torch.nn.Module:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError):
+            state = None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not (isinstance(state, dict) and looks_like_i3d_state_dict(state)):
+            raise UserError(f"{path} is neither a TorchScript model ({str(torchscript_error).splitlines()[0][:120]}) "
+                            "nor an I3D state dict; see docs/evaluation.md (FVD)") from None
+        try:
+            return i3d_from_state_dict(state)
+        except ValueError as exc:
+            raise UserError(f"{path}: {exc}") from None
 
     @staticmethod
     def prepare(frames: np.ndarray, num_frames: int = FVD_CLIP_FRAMES) -> np.ndarray | None:

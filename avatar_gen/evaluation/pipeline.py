@@ -315,7 +315,8 @@ def evaluate_directory(generated_dir: str | os.PathLike, out_dir: str | os.PathL
 
     fvd = None
     if fvd_extractor is not None:
-        fvd = {"extractor": fvd_extractor.path, "num_generated": len(generated_features),
+        fvd = {"extractor": fvd_extractor.path, "extractor_kind": fvd_extractor.kind,
+               "num_generated": len(generated_features),
                "num_reference": len(reference_features), "value": None}
         if len(generated_features) >= 2 and len(reference_features) >= 2:
             fvd["value"] = feature_frechet_distance(np.stack(generated_features), np.stack(reference_features))
