@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--syncnet", type=Path,
                         help="SyncNet weights as a state dict (e.g. syncnet_v2.model): adds LSE-D / LSE-C")
     parser.add_argument("--i3d", type=Path,
-                        help="TorchScript video feature extractor (e.g. i3d_torchscript.pt): adds FVD, "
-                             "needs --reference")
+                        help="FVD feature extractor: an I3D state dict (e.g. rgb_imagenet.pt) or a TorchScript "
+                             "model (e.g. i3d_torchscript.pt); adds FVD, needs --reference")
     parser.add_argument("--heldout", type=Path,
                         help="evaluate only held-out clips: a training run folder (its data_split.json), that "
                              "file, or a list of clip ids (text, one per line, or JSON)")
