@@ -333,3 +333,49 @@ def test_whisper_language_filter_rejects_what_the_model_does_not_call_english(cl
     assert entry["stage"] == "filter:language"
     assert entry["reason"].startswith("detected language ") and entry["reason"].endswith("want en")
     assert not entry["reason"].startswith("detected language en ")
+
+
+def test_short_and_truncated_downloads_are_rejected_by_their_decoded_length(clips, tmp_path):
+    good = clips["speech"][0]
+    served = tmp_path / "served"
+    served.mkdir()
+    data = good.video_path.read_bytes()
+    # The moov atom is at the front (faststart), so a cut-off file still opens but ends early.
+    (served / "truncated00.mp4").write_bytes(data[: len(data) // 2])
+    shutil.copy(good.video_path, served / f"{good.clip_id}.mp4")
+    csv_path = _csv(tmp_path / "rows.csv", [
+        _row(good, 0.0, good.duration + 1.0),  # asks for a second the video does not have
+        "truncated00,0.000000,2.000000,0.5,0.5",
+    ])
+    root = tmp_path / "data"
+    with serve_directory(served, handler=make_handler()) as base_url:
+        assert _main(_args(csv_path, root, base_url, "--asr", "none", "--no_language_filter")) == 0
+    assert _records(root) == {}
+    rejections = _rejections(root)
+    assert rejections[0][0] == "download"
+    assert rejections[0][1] == (f"decoded {round(good.duration * FPS) / FPS:.2f} s of the requested "
+                                f"{good.duration + 1.0:.2f} s (empty, truncated or corrupt download)")
+    assert rejections[1][0] in ("preview", "download", "normalise")
+    assert not list((root / "raw_videos").glob("*.mp4"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--url_template", "http://127.0.0.1:9/video.mp4"], "--url_template must contain {ytid}"),
+    (["--size", "511x512"], "height and width must be even"),
+    (["--asr", "none"], "the language filter needs an ASR back-end"),
+    (["--input_dir", "."], "give exactly one of csv_path and input_dir"),
+])
+def test_user_mistakes_exit_2_with_one_line(tmp_path, capsys, extra, message):
+    csv_path = _csv(tmp_path / "rows.csv", ["AvWWVOgaMlk,1,3,0.5,0.5"])
+    argv = ["--csv_path", str(csv_path), "--output_dir", str(tmp_path / "out"),
+            "--transcripts_file", str(tmp_path / "t.json"), *extra]
+    assert _main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_empty_csv_exits_2(tmp_path, capsys):
+    csv_path = _csv(tmp_path / "rows.csv", [])
+    assert _main(["--csv_path", str(csv_path), "--output_dir", str(tmp_path / "out"),
+                  "--transcripts_file", str(tmp_path / "t.json")]) == 2
+    assert "CSV file is empty" in capsys.readouterr().err

@@ -45,7 +45,7 @@ from avatar_gen.errors import MediaError, UserError
 from avatar_gen.media import SAMPLE_RATE, crop_box, extract_audio, probe_video, run_ffmpeg
 from avatar_gen.media.video import iter_frames
 from avatar_gen.scraper.download import (DEFAULT_URL_TEMPLATE, Downloader, DownloadSettings, ErrorKind,
-                                         SegmentDownloadError)
+                                         SegmentDownloadError, validate_download_settings)
 from avatar_gen.scraper.filters import FaceDetector, face_filter, language_filter, speech_start_filter
 from avatar_gen.scraper.rows import (DEFAULT_MAX_DURATION, DEFAULT_MIN_DURATION, AvspeechRow, RowRejection,
                                      local_clip_id, read_avspeech_csv)
@@ -257,6 +257,8 @@ class Scraper:
         if config.language_filter and config.asr == "none":
             raise UserError("the language filter needs an ASR back-end: use --asr whisper|pocketsphinx "
                             "or --no_language_filter")
+        if config.csv_path is not None:
+            validate_download_settings(config.download_settings())  # before any model loads: fail fast
         if self.output_dir.exists() and not self.output_dir.is_dir():
             raise UserError(f"--output_dir is not a folder: {self.output_dir}")
 
@@ -309,6 +311,8 @@ class Scraper:
             if removed:
                 log.info("removed %d temporary file(s) left by an interrupted run", removed)
             self.records = load_records(self.transcripts_file)
+            if not self.transcripts_file.exists():
+                atomic_write_json(self.transcripts_file, [])  # later stages read it even when nothing was kept
             self.rejections = load_rejections(self.state_file)
             items, invalid = self._build_items()
             summary = ScrapeSummary()
