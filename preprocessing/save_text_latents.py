@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from avatar_gen.audio.features import DEFAULT_WAV2VEC2, AudioEncoderSpec
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _absolute_if_local(name_or_path: str) -> str:
+    """Record local weights by absolute path: the spec travels into checkpoints, and inference may run elsewhere."""
+    local = Path(os.path.expanduser(name_or_path))
+    return str(local.resolve()) if local.exists() else name_or_path
+
+
 def encoder_spec(args: argparse.Namespace) -> AudioEncoderSpec:
     """The encoder the flags ask for."""
     encoder = args.encoder or ("faceformer" if args.faceformer_ckpt else "wav2vec2")
@@ -62,8 +69,8 @@ def encoder_spec(args: argparse.Namespace) -> AudioEncoderSpec:
             raise UserError("--encoder faceformer needs --faceformer_ckpt (an official vocaset.pth or biwi.pth)")
         if layers != [-1]:
             raise UserError("--layers applies to --encoder wav2vec2; FaceFormer features come from its last layer")
-        return AudioEncoderSpec(encoder="faceformer", name_or_path=args.faceformer_ckpt)
-    return AudioEncoderSpec(encoder="wav2vec2", name_or_path=args.wav2vec2, layers=layers,
+        return AudioEncoderSpec(encoder="faceformer", name_or_path=_absolute_if_local(args.faceformer_ckpt))
+    return AudioEncoderSpec(encoder="wav2vec2", name_or_path=_absolute_if_local(args.wav2vec2), layers=layers,
                             layer_reduce=args.layer_reduce)
 
 
