@@ -264,11 +264,23 @@ def test_stage_script_runs_and_reports_errors(tmp_path, tiny_zoo, toy_root, caps
     spec = importlib.util.spec_from_file_location("training_script", REPO / "ltx_video" / "training.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    config = make_config(tmp_path / "run", tiny_zoo, toy_root)
+    from avatar_gen.media import probe_video, write_wav
+
+    for latents_file in (toy_root / "vae_latents").glob("*.pt"):  # speech to mux into the sample videos
+        write_wav(toy_root / "audio_wav" / f"{latents_file.stem}.wav",
+                  np.sin(np.arange(21120, dtype=np.float32) / 16000 * 2 * np.pi * 220) * 0.3, 16000)
+    config = make_config(tmp_path / "run", tiny_zoo, toy_root, logging={"tensorboard": True},
+                         validation={"every_n_steps": 2, "sample_videos": True, "sample_chunks": 1, "sample_steps": 2})
     path = tmp_path / "train.yaml"
     path.write_text(json.dumps(config.model_dump(mode="json")))  # JSON is YAML
     assert script.main(["--config", str(path), "--override", "optimization.max_steps=2", "--local_rank=0"]) == 0
     assert resolve_checkpoint(tmp_path / "run").name == "step_000002"
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["kind"] for row in rows] == ["train", "train", "validation"] and "val_audio_gain_std" in rows[-1]
+    videos = list((tmp_path / "run" / "samples" / "step_000002").glob("*.mp4"))
+    info = probe_video(videos[0]) if len(videos) == 1 else None
+    assert info is not None and info.num_frames == 33 and info.has_audio
     assert script.main(["--config", str(path), "--override", "optimization.max_step=2"]) == 2
     assert "optimization.max_step: unknown key" in capsys.readouterr().err
 
