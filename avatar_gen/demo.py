@@ -103,7 +103,8 @@ def run_demo(settings: DemoSettings) -> list[StageResult]:
     data_dir = out / "data"
     transcripts = data_dir / "video_transcripts.json"
     run_dir = out / "run"
-    portrait = out / "portrait.png"
+    # Named like the generated video, so the evaluation measures identity drift against this input portrait.
+    portrait = out / "inputs" / "talking.png"
     runner = DemoRunner(settings)
 
     runner.run("tiny_models", ["-m", "avatar_gen.tiny", "--out", str(models)],
@@ -156,7 +157,8 @@ def run_demo(settings: DemoSettings) -> list[StageResult]:
                        if key in ("duration", "num_frames", "height", "width")})
 
     runner.run("evaluation", [
-        "ltx_video/evaluate.py", "--generated", str(generated_dir), "--out", str(out / "evaluation"), "--overwrite",
+        "ltx_video/evaluate.py", "--generated", str(generated_dir), "--out", str(out / "evaluation"),
+        "--input_images", str(portrait.parent), "--overwrite",
     ], counts=lambda: _evaluation_counts(out / "evaluation"))
 
     plot_training_curves(run_dir / "metrics.jsonl", out / "training_curves.png")

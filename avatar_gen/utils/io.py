@@ -8,6 +8,7 @@ Temporary names start with ``.tmp-`` so stages can sweep up leftovers of a kille
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -15,6 +16,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 TMP_PREFIX = ".tmp-"
+
+
+@functools.lru_cache(maxsize=1)
+def _current_umask() -> int:
+    """The process umask, read once (reading it means setting it, which is not thread-safe to repeat)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -32,6 +41,8 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp makes the file private (0600); give it the permissions a plain open() would (0666 less the umask).
+    os.chmod(tmp, 0o666 & ~_current_umask())
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
