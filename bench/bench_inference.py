@@ -42,7 +42,9 @@ def build_tiny_checkpoint(folder: Path, height: int, width: int, chunk_frames: i
 
 
 def timed(work) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of ``work()``; CPU time is what a busy shared machine distorts least."""
+    """(wall seconds, CPU seconds of this process) of ``work()``.
+
+    CPU time is what a busy shared machine distorts least."""
     wall, cpu = time.perf_counter(), time.process_time()
     work()
     if torch.cuda.is_available():

@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image", required=True, help="portrait (PNG/JPEG/WebP/...; any size, >= 64 px per side)")
     speech = parser.add_mutually_exclusive_group(required=True)
     speech.add_argument("--text", help=f"what the avatar says (spoken by --tts; at most {MAX_TEXT_CHARS} characters)")
-    speech.add_argument("--audio", help="speech recording to lip-sync instead of --text (WAV/MP3/FLAC/OGG/M4A, any rate)")
+    speech.add_argument("--audio",
+                        help="speech recording to lip-sync instead of --text (WAV/MP3/FLAC/OGG/M4A, any rate)")
     parser.add_argument("--checkpoint", required=True,
                         help="training checkpoint: step_XXXXXX folder, its 'latest' link, or the run folder")
     parser.add_argument("--output", default="talking.mp4", help="MP4 to write (default: talking.mp4)")
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="compute precision (default fp32)")
     parser.add_argument("--distilled", action="store_true",
-                        help="few-step distilled schedule, timesteps " + ", ".join(f"{t:g}" for t in DISTILLED_TIMESTEPS)
+                        help="few-step distilled schedule, timesteps "
+                             + ", ".join(f"{t:g}" for t in DISTILLED_TIMESTEPS)
                              + " (for models fine-tuned from a distilled LTX-Video)")
     parser.add_argument("--timesteps", type=float, nargs="+", default=None,
                         help="a fixed schedule of your own (decreasing, in (0, 1000]); overrides --steps")

@@ -58,8 +58,9 @@ def test_cli_end_to_end(script, capsys, run_dir, face, tmp_path):
     output = tmp_path / "out" / "talking.mp4"
     summary_path = tmp_path / "summary.json"
     code, err = _run(script, capsys, [
-        "--image", str(face), "--text", "Hello, I am your avatar.", "--checkpoint", str(run_dir / "checkpoints" / "latest"),
-        "--output", str(output), "--steps", "2", "--seed", "3", "--summary", str(summary_path)])
+        "--image", str(face), "--text", "Hello, I am your avatar.",
+        "--checkpoint", str(run_dir / "checkpoints" / "latest"), "--output", str(output),
+        "--steps", "2", "--seed", "3", "--summary", str(summary_path)])
     assert code == 0, err
     info = probe_video(output)
     summary = json.loads(summary_path.read_text())
@@ -163,7 +164,8 @@ def test_bad_input_exits_2_with_one_line_and_no_output(case, script, capsys, fac
         if value is None:
             arguments.pop(flag)
         else:
-            arguments[flag] = [item.format(**names) for item in value] if isinstance(value, list) else value.format(**names)
+            filled = [item.format(**names) for item in value] if isinstance(value, list) else value.format(**names)
+            arguments[flag] = filled
     argv = []
     for flag, value in arguments.items():
         argv += [flag, *value] if isinstance(value, list) else [flag, value]

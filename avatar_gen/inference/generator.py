@@ -2,7 +2,8 @@
 
 The flow of :meth:`AvatarGenerator.generate`:
 
-1. speech: TTS of the text (or the given audio file, any format and rate) -> 16 kHz for the encoder, 44.1 kHz for the MP4;
+1. speech: TTS of the text (or the given audio file, any format and rate) -> 16 kHz for the encoder, 44.1 kHz for
+   the MP4;
 2. audio features: the checkpoint's audio encoder (rebuilt from the spec recorded at training) over the whole speech,
    one row per video frame, then per chunk the audio projection -> ``prompt_embeds`` [1, tokens, caption_channels].
    The negative embeddings for audio classifier-free guidance come from silence through the same encoder and
@@ -38,7 +39,7 @@ from avatar_gen.audio.tts import DEFAULT_VOICE
 from avatar_gen.errors import UserError
 from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, load_portrait, load_speech,
                                          MUX_SAMPLE_RATE)
-from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, ChunkPlan,
+from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, MIN_CHUNK_FRAMES, ChunkPlan,
                                            FixedScheduleFlowMatchScheduler, check_timesteps, frames_for_duration,
                                            plan_chunks)
 from avatar_gen.latents.vae import DTYPES, denormalize_latents, pixels_to_frames
@@ -234,7 +235,13 @@ class AvatarGenerator:
         self.default_height = int(video.get("height", 512))
         self.default_width = int(video.get("width", 768))
         self.default_fps = float(video.get("fps", 25.0))
-        self.chunk_frames = int(video.get("num_frames", 121))
+        # Chunks as long as the training clips, but never more frames than the projection has frame embeddings for.
+        temporal = vae.temporal_compression_ratio
+        longest = (checkpoint.audio_projection.config.max_frames - 1) // temporal * temporal + 1
+        self.chunk_frames = min(int(video.get("num_frames", 121)), longest)
+        if self.chunk_frames < MIN_CHUNK_FRAMES:
+            raise UserError(f"checkpoint {checkpoint.path}: chunks of {self.chunk_frames} frames are too short to "
+                            f"generate (audio projection max_tokens {checkpoint.audio_projection.config.max_tokens})")
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------ loading
@@ -305,9 +312,17 @@ class AvatarGenerator:
         ``speech, audio_features, denoising, decoding, writing`` (denoising reports every step).
         Raises UserError for bad input; nothing is written at ``output`` unless the whole video is made.
         """
+        started = time.perf_counter()
+        output = check_output_path(output)
+        settings = self._settings(steps, guidance, height, width, fps, distilled, timesteps)
+        portrait = load_portrait(image)
         with self._lock:
-            return self._generate(image, text, audio, output, tts, voice, steps, guidance, seed, height, width, fps,
-                                  distilled, timesteps, progress, decode_timestep, decode_noise_scale)
+            result = self._generate(portrait, text, audio, output, tts, voice, settings, int(seed), progress,
+                                    decode_timestep, decode_noise_scale)
+        result.timings["total"] = time.perf_counter() - started
+        log.info("wrote %s (%d frames, %.2f s) in %.1f s", output, result.num_frames, result.duration,
+                 result.timings["total"])
+        return result
 
     def _settings(self, steps, guidance, height, width, fps, distilled, timesteps) -> GenerationSettings:
         settings = resolve_settings(steps, guidance, height or self.default_height, width or self.default_width,
@@ -317,15 +332,11 @@ class AvatarGenerator:
             log.warning("generating at %.3g fps, the model was trained at %.3g fps", settings.fps, self.default_fps)
         return settings
 
-    def _generate(self, image, text, audio, output, tts, voice, steps, guidance, seed, height, width, fps, distilled,
-                  timesteps, progress, decode_timestep, decode_noise_scale) -> GenerationResult:
-        started = time.perf_counter()
-        output = check_output_path(output)
-        settings = self._settings(steps, guidance, height, width, fps, distilled, timesteps)
+    def _generate(self, portrait: np.ndarray, text: str | None, audio, output: Path, tts: str, voice: str,
+                  settings: GenerationSettings, seed: int, progress: ProgressCallback | None, decode_timestep: float,
+                  decode_noise_scale: float) -> GenerationResult:
         steps, guidance, height, width, fps = (settings.steps, settings.guidance, settings.height, settings.width,
                                                settings.fps)
-        timesteps = settings.timesteps
-        portrait = load_portrait(image)
         clock = _StageClock(progress)
         speech: SpeechInput = clock.run("speech", lambda: load_speech(text, audio, tts=tts, voice=voice, fps=fps))
         total_frames = frames_for_duration(speech.duration, fps)
@@ -336,9 +347,9 @@ class AvatarGenerator:
 
         conditioning = clock.run("audio_features",
                                  lambda: self.chunk_conditioning(speech.audio_16k, chunks, fps, height, width))
-        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        generator = torch.Generator(device=self.device).manual_seed(seed)
         scheduler: FixedScheduleFlowMatchScheduler = self.pipeline.scheduler
-        scheduler.set_fixed_timesteps(timesteps)
+        scheduler.set_fixed_timesteps(settings.timesteps)
         total_steps = steps * len(chunks)
         frames: list[np.ndarray] = []
         condition_frame = first_frame
@@ -366,12 +377,9 @@ class AvatarGenerator:
             scheduler.set_fixed_timesteps(None)
         video = np.stack(frames[:total_frames])
         clock.run("writing", lambda: self.write(output, video, fps, speech))
-        clock.timings["total"] = time.perf_counter() - started
-        log.info("wrote %s (%d frames, %.2f s) in %.1f s", output, len(video), speech.duration,
-                 clock.timings["total"])
         return GenerationResult(
             video_path=output, duration=speech.duration, num_frames=len(video), height=height, width=width, fps=fps,
-            seed=int(seed), num_chunks=len(chunks), steps=steps, guidance=guidance, speech_source=speech.source,
+            seed=seed, num_chunks=len(chunks), steps=steps, guidance=guidance, speech_source=speech.source,
             face_center=center, timings=clock.timings, words=speech.words)
 
     # ------------------------------------------------------------------------------------------ stages
@@ -425,8 +433,8 @@ class AvatarGenerator:
         """Packed normalised latents -> uint8 frames [num_frames, height, width, 3], as the pipeline decodes them."""
         pipeline, vae = self.pipeline, self.pipeline.vae
         latent_frames = (num_frames - 1) // pipeline.vae_temporal_compression_ratio + 1
-        latents = pipeline._unpack_latents(packed_latents, latent_frames, height // pipeline.vae_spatial_compression_ratio,
-                                           width // pipeline.vae_spatial_compression_ratio,
+        spatial = pipeline.vae_spatial_compression_ratio
+        latents = pipeline._unpack_latents(packed_latents, latent_frames, height // spatial, width // spatial,
                                            pipeline.transformer_spatial_patch_size,
                                            pipeline.transformer_temporal_patch_size)
         latents = denormalize_latents(latents.float(), vae.latents_mean.float(), vae.latents_std.float(),
@@ -448,7 +456,7 @@ class AvatarGenerator:
 
 
 def _load_scheduler(base: str, revision: str | None) -> FixedScheduleFlowMatchScheduler:
-    """The base model's flow-matching scheduler (its ``scheduler/`` config) as a :class:`FixedScheduleFlowMatchScheduler`."""
+    """The base model's scheduler config (``scheduler/``) as a :class:`FixedScheduleFlowMatchScheduler`."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     try:
