@@ -319,8 +319,10 @@ class Scraper:
             for entry in invalid:
                 if entry["key"] not in self.rejections or self.config.overwrite:
                     log.info("reject %s (%s): %s", entry["key"], entry["id"][:40], entry["reason"])
+                    summary.rejected += 1
+                else:
+                    summary.skipped += 1
                 self.rejections[entry["key"]] = entry
-            summary.rejected += len(invalid)
             self._save_state()
             pending = self._pending(items, summary)
             log.info("%d item(s) to scrape, %d already done or rejected, %d invalid", len(pending), summary.skipped,
@@ -392,8 +394,8 @@ class Scraper:
                         log.warning("%s (%s) failed, will be retried by the next run: %s", item.key, item.clip_id,
                                     outcome.reason)
                         if consecutive_failures >= config.max_consecutive_failures and stop_message is None:
-                            stop_message = (f"{consecutive_failures} downloads in a row failed with network errors "
-                                            f"(last: {outcome.reason})")
+                            stop_message = (f"{consecutive_failures} items in a row failed with network or "
+                                            f"unexpected errors (last: {outcome.reason})")
                             self._stop.set()
                     elif outcome.status == "bot_check" and stop_message is None:
                         summary.failed += 1
@@ -459,6 +461,13 @@ class Scraper:
             if exc.kind == ErrorKind.TRANSIENT:
                 return Outcome(item, "failed", stage="download", reason=exc.reason)
             return Outcome(item, "rejected", stage="download", reason=exc.reason)
+        except MediaError as exc:  # a file that passed the checks above but ffmpeg still cannot read
+            return Outcome(item, "rejected", stage="media", reason=str(exc).splitlines()[-1][:300])
+        except Exception as exc:  # noqa: BLE001 - one item's unexpected error must not end a days-long run
+            # Not recorded as a rejection: it may be our bug or the machine's, so the next run retries it;
+            # many in a row stop the run (max_consecutive_failures) instead of failing every row.
+            log.exception("%s (%s): unexpected error", item.key, item.clip_id)
+            return Outcome(item, "failed", stage="error", reason=f"{exc.__class__.__name__}: {exc}")
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
 
