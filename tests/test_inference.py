@@ -256,3 +256,25 @@ def test_portrait_crop_centres_the_face(portrait):
     plain[:, :150] = 200
     frame, center = fit_portrait(plain, SIZE, SIZE)
     assert center is None and frame[:, 0].mean() > 150 and frame[:, -1].mean() < 100  # no face: centre crop
+
+
+def test_api_input_checks(tmp_path):
+    from avatar_gen.errors import UserError
+    from avatar_gen.inference.generator import check_output_path, resolve_settings
+    from avatar_gen.inference.inputs import load_speech
+
+    with pytest.raises(UserError, match="not both"):
+        load_speech(text="Hello.", audio="speech.wav")
+    with pytest.raises(UserError, match="either text"):
+        load_speech()
+    with pytest.raises(UserError, match="at least 64 px"):
+        load_portrait(np.zeros((40, 200, 3), np.uint8))
+    with pytest.raises(UserError, match="uint8"):
+        load_portrait(np.zeros((100, 100, 3), np.float32))
+    (tmp_path / "video.mp4").mkdir()
+    with pytest.raises(UserError, match="is a folder"):
+        check_output_path(tmp_path / "video.mp4")
+    assert resolve_settings(distilled=True).steps == len(DISTILLED_TIMESTEPS)
+    assert resolve_settings().guidance == 3.0 and resolve_settings(timesteps=[900, 100]).guidance == 1.0
+    with pytest.raises(UserError, match="guidance"):
+        resolve_settings(guidance=0.5)
