@@ -298,10 +298,11 @@ def test_input_dir_import_gives_the_same_record_layout(reference_run, clips, tmp
     root = tmp_path / "data"
     code = _main(["--input_dir", str(videos), "--output_dir", str(root / "raw_videos"),
                   "--transcripts_file", str(root / "video_transcripts.json"), "--asr", "pocketsphinx",
-                  "--preview_seconds", "1.5", "--preset", "veryfast"])
+                  "--preview_seconds", "1.5", "--preset", "veryfast", "--crop", "half_body", "--size", "128x128"])
     assert code == 0
     records = _records(root)
     assert list(records) == ["Talk_take_1"]
+    assert (records["Talk_take_1"]["width"], records["Talk_take_1"]["height"]) == (128, 128)
     record = records["Talk_take_1"]
     reference = next(iter(_records(reference_run["root"]).values()))
     assert set(record) == set(reference)

@@ -190,3 +190,24 @@ def test_tiny_whisper_transcribes_with_word_timestamps_inside_the_clip(tmp_path)
     for segment in transcription.segments:
         assert 0.0 <= segment.start <= segment.end <= duration
         assert all(0.0 <= w.start <= w.end <= duration and 0.0 <= w.probability <= 1.0 for w in segment.words)
+
+
+@pytest.mark.parametrize("center, face_box, expected", [
+    # half-body box: 3 face heights (3 x 0.2 x 360 = 216 px), square, centred on the face point
+    ((0.5, 0.5), [0.45, 0.4, 0.1, 0.2], (216, 216, 212, 72)),
+    # a face at the top-right corner: the box is shifted back inside the frame, not shrunk
+    ((0.98, 0.02), [0.93, 0.0, 0.1, 0.2], (216, 216, 424, 0)),
+    # no face detected: the largest square that fits
+    ((0.5, 0.5), None, (360, 360, 140, 0)),
+])
+def test_half_body_crop_stays_inside_the_frame(tmp_path, center, face_box, expected):
+    from avatar_gen.scraper.pipeline import ScrapeConfig, Scraper
+
+    config = ScrapeConfig(csv_path=tmp_path / "rows.csv", output_dir=tmp_path / "out",
+                          transcripts_file=tmp_path / "t.json", crop="half_body", height=128, width=128)
+    crop, scale = Scraper(config)._crop_filter(640, 360, center, face_box)
+    width, height, left, top = (int(v) for v in crop.removeprefix("crop=").split(":"))
+    assert (width, height, left, top) == expected
+    assert 0 <= left and left + width <= 640 and 0 <= top and top + height <= 360
+    assert width % 2 == 0 and height % 2 == 0
+    assert scale == "scale=128:128:flags=area"
