@@ -278,3 +278,18 @@ def test_api_input_checks(tmp_path):
     assert resolve_settings().guidance == 3.0 and resolve_settings(timesteps=[900, 100]).guidance == 1.0
     with pytest.raises(UserError, match="guidance"):
         resolve_settings(guidance=0.5)
+
+
+def test_warns_when_the_vae_is_not_the_training_one(generator, caplog):
+    from pathlib import Path
+
+    from avatar_gen.inference.generator import _warn_if_other_vae
+
+    vae = generator.pipeline.vae
+    same = {"latents": {"vae": {"latents_mean": vae.latents_mean.tolist(), "latents_std": vae.latents_std.tolist()}}}
+    with caplog.at_level("WARNING", logger="avatar_gen.inference.generator"):
+        _warn_if_other_vae(same, vae, Path("ckpt"), "base")
+        assert not caplog.records
+        other = {"latents": {"vae": {"latents_mean": [3.0] * 8, "latents_std": [1.0] * 8, "name_or_path": "other"}}}
+        _warn_if_other_vae(other, vae, Path("ckpt"), "base")
+    assert "not the one checkpoint ckpt was trained with (other)" in caplog.text

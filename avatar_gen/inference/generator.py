@@ -279,6 +279,7 @@ class AvatarGenerator:
         if vae.config.latent_channels != in_channels:
             raise UserError(f"checkpoint {folder} does not match the base model {base}: its transformer takes "
                             f"{in_channels} latent channels, the VAE makes {vae.config.latent_channels}")
+        _warn_if_other_vae(metadata, vae, folder, base)
         scheduler = _load_scheduler(base, revision)
         spec_dict = metadata.get("audio_encoder")
         if not spec_dict:
@@ -453,6 +454,19 @@ class AvatarGenerator:
         from avatar_gen.media.video import write_video
 
         return write_video(output, video, fps, audio=speech.audio_mux, sample_rate=MUX_SAMPLE_RATE)
+
+
+def _warn_if_other_vae(metadata: dict[str, Any], vae, folder: Path, base: str) -> None:
+    """Warn when the VAE's latent statistics differ from those the training latents were normalised with: the
+    model then sees latents on another scale than it learned (a different VAE than training's)."""
+    recorded = (metadata.get("latents") or {}).get("vae") or {}
+    if "latents_mean" not in recorded or "latents_std" not in recorded:
+        return
+    same = (np.allclose(recorded["latents_mean"], vae.latents_mean.float().cpu().numpy(), rtol=1e-2, atol=1e-3)
+            and np.allclose(recorded["latents_std"], vae.latents_std.float().cpu().numpy(), rtol=1e-2, atol=1e-3))
+    if not same:
+        log.warning("the VAE of %s is not the one checkpoint %s was trained with (%s): its latent statistics differ, "
+                    "expect poor videos", base, folder, recorded.get("name_or_path"))
 
 
 def _load_scheduler(base: str, revision: str | None) -> FixedScheduleFlowMatchScheduler:
