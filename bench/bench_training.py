@@ -3,8 +3,9 @@
     python bench/bench_training.py [--steps 4] [--skip-full-size]
 
 Two cases: the tiny zoo transformer (full fine-tuning, as configs/train-tiny.yaml) and the full-size LTX-Video
-2B architecture (``LTXVideoTransformer3DModel()`` defaults, random weights, bf16 base + fp32 LoRA rank 64 on attn2,
-bf16 autocast, as configs/train-avatars.yaml) on tiny 2x4x4 latents (9 frames of 128x128).  The overhead ratio is
+2B architecture (``LTXVideoTransformer3DModel()`` defaults, random weights, fp32 LoRA rank 64 on attn2 over a
+frozen base: bf16 + autocast on CUDA as in configs/train-avatars.yaml, fp32 on CPU, which lacks fast bf16) on
+tiny 2x4x4 latents (9 frames of 128x128).  The overhead ratio is
 the median trainer step (data loading, noise/sigma sampling, masks, clipping, LR schedule, NaN checks) over the
 median bare step (the same model, fixed inputs: forward, MSE, backward, AdamW step), timed alternately so that
 load from other processes hits both alike.  Prints one JSON line.  No GPU here: samples/s at 768x512x97 in bf16
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="timed steps per case")
     parser.add_argument("--skip-full-size", action="store_true", help="only the tiny model")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", choices=["bf16", "fp32"], help="full-size case (default: bf16 on cuda, fp32 on cpu)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from diffusers import LTXVideoTransformer3DModel
@@ -120,8 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         results["tiny"] = bench_case(work, "tiny", str(zoo), None, "full", "fp32", 8, args.steps * 5, args.device)
         if not args.skip_full_size:
             torch.manual_seed(0)
-            full_size = LTXVideoTransformer3DModel().to(torch.bfloat16)  # 2B, caption_channels 4096, 128 channels
-            results["ltx_2b"] = bench_case(work, "ltx2b", "Lightricks/LTX-Video", full_size, "lora", "bf16", 128,
+            # 2B, caption_channels 4096, 128 latent channels.  CPUs without native bf16 emulate it (minutes per
+            # step), so on CPU the base stays fp32 unless --precision bf16 asks otherwise.
+            precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
+            full_size = LTXVideoTransformer3DModel()
+            if precision == "bf16":
+                full_size = full_size.to(torch.bfloat16)
+            results["ltx_2b"] = bench_case(work, "ltx2b", "Lightricks/LTX-Video", full_size, "lora", precision, 128,
                                            args.steps, args.device)
     print(json.dumps(results))
     return 0

@@ -159,6 +159,9 @@ def test_resume_continues_exactly(tmp_path, tiny_zoo, toy_root):
     split_file = json.loads((tmp_path / "split" / "data_split.json").read_text())
     assert split_file["held_out_clips"] and not set(split_file["held_out_clips"]) & set(split_file["train_clips"])
     assert (tmp_path / "split" / "config.yaml").is_file()
+    with pytest.raises(UserError, match="audio projection .* differs from this config"):
+        Trainer(make_config(tmp_path / "split", tiny_zoo, toy_root, checkpoints={"resume": "latest"},
+                            audio={"hidden_dim": 16}, **sections))
 
 
 @pytest.fixture(scope="module")
