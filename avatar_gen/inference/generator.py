@@ -99,8 +99,8 @@ class ChunkConditioning:
 
     prompt_embeds: torch.Tensor  # [1, tokens, caption_channels]
     prompt_attention_mask: torch.Tensor  # [1, tokens] (global) or bool [1, video tokens, tokens] (local)
-    negative_prompt_embeds: torch.Tensor  # silence through the same encoder and projection
-    negative_prompt_attention_mask: torch.Tensor
+    negative_prompt_embeds: torch.Tensor | None  # silence through the same encoder and projection (None: no guidance)
+    negative_prompt_attention_mask: torch.Tensor | None
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -347,7 +347,8 @@ class AvatarGenerator:
                  speech.duration, total_frames, fps, width, height, len(chunks), self.chunk_frames, steps, guidance)
 
         conditioning = clock.run("audio_features",
-                                 lambda: self.chunk_conditioning(speech.audio_16k, chunks, fps, height, width))
+                                 lambda: self.chunk_conditioning(speech.audio_16k, chunks, fps, height, width,
+                                                                 negative=guidance > 1.0))
         generator = torch.Generator(device=self.device).manual_seed(seed)
         scheduler: FixedScheduleFlowMatchScheduler = self.pipeline.scheduler
         scheduler.set_fixed_timesteps(settings.timesteps)
@@ -387,8 +388,10 @@ class AvatarGenerator:
 
     @torch.no_grad()
     def chunk_conditioning(self, audio_16k: np.ndarray, chunks: list[ChunkPlan], fps: float, height: int,
-                           width: int) -> list[ChunkConditioning]:
+                           width: int, negative: bool = True) -> list[ChunkConditioning]:
         """Audio tokens and masks for every chunk, from one feature sequence over the whole speech.
+
+        ``negative``: also make the silence embeddings guidance needs (without guidance they are None).
 
         Rows ``chunk.start .. chunk.end - 1`` of the features [total, D] belong to a chunk, so its token ``i`` carries
         the audio at time ``(chunk.start + i) / fps`` (what the frame it sits beside shows), and the projection gives
@@ -396,7 +399,7 @@ class AvatarGenerator:
         """
         total = chunks[-1].end
         features = self.audio_encoder.encode(audio_16k, total, fps)
-        silence = self.audio_encoder.encode(np.zeros_like(audio_16k), total, fps)
+        silence = self.audio_encoder.encode(np.zeros_like(audio_16k), total, fps) if negative else None
         spatial = self.pipeline.vae_spatial_compression_ratio
         patch = self.pipeline.transformer_spatial_patch_size
         latent_height, latent_width = height // spatial // patch, width // spatial // patch
@@ -405,10 +408,12 @@ class AvatarGenerator:
             latent_frames = (chunk.num_frames - 1) // self.pipeline.vae_temporal_compression_ratio + 1
             mask = self.denoiser.attention_mask(1, chunk.num_frames, latent_frames, latent_height, latent_width,
                                                 self.device)
-            embeds = [self.audio_projection(torch.from_numpy(rows[chunk.start:chunk.end])[None].to(self.device))
+            embeds = [None if rows is None else
+                      self.audio_projection(torch.from_numpy(rows[chunk.start:chunk.end])[None].to(self.device))
                       .to(self.dtype) for rows in (features, silence)]
             result.append(ChunkConditioning(prompt_embeds=embeds[0], prompt_attention_mask=mask,
-                                            negative_prompt_embeds=embeds[1], negative_prompt_attention_mask=mask))
+                                            negative_prompt_embeds=embeds[1],
+                                            negative_prompt_attention_mask=mask if negative else None))
         return result
 
     def denoise(self, condition_frame: np.ndarray, inputs: ChunkConditioning, num_frames: int, height: int,
