@@ -22,7 +22,6 @@ noise-like frames: the demo proves the pipeline; real weights give real avatars.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from avatar_gen.errors import UserError
+from avatar_gen.training.trainer import read_metrics
 from avatar_gen.utils.cli import run_main
 from avatar_gen.utils.io import atomic_write_json, atomic_write_text, read_json
 
@@ -167,7 +167,7 @@ def run_demo(settings: DemoSettings) -> list[StageResult]:
 
 
 def _training_counts(run_dir: Path) -> dict[str, Any]:
-    rows = _read_metrics(run_dir / "metrics.jsonl")
+    rows = read_metrics(run_dir / "metrics.jsonl")
     train = [row for row in rows if row.get("kind") == "train" and row.get("loss") is not None]
     validation = [row for row in rows if row.get("kind") == "validation"]
     counts: dict[str, Any] = {"steps": train[-1]["step"] if train else 0}
@@ -192,12 +192,6 @@ def _evaluation_counts(evaluation_dir: Path) -> dict[str, Any]:
     return counts
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def plot_training_curves(metrics_path: Path, png_path: Path) -> Path | None:
     """Loss (and validation audio gain when present) against step, from the trainer's ``metrics.jsonl``."""
     import matplotlib
@@ -205,7 +199,7 @@ def plot_training_curves(metrics_path: Path, png_path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = _read_metrics(metrics_path)
+    rows = read_metrics(metrics_path)
     train = [row for row in rows if row.get("kind") == "train" and row.get("loss") is not None]
     if not train:
         log.warning("no training metrics in %s: no curves plotted", metrics_path)

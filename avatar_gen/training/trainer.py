@@ -150,6 +150,19 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: str, min_l
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress_ratio))
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of a run's ``metrics.jsonl``; a line cut short by a killed run is dropped, not fatal."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -157,15 +170,20 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """All RNG states in types ``torch.load(weights_only=True)`` accepts (numpy's key array becomes a tensor)."""
+    numpy_kind, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": [numpy_kind, torch.from_numpy(numpy_keys.astype(np.int64)), int(numpy_pos), int(numpy_has_gauss),
+                       float(numpy_gauss)]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(tuple(item if not isinstance(item, list) else tuple(item) for item in state["python"]))
+    numpy_kind, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = state["numpy"]
+    np.random.set_state((numpy_kind, numpy_keys.numpy().astype(np.uint32), numpy_pos, numpy_has_gauss, numpy_gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -224,6 +242,8 @@ class Trainer:
         self.data_epoch, self.data_batches_in_epoch = 0, 0
         self.nonfinite_total, self.nonfinite_in_row = 0, 0
         self.history: list[dict[str, Any]] = []
+        # metrics.jsonl is rewritten once per process (dropping rows past a resumed step), then appended to.
+        self.metrics_file_synced = False
         self.last_validation: dict[str, float] | None = None
         if self.resume_from is not None:
             self._resume(self.resume_from)
@@ -535,8 +555,12 @@ class Trainer:
             for key, value in row.items():
                 if key not in ("step", "kind") and isinstance(value, (int, float)):
                     self.writer.add_scalar(f"{prefix}/{key}", value, self.step)
-        lines = "".join(json.dumps(item) + "\n" for item in self.history)
-        atomic_write_text(self.output_dir / METRICS_FILE, lines)
+        if self.metrics_file_synced:
+            with open(self.output_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+        else:
+            atomic_write_text(self.output_dir / METRICS_FILE, "".join(json.dumps(item) + "\n" for item in self.history))
+            self.metrics_file_synced = True
 
     # -------------------------------------------------------------------------------------- validation
 
@@ -712,7 +736,7 @@ class Trainer:
             if trainer_state.get("deepspeed"):
                 raise UserError(f"{where} was written by DeepSpeed; resume it under the deepspeed launcher")
             self._load_trainable_weights(folder)
-            saved = torch.load(state_dir / "optimizer.pt", map_location=self.device, weights_only=False)
+            saved = torch.load(state_dir / "optimizer.pt", map_location=self.device, weights_only=True)
             self.optimizer.load_state_dict(saved["optimizer"])
             self.scheduler.load_state_dict(saved["scheduler"])
         self.step = int(trainer_state["step"])
@@ -721,16 +745,14 @@ class Trainer:
         if trainer_state.get("world_size") == self.dist.world_size and rank_file.is_file():
             self.data_epoch = int(trainer_state["data_epoch"])
             self.data_batches_in_epoch = int(trainer_state["data_batches_in_epoch"])
-            rank_state = torch.load(rank_file, weights_only=False)
+            rank_state = torch.load(rank_file, weights_only=True)
             set_rng_state(rank_state["rng"])
             self.noise_generator.set_state(rank_state["noise_generator"])
         else:
             self.data_epoch, self.data_batches_in_epoch = int(trainer_state["data_epoch"]) + 1, 0
             log.warning("resuming with %d ranks a checkpoint of %s ranks: data restarts at epoch %d, fresh RNG",
                         self.dist.world_size, trainer_state.get("world_size"), self.data_epoch)
-        history = [json.loads(line) for line in (self.output_dir / METRICS_FILE).read_text().splitlines()
-                   if line.strip()] if (self.output_dir / METRICS_FILE).is_file() else []
-        self.history = [row for row in history if row.get("step", 0) <= self.step]
+        self.history = [row for row in read_metrics(self.output_dir / METRICS_FILE) if row.get("step", 0) <= self.step]
         log.info("resumed from %s at step %d (epoch %d, batch %d)", folder, self.step, self.data_epoch,
                  self.data_batches_in_epoch)
 
