@@ -9,14 +9,14 @@ Boxes are ``(x, y, width, height)`` in pixels of the frames given, float.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from scipy.signal import medfilt
 
-FACE_CASCADE_FILE = "haarcascade_frontalface_default.xml"
+from avatar_gen.media.faces import detect_faces as detect_frontal_faces
+
 # Detection runs on a grey copy resized so that its short side is this many pixels (and its long side at
 # most DETECTION_MAX_SIDE): a talking head's face (>= 15 % of the frame, see detect_faces) is then >= 24 px,
 # the cascade's window, small generated clips (64-128 px) are upscaled, and HD frames stay fast.
@@ -42,34 +42,19 @@ class FaceTrack:
         return float(self.detected.mean()) if self.detected.size else 0.0
 
 
-@functools.lru_cache(maxsize=1)
-def _cascade() -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + FACE_CASCADE_FILE)
-    if cascade.empty():
-        raise RuntimeError(f"OpenCV could not load its bundled {FACE_CASCADE_FILE}")
-    return cascade
-
-
 def _detection_scale(height: int, width: int) -> float:
     short_side, long_side = min(height, width), max(height, width)
     return min(DETECTION_SHORT_SIDE / short_side, DETECTION_MAX_SIDE / long_side)
 
 
 def detect_faces(frame: np.ndarray) -> np.ndarray:
-    """All frontal faces in one uint8 RGB frame [H, W, 3], float [N, 4] boxes, largest first."""
+    """All frontal faces in one uint8 RGB frame [H, W, 3], float [N, 4] boxes, largest first.
+
+    Faces smaller than 15 % of the (resized) frame are background people.
+    """
     height, width = frame.shape[:2]
-    scale = _detection_scale(height, width)
-    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    if abs(scale - 1.0) > 1e-3:
-        interpolation = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
-        grey = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=interpolation)
-    grey = cv2.equalizeHist(grey)
-    min_side = max(24, int(0.15 * min(grey.shape)))  # faces smaller than 15 % of the frame are background people
-    found = _cascade().detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4, minSize=(min_side, min_side))
-    if len(found) == 0:
-        return np.zeros((0, 4), dtype=np.float64)
-    boxes = np.asarray(found, dtype=np.float64) / scale
-    return boxes[np.argsort(-boxes[:, 2] * boxes[:, 3])]
+    return detect_frontal_faces(frame, scale=_detection_scale(height, width), min_face_fraction=0.15,
+                                min_face_pixels=24, min_neighbors=4)
 
 
 def _centre_distance(boxes: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -15,12 +15,11 @@ result's reason.  Every filter can be switched off (``ScrapeConfig.face_filter``
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from avatar_gen.errors import MediaError
+from avatar_gen.media.faces import detect_faces
 
 FACE_DETECTION_MAX_SIDE = 480  # px: frames are shrunk to this before detection (speed; faces stay large)
 MIN_FACE_FRACTION = 0.08  # a face smaller than this fraction of the frame's short side is background
@@ -43,36 +42,19 @@ class FilterResult:
 
 
 class FaceDetector:
-    """OpenCV's frontal-face Haar cascade, loaded once and shared by every worker thread."""
+    """The project's Haar-cascade face detector (avatar_gen.media.faces) with the scraper's settings."""
 
     def __init__(self, min_neighbors: int = 5, scale_factor: float = 1.1):
-        import cv2
-
-        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-        self._cascade = cv2.CascadeClassifier(path)
-        if self._cascade.empty():
-            raise MediaError(f"cannot load OpenCV's face cascade from {path}")
         self.min_neighbors = min_neighbors
         self.scale_factor = scale_factor
-        # CascadeClassifier keeps per-call scratch buffers: one call at a time.
-        self._lock = threading.Lock()
 
     def detect(self, frame: np.ndarray) -> list[tuple[float, float, float, float]]:
         """Faces in an RGB uint8 frame [H, W, 3] as (x, y, width, height) fractions of the frame."""
-        import cv2
-
         height, width = frame.shape[:2]
-        scale = min(1.0, FACE_DETECTION_MAX_SIDE / max(height, width))
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            gray = cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-        gray = cv2.equalizeHist(gray)
-        min_side = max(16, int(MIN_FACE_FRACTION * min(gray.shape)))
-        with self._lock:
-            boxes = self._cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                                   minSize=(min_side, min_side))
-        small_height, small_width = gray.shape
-        return [(x / small_width, y / small_height, w / small_width, h / small_height) for x, y, w, h in boxes]
+        boxes = detect_faces(frame, scale=min(1.0, FACE_DETECTION_MAX_SIDE / max(height, width)),
+                             min_face_fraction=MIN_FACE_FRACTION, min_face_pixels=16,
+                             min_neighbors=self.min_neighbors, scale_factor=self.scale_factor)
+        return [(x / width, y / height, w / width, h / height) for x, y, w, h in boxes]
 
 
 def face_filter(frames: np.ndarray, detector: FaceDetector) -> FilterResult:

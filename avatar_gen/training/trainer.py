@@ -34,7 +34,7 @@ from avatar_gen.model.denoiser import AvatarDenoiser
 from avatar_gen.model.flow import (
     first_frame_token_mask, flow_loss, make_flow_inputs, pack_latents, sample_sigmas, shift_sigmas, token_count_shift,
     unpack_latents)
-from avatar_gen.model.lora import LORA_WEIGHTS, attach_lora, lora_parameters, make_lora_config
+from avatar_gen.model.lora import LORA_WEIGHTS, attach_lora, make_lora_config
 from avatar_gen.training.config import TrainConfig
 from avatar_gen.training.dataset import (
     ChunkRecord, LatentAudioDataset, ResumableShardSampler, check_uniform_shapes, collate, scan_chunks, split_clips)
