@@ -314,7 +314,7 @@ def test_normalisation_round_trip(tiny_vae):
     ({"height": "100"}, "error: --height: must be a multiple of 32 (the VAE's spatial factor), got 100"),
     ({"num_frames": "96"}, "error: --num_frames: must be 8k+1 (9, 17, ..., 97, ...), got 96"),
     ({"shard": "2/2"}, "error: --shard 2/2: need 0 <= I < N"),
-    ({"pretrained": "./no/such/folder"}, "error: VAE folder not found: ./no/such/folder"),
+    ({"pretrained": "./no/such/folder"}, "error: LTX-Video VAE folder not found: ./no/such/folder"),
     ({"pretrained": "no-such-org/no-such-model"},
      "error: cannot load the LTX-Video VAE from Hugging Face hub id 'no-such-org/no-such-model'"),
 ])

@@ -30,7 +30,6 @@ without attention masks) changes their features slightly, as in the reference im
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -41,6 +40,7 @@ from pydantic import Field, field_validator, model_validator
 from avatar_gen.audio.framing import FrontEndTiming, resample_to_frames
 from avatar_gen.config import StrictModel
 from avatar_gen.errors import UserError
+from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
 from avatar_gen.media.audio import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -147,25 +147,16 @@ def _load_wav2vec2(name_or_path: str):
     """``Wav2Vec2Model.from_pretrained`` with a one-line error naming what could not be loaded."""
     from transformers import Wav2Vec2Model
 
-    path = Path(os.path.expanduser(name_or_path))
-    # "org/name" may be a hub id; an absolute, ./ or ../ path, or a deeper one, can only be a folder.
-    looks_local = path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
-    if path.exists() and not path.is_dir():
-        raise UserError(f"wav2vec2 model must be a folder (config.json + weights) or a hub id, got file {path}")
-    if looks_local and not path.is_dir():
-        raise UserError(f"wav2vec2 model folder not found: {name_or_path}")
-    source = str(path) if path.is_dir() else name_or_path
+    source = resolve_pretrained(name_or_path, "wav2vec2 model")
     try:
-        model = Wav2Vec2Model.from_pretrained(source)
+        model = Wav2Vec2Model.from_pretrained(source.source)
     except (OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise UserError(f"cannot load wav2vec2 model {name_or_path!r}: not a local folder, and the hub (or its "
-                        f"cache) does not have it or cannot be reached ({reason})") from None
+        raise loading_error(exc, source, "wav2vec2 model") from None
     normalise = True
     try:
         from transformers import Wav2Vec2FeatureExtractor
 
-        normalise = bool(Wav2Vec2FeatureExtractor.from_pretrained(source).do_normalize)
+        normalise = bool(Wav2Vec2FeatureExtractor.from_pretrained(source.source).do_normalize)
     except (OSError, ValueError):
         log.info("no feature-extractor config beside %s: normalising audio as wav2vec2-base does", name_or_path)
     return model, normalise

@@ -8,7 +8,6 @@ media layer are uint8 RGB [F, H, W, 3].  The LTX VAE compresses 32x in space and
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from avatar_gen.errors import UserError
+from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
 from avatar_gen.media.frames import resize_frames
 
 log = logging.getLogger(__name__)
@@ -63,12 +63,6 @@ def vae_metadata(vae: Any, name_or_path: str, revision: str | None, dtype_name: 
     }
 
 
-def _looks_like_local_path(name_or_path: str) -> bool:
-    """A hub id is ``name`` or ``org/name``; anything else (``./x``, ``/x``, ``~/x``, ``a/b/c``) is a path."""
-    return (name_or_path.startswith((".", "/", "~", "\\")) or name_or_path.count("/") > 1
-            or os.sep != "/" and os.sep in name_or_path)
-
-
 def _vae_subfolder(folder: Path) -> str | None:
     """``"vae"`` for a pipeline folder, ``None`` for a bare VAE folder; UserError when neither."""
     if (folder / "vae" / "config.json").is_file():
@@ -97,24 +91,13 @@ def load_vae(name_or_path: str = DEFAULT_PRETRAINED, revision: str | None = None
         raise UserError(f"unknown torch device {device!r} (e.g. cpu, cuda, cuda:1)") from None
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {device} asked for, but torch sees no CUDA GPU")
-    local = Path(os.path.expanduser(name_or_path))
-    if local.exists():
-        if not local.is_dir():
-            raise UserError(f"--pretrained must be a folder or a hub id, got the file {name_or_path}")
-        source, subfolder = str(local), _vae_subfolder(local)
-    elif _looks_like_local_path(name_or_path):
-        raise UserError(f"VAE folder not found: {name_or_path}")
-    else:
-        source, subfolder = name_or_path, "vae"
+    source = resolve_pretrained(name_or_path, "LTX-Video VAE")
+    subfolder = _vae_subfolder(Path(source.source)) if source.is_local else "vae"
     try:
-        vae = AutoencoderKLLTXVideo.from_pretrained(source, subfolder=subfolder, revision=revision,
+        vae = AutoencoderKLLTXVideo.from_pretrained(source.source, subfolder=subfolder, revision=revision,
                                                     torch_dtype=DTYPES[dtype])
     except (OSError, ValueError) as exc:
-        where = "folder" if local.exists() else "Hugging Face hub id"
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise UserError(f"cannot load the LTX-Video VAE from {where} {name_or_path!r}"
-                        f"{f' (revision {revision})' if revision else ''}: {first_line}"
-                        f"{'' if local.exists() else ' (offline? download it and pass the local folder)'}") from None
+        raise loading_error(exc, source, "LTX-Video VAE", revision) from None
     vae = vae.to(torch_device).eval().requires_grad_(False)
     if tiling:
         vae.enable_tiling()

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from avatar_gen.errors import UserError
+from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
 from avatar_gen.model.audio_projection import PROJECTION_CONFIG, PROJECTION_WEIGHTS, AudioProjection
 from avatar_gen.model.lora import LORA_WEIGHTS, load_lora
 from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json
@@ -153,15 +154,14 @@ def load_base_transformer(pretrained: str | Path, revision: str | None = None, d
     """``LTXVideoTransformer3DModel`` from a hub id / pipeline folder (its ``transformer/``) or a transformer folder."""
     from diffusers import LTXVideoTransformer3DModel
 
-    local = Path(str(pretrained))
-    subfolder = None if (local / "config.json").is_file() and not (local / TRANSFORMER_FOLDER).is_dir() else TRANSFORMER_FOLDER
+    source = resolve_pretrained(pretrained, "LTX-Video transformer")
+    local = Path(source.source)
+    bare_transformer_folder = source.is_local and (local / "config.json").is_file() and not (local / TRANSFORMER_FOLDER).is_dir()
     try:
-        return LTXVideoTransformer3DModel.from_pretrained(str(pretrained), subfolder=subfolder, revision=revision,
-                                                          torch_dtype=dtype)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load the LTX-Video transformer from {pretrained!s} "
-                        f"(revision {revision or 'default'}): {first_line}") from None
+        return LTXVideoTransformer3DModel.from_pretrained(source.source, subfolder=None if bare_transformer_folder
+                                                          else TRANSFORMER_FOLDER, revision=revision, torch_dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise loading_error(exc, source, "LTX-Video transformer", revision) from None
 
 
 def check_signature(expected: dict[str, Any], transformer: torch.nn.Module, where: str) -> None:
