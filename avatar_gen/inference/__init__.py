@@ -9,8 +9,8 @@ See docs/inference.md.
 
 from avatar_gen.inference.generator import (DEFAULT_GUIDANCE, DEFAULT_STEPS, STAGES, AvatarGenerator,
                                             GenerationResult)
-from avatar_gen.inference.inputs import (MAX_SPEECH_SECONDS, MAX_TEXT_CHARS, MIN_IMAGE_SIDE, load_portrait,
-                                         load_speech)
+from avatar_gen.inference.inputs import load_portrait, load_speech
+from avatar_gen.inference.limits import MAX_SPEECH_SECONDS, MAX_TEXT_CHARS, MIN_IMAGE_SIDE
 from avatar_gen.inference.schedule import DISTILLED_TIMESTEPS, ChunkPlan, plan_chunks
 
 __all__ = [

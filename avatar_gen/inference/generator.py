@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,22 +40,22 @@ from avatar_gen.audio.tts import DEFAULT_VOICE
 from avatar_gen.errors import UserError
 from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, load_portrait, load_speech,
                                          MUX_SAMPLE_RATE)
+from avatar_gen.inference.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_GUIDANCE,
+                                         MIN_STEPS, check_video_pixels)
 from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, MIN_CHUNK_FRAMES, ChunkPlan,
                                            FixedScheduleFlowMatchScheduler, check_timesteps, frames_for_duration,
                                            plan_chunks)
 from avatar_gen.latents.vae import DTYPES, denormalize_latents
+from avatar_gen.utils.io import TMP_PREFIX
 from avatar_gen.utils.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 40
-MIN_STEPS = 2
 DEFAULT_GUIDANCE = 3.0
 # LTX-Video 0.9.1+ VAEs decode with timestep conditioning; these are the values diffusers recommends for them.
 DEFAULT_DECODE_TIMESTEP = 0.05
 DEFAULT_DECODE_NOISE_SCALE = 0.025
-MAX_FPS = 60.0
-MAX_GUIDANCE = 20.0
 STAGES = ("speech", "audio_features", "denoising", "decoding", "writing")
 
 ProgressCallback = Callable[[str, float], None]
@@ -120,13 +121,40 @@ def resolve_dtype(dtype: str) -> torch.dtype:
 
 
 def check_output_path(output: str | os.PathLike) -> Path:
-    """The output path; UserError unless it names an ``.mp4`` file that is not a folder."""
+    """The output path; UserError unless it names an ``.mp4`` file that is not a folder, in a folder we can write
+    (checked by creating and removing a temporary file there, so a read-only or special folder such as ``/proc``
+    fails before any generating)."""
     path = Path(output)
     if path.suffix.lower() != ".mp4":
         raise UserError(f"output must be an .mp4 file, got {path}")
     if path.is_dir():
         raise UserError(f"output {path} is a folder")
+    folder = path.absolute().parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the writer creates the missing folders below the nearest existing one
+    if not existing.is_dir():
+        raise UserError(f"cannot write {path}: {existing} is not a folder")
+    if existing == folder:
+        try:
+            with tempfile.NamedTemporaryFile(prefix=f"{TMP_PREFIX}probe-", dir=folder):
+                pass
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: the folder {folder} does not take new files "
+                            f"({exc.strerror or exc})") from None
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {path}: no permission to create folders in {existing}")
     return path
+
+
+def check_seed(seed: Any) -> int:
+    """The seed as an int; UserError unless it is a whole number in [0, MAX_SEED] (what torch.Generator takes)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        if not (isinstance(seed, float) and seed.is_integer()):
+            raise UserError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise UserError(f"seed must be from 0 to {MAX_SEED} (64 bits), got {int(seed)}")
+    return int(seed)
 
 
 @dataclass(frozen=True)
@@ -139,27 +167,36 @@ class GenerationSettings:
     width: int | None
     fps: float | None
     timesteps: list[float] | None
+    seed: int = 0
 
 
 def resolve_settings(steps: int | None = None, guidance: float | None = None, height: int | None = None,
                      width: int | None = None, fps: float | None = None, distilled: bool = False,
-                     timesteps: Sequence[float] | None = None, spatial_multiple: int = 32) -> GenerationSettings:
+                     timesteps: Sequence[float] | None = None, spatial_multiple: int = 32,
+                     seed: Any = 0) -> GenerationSettings:
     """Check and complete the sampling settings; None height/width/fps stay None (the model's defaults apply).
 
     A fixed schedule (``timesteps``, or :data:`DISTILLED_TIMESTEPS` with ``distilled``) sets the number of steps and
-    makes guidance default to 1.  Raises UserError for values the model cannot use.
+    makes guidance default to 1.  Raises UserError for values the model cannot use and for values beyond the bounds of
+    :mod:`avatar_gen.inference.limits` (checked here, before anything is allocated for them).
     """
     for name, value in (("height", height), ("width", width)):
         if value is not None and (int(value) < spatial_multiple or int(value) % spatial_multiple):
             raise UserError(f"height and width must be positive multiples of {spatial_multiple}, got {name} {value}")
+        if value is not None and int(value) > MAX_SIDE:
+            raise UserError(f"{name} {value} is above the limit of {MAX_SIDE} px")
     if fps is not None and not 0 < float(fps) <= MAX_FPS:
         raise UserError(f"fps must be in (0, {MAX_FPS:.0f}], got {fps}")
     if timesteps is None and distilled:
         timesteps = DISTILLED_TIMESTEPS
     if timesteps is not None:
+        if len(timesteps) > MAX_STEPS:
+            raise UserError(f"a fixed schedule of {len(timesteps)} timesteps is above the limit of {MAX_STEPS} steps")
         timesteps = check_timesteps(timesteps)
         steps = len(timesteps)
     steps = DEFAULT_STEPS if steps is None else int(steps)
+    if steps > MAX_STEPS:
+        raise UserError(f"steps must be at most {MAX_STEPS}, got {steps}")
     if timesteps is None and steps < MIN_STEPS:
         # The pipeline's 1-step schedule is sigma [1.0], which the scheduler's shift_terminal stretch divides by
         # zero; a one-step fixed schedule (timesteps=[1000]) works.
@@ -168,11 +205,12 @@ def resolve_settings(steps: int | None = None, guidance: float | None = None, he
     if guidance is None:
         guidance = DISTILLED_GUIDANCE if timesteps is not None else DEFAULT_GUIDANCE
     guidance = float(guidance)
-    if not 1.0 <= guidance <= MAX_GUIDANCE:
-        raise UserError(f"guidance must be in [1, {MAX_GUIDANCE:g}] (1 = no classifier-free guidance), got {guidance}")
+    if not MIN_GUIDANCE <= guidance <= MAX_GUIDANCE:
+        raise UserError(f"guidance must be in [{MIN_GUIDANCE:g}, {MAX_GUIDANCE:g}] (1 = no classifier-free guidance), "
+                        f"got {guidance}")
     return GenerationSettings(steps=steps, guidance=guidance, height=None if height is None else int(height),
                               width=None if width is None else int(width), fps=None if fps is None else float(fps),
-                              timesteps=timesteps)
+                              timesteps=timesteps, seed=check_seed(seed))
 
 
 class _StageClock:
@@ -315,20 +353,20 @@ class AvatarGenerator:
         """
         started = time.perf_counter()
         output = check_output_path(output)
-        settings = self._settings(steps, guidance, height, width, fps, distilled, timesteps)
+        settings = self._settings(steps, guidance, height, width, fps, distilled, timesteps, seed)
         portrait = load_portrait(image)
         with self._lock:
-            result = self._generate(portrait, text, audio, output, tts, voice, settings, int(seed), progress,
+            result = self._generate(portrait, text, audio, output, tts, voice, settings, settings.seed, progress,
                                     decode_timestep, decode_noise_scale)
         result.timings["total"] = time.perf_counter() - started
         log.info("wrote %s (%d frames, %.2f s) in %.1f s", output, result.num_frames, result.duration,
                  result.timings["total"])
         return result
 
-    def _settings(self, steps, guidance, height, width, fps, distilled, timesteps) -> GenerationSettings:
+    def _settings(self, steps, guidance, height, width, fps, distilled, timesteps, seed) -> GenerationSettings:
         settings = resolve_settings(steps, guidance, height or self.default_height, width or self.default_width,
                                     fps or self.default_fps, distilled, timesteps,
-                                    spatial_multiple=self.pipeline.vae_spatial_compression_ratio)
+                                    spatial_multiple=self.pipeline.vae_spatial_compression_ratio, seed=seed)
         if settings.fps != self.default_fps:
             log.warning("generating at %.3g fps, the model was trained at %.3g fps", settings.fps, self.default_fps)
         return settings
@@ -341,6 +379,7 @@ class AvatarGenerator:
         clock = _StageClock(progress)
         speech: SpeechInput = clock.run("speech", lambda: load_speech(text, audio, tts=tts, voice=voice, fps=fps))
         total_frames = frames_for_duration(speech.duration, fps)
+        check_video_pixels(total_frames, height, width)
         chunks = plan_chunks(total_frames, self.chunk_frames, self.pipeline.vae_temporal_compression_ratio)
         first_frame, center = fit_portrait(portrait, height, width)
         log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps, guidance %g",
@@ -377,7 +416,7 @@ class AvatarGenerator:
                     condition_frame = chunk_frames[-1]
         finally:
             scheduler.set_fixed_timesteps(None)
-        video = np.stack(frames[:total_frames])
+        video = frames[:total_frames]  # the writer takes frames one by one: no second copy of the whole video
         clock.run("writing", lambda: self.write(output, video, fps, speech))
         return GenerationResult(
             video_path=output, duration=speech.duration, num_frames=len(video), height=height, width=width, fps=fps,
@@ -456,7 +495,7 @@ class AvatarGenerator:
         frames = pixels.float().clamp_(-1.0, 1.0).add_(1.0).mul_(127.5).round_().to(torch.uint8)
         return frames.permute(1, 2, 3, 0).contiguous().cpu().numpy()
 
-    def write(self, output: Path, video: np.ndarray, fps: float, speech: SpeechInput) -> Path:
+    def write(self, output: Path, video: Sequence[np.ndarray], fps: float, speech: SpeechInput) -> Path:
         """H.264 + AAC MP4, atomically (a failure leaves nothing new at ``output``)."""
         from avatar_gen.media.video import write_video
 

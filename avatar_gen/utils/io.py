@@ -2,15 +2,19 @@
 
 Every writer goes through :func:`atomic_path`: write to a hidden temporary file in the same folder
 (so ``os.replace`` is a same-filesystem rename), flush it to disk, then rename it over the target.
-Temporary names start with ``.tmp-`` so stages can sweep up leftovers of a killed run.
+Temporary names start with ``.tmp-`` so stages can sweep up leftovers of a killed run, and carry the writer's
+process id (``.tmp-<stem>-<pid>-<random><suffix>``), so a leftover is told apart from another process's file
+that is still being written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,7 +41,8 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f"{TMP_PREFIX}{target.stem}-", suffix=target.suffix if suffix is None else suffix, dir=target.parent
+        prefix=f"{TMP_PREFIX}{target.stem}-{os.getpid()}-", suffix=target.suffix if suffix is None else suffix,
+        dir=target.parent,
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -86,5 +91,31 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
         if stale.is_file():
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
+                removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_orphaned_temporaries(target: str | os.PathLike) -> int:
+    """Delete the temporaries of ``target`` (``.tmp-<stem>-<pid>-*``) whose writing process is gone, e.g. a killed
+    inference's half-written video; a file another live process is still writing is left alone.  Returns how many
+    were removed."""
+    target = Path(target)
+    pattern = re.compile(rf"^{re.escape(TMP_PREFIX + target.stem)}-(\d+)-")
+    removed = 0
+    for candidate in glob.glob(os.path.join(glob.escape(str(target.parent)), glob.escape(f"{TMP_PREFIX}{target.stem}-") + "*")):
+        match = pattern.match(os.path.basename(candidate))
+        if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(candidate)
                 removed += 1
     return removed
