@@ -123,10 +123,14 @@ def read_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, max_seco
 
 
 def extract_audio(video_path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, start: float = 0.0,
-                  duration: float | None = None) -> np.ndarray:
+                  duration: float | None = None, max_duration: float | None = None) -> np.ndarray:
     """The audio track of a media file as mono float32; with ``duration``, exactly that many seconds
-    (zero-padded past the end of the track), so a chunk's audio always covers the chunk's window."""
-    audio = _decode_with_ffmpeg(Path(video_path), sample_rate, start=start, duration=duration)
+    (zero-padded past the end of the track), so a chunk's audio always covers the chunk's window; with
+    ``max_duration``, at most that many seconds (decoding stops there, nothing is padded)."""
+    if duration is not None and max_duration is not None:
+        raise ValueError("extract_audio: give duration or max_duration, not both")
+    audio = _decode_with_ffmpeg(Path(video_path), sample_rate, start=start,
+                                duration=duration if duration is not None else max_duration)
     if duration is not None:
         wanted = int(round(duration * sample_rate))
         if audio.size < wanted:

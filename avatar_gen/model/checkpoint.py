@@ -10,12 +10,12 @@ Layout of ``<run>/checkpoints/step_XXXXXX/`` (see docs/training.md):
 
 A checkpoint is written into a hidden ``.tmp-step_XXXXXX`` folder and renamed into place when complete, and
 the ``latest`` symlink is swapped with ``os.replace``: a run killed mid-checkpoint leaves the previous
-checkpoint and link intact.
+checkpoint and link intact.  Re-saving a step that exists swaps the two folders in one atomic step (Linux's
+``renameat2(RENAME_EXCHANGE)``) before the old copy is deleted, so ``latest`` never names a missing folder.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -30,7 +30,8 @@ from avatar_gen.errors import UserError
 from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
 from avatar_gen.model.audio_projection import PROJECTION_CONFIG, PROJECTION_WEIGHTS, AudioProjection
 from avatar_gen.model.lora import LORA_WEIGHTS, load_lora
-from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json
+from avatar_gen.utils.datafiles import load_json
+from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json, exchange_paths
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +97,39 @@ def list_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _point_latest(checkpoints_dir: Path, name: str) -> None:
+    """Make ``latest`` a link to ``name`` (beside it) with one atomic rename."""
+    link_tmp = checkpoints_dir / f"{TMP_PREFIX}{LATEST_LINK}"
+    if link_tmp.is_symlink() or link_tmp.exists():
+        link_tmp.unlink()
+    os.symlink(name, link_tmp)
+    os.replace(link_tmp, checkpoints_dir / LATEST_LINK)
+
+
 def finalize_checkpoint(checkpoints_dir: str | Path, staging: Path, step: int, keep_last: int | None) -> Path:
     """Rename the complete ``staging`` folder to ``step_XXXXXX``, point ``latest`` at it, prune old ones."""
     checkpoints_dir = Path(checkpoints_dir)
     final = checkpoints_dir / step_folder_name(step)
+    retired = None
     if final.exists():
-        # Re-saving a step (a resumed run that stops where it started): retire the old copy first.
-        retired = checkpoints_dir / f"{TMP_PREFIX}old-{final.name}"
-        if retired.exists():
-            shutil.rmtree(retired)
-        final.rename(retired)
-        shutil.rmtree(retired)
-    staging.rename(final)
-    link_tmp = checkpoints_dir / f"{TMP_PREFIX}{LATEST_LINK}"
-    if link_tmp.is_symlink() or link_tmp.exists():
-        link_tmp.unlink()
-    os.symlink(final.name, link_tmp)
-    os.replace(link_tmp, checkpoints_dir / LATEST_LINK)
+        # Re-saving a step (a resumed run that stops where it started): the new copy takes the name in one atomic
+        # step and the old one leaves under the staging name, to be deleted once nothing points at it.
+        if exchange_paths(staging, final):
+            retired = staging
+        else:
+            # No atomic exchange here: point latest at the new copy while the names move, so that it names a
+            # missing folder only between the last rename and the link's replacement.
+            _point_latest(checkpoints_dir, staging.name)
+            retired = checkpoints_dir / f"{TMP_PREFIX}old-{final.name}"
+            if retired.exists():
+                shutil.rmtree(retired)
+            final.rename(retired)
+            staging.rename(final)
+    else:
+        staging.rename(final)
+    _point_latest(checkpoints_dir, final.name)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
     if keep_last:
         for _, old in list_checkpoints(checkpoints_dir)[:-keep_last]:
             if old != final:
@@ -143,7 +160,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     folder = resolve_checkpoint(path)
-    metadata = json.loads((folder / CHECKPOINT_METADATA).read_text(encoding="utf-8"))
+    metadata = load_json(folder / CHECKPOINT_METADATA, "checkpoint metadata")
+    if not isinstance(metadata, dict):
+        raise UserError(f"{folder / CHECKPOINT_METADATA} must hold a JSON object, not a {type(metadata).__name__}")
     version = metadata.get("format_version")
     if version != FORMAT_VERSION:
         raise UserError(f"{folder}: checkpoint format {version}, this code reads format {FORMAT_VERSION}")
@@ -170,6 +189,26 @@ def check_signature(expected: dict[str, Any], transformer: torch.nn.Module, wher
     if different:
         details = ", ".join(f"{key} {want} vs base {have}" for key, (want, have) in different.items())
         raise UserError(f"{where} was trained on a different base model: {details}")
+
+
+def nonfinite_tensors(named_tensors) -> list[str]:
+    """Names of the tensors (from ``(name, tensor)`` pairs) holding a NaN or an infinity."""
+    return [name for name, tensor in named_tensors
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+
+
+def check_finite_weights(transformer: torch.nn.Module, projection: torch.nn.Module, where: str,
+                         lora_only: bool) -> None:
+    """UserError when the trained weights hold NaN or infinity (a diverged run): they would make a black video.
+
+    ``lora_only``: check only the LoRA matrices of the transformer (the rest is the pretrained base)."""
+    named = [(name, parameter) for name, parameter in transformer.named_parameters()
+             if not lora_only or ".lora_" in name]
+    bad = nonfinite_tensors(named) + [f"audio_projection.{name}"
+                                      for name in nonfinite_tensors(projection.named_parameters())]
+    if bad:
+        raise UserError(f"{where} holds non-finite weights (NaN or infinity) in {len(bad)} tensor(s), e.g. "
+                        f"{', '.join(bad[:3])}: it comes from a diverged run; use an earlier checkpoint")
 
 
 @dataclass
@@ -230,6 +269,7 @@ def load_avatar_checkpoint(path: str | Path, pretrained: str | Path | None = Non
     recorded = metadata.get("audio_projection")
     if recorded and recorded != projection.config.model_dump(mode="json"):
         raise UserError(f"{where}: {PROJECTION_CONFIG} differs from the projection recorded in {CHECKPOINT_METADATA}")
+    check_finite_weights(transformer, projection, where, lora_only=metadata.get("transformer_training") == "lora")
     transformer.to(device=device).eval()
     projection.eval()
     return AvatarCheckpoint(transformer=transformer, audio_projection=projection, metadata=metadata, path=folder)

@@ -10,6 +10,7 @@ that is still being written.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import glob
 import json
@@ -93,6 +94,29 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
                 stale.unlink()
                 removed += 1
     return removed
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def exchange_paths(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Swap two existing paths (files or folders) in one atomic step, so that no reader ever finds either name
+    missing.  Linux ``renameat2(RENAME_EXCHANGE)``; returns False, with nothing changed, where the system or the
+    filesystem cannot do it."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), os.fspath(first), None, os.fspath(second))
 
 
 def _process_alive(pid: int) -> bool:

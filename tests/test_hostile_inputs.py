@@ -1,0 +1,332 @@
+"""Hostile inputs against every stage: small files that decode into huge ones, and broken files.
+
+What the project promises for each (docs/DESIGN.md, "Bad input"): a stage script prints one ``error:`` line and exits
+with 2 (a stage that records bad items records it and goes on), leaves nothing at its output, never runs anything from
+a file, and its memory stays bounded: the peak resident memory of the process grows by less than ``MAX_GROWTH_MB``
+while it handles the file.  Memory is measured in a fresh interpreter per group of checks (``hostile_files.run_measured``:
+the peak, VmHWM, is reset before each check); a watchdog stops a check at 2 GB, so a regression fails here instead of
+exhausting the machine.  Every file is built in ``tmp_path`` in well under a second and a few MB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hostile_files import (REPO_ROOT, flac_bomb, grey_png, long_static_video, one_error_line, png_video,
+                           run_measured)
+
+MAX_GROWTH_MB = 500
+HOUR = 3600.0
+
+
+def _ffmpeg(*args: str, stdout=None) -> None:
+    from avatar_gen.media.ffmpeg import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True, stdout=stdout)
+
+
+def _script_loader(name: str) -> str:
+    """Child-process source that loads ``ltx_video/<name>.py`` (or another stage script path) as ``script``."""
+    return (f"import importlib.util\n"
+            f"_spec = importlib.util.spec_from_file_location('stage_script', {str(REPO_ROOT / name)!r})\n"
+            f"script = importlib.util.module_from_spec(_spec)\n"
+            f"_spec.loader.exec_module(script)\n")
+
+
+def _assert_bounded(results: dict, names) -> None:
+    for name in names:
+        assert name in results, f"{name}: the child stopped before it (see the previous check)"
+        outcome = results[name]
+        assert not outcome.get("exceeded_ceiling"), f"{name}: memory grew past the watchdog's 2 GB"
+        assert outcome["peak_growth_mb"] < MAX_GROWTH_MB, f"{name}: peak RSS grew {outcome['peak_growth_mb']:.0f} MB"
+
+
+def _assert_one_line_exit_2(outcome: dict, *fragments: str) -> str:
+    assert outcome.get("returned") == "2", outcome
+    line = one_error_line(outcome["stderr"])
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
+
+
+# ----------------------------------------------------------------------------------------------- audio bombs
+
+@pytest.fixture(scope="module")
+def audio_bombs(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("audio_bombs")
+    bombs = {
+        "flac_3h": flac_bomb(folder / "three_hours.flac", 3 * HOUR),
+        "flac_10h": flac_bomb(folder / "ten_hours.flac", 10 * HOUR),
+        # STREAMINFO says "length unknown": only decoding can tell, so it must stop at the limit.
+        "flac_unknown_length": flac_bomb(folder / "unknown_length.flac", 3 * HOUR, declared_samples=0),
+    }
+    # Matroska written to a pipe has no duration in its header, and libsndfile cannot read it: ffmpeg decodes it.
+    with open(folder / "streamed.mka", "wb") as streamed:
+        _ffmpeg("-i", str(bombs["flac_3h"]), "-c", "copy", "-f", "matroska", "pipe:1", stdout=streamed)
+    bombs["mka_unknown_length"] = folder / "streamed.mka"
+    assert all(path.stat().st_size < 1_000_000 for path in bombs.values())
+    return bombs
+
+
+def test_audio_bombs_are_refused_with_bounded_memory(audio_bombs, tmp_path):
+    """A few hundred KB of FLAC holding 3-10 h of audio (GB once decoded): refused from the header, or decoding stops
+    at the limit when the header says nothing, in the Python API, the inference command line and the page's checks."""
+    from avatar_gen.synthetic import make_portrait
+
+    portrait = make_portrait(tmp_path / "face.png", seed=3, size=96)
+    output = tmp_path / "out" / "talking.mp4"
+    cli = ["--image", str(portrait), "--checkpoint", str(tmp_path / "no_checkpoint"), "--output", str(output)]
+    setup = _script_loader("ltx_video/inference.py") + f"""
+import avatar_gen.inference, avatar_gen.inference.generator  # heavy imports before measuring
+from avatar_gen.inference.inputs import load_speech
+from avatar_gen.webapp import AUDIO_SOURCE, validate_request
+bombs = {({name: str(path) for name, path in audio_bombs.items()})!r}
+page = dict(image={{"path": {str(portrait)!r}}}, speech_source=AUDIO_SOURCE, text="", voice="en-us", steps=2,
+            guidance=2.0, seed=0)
+CASES = [(f"api_{{name}}", lambda path=path: load_speech(audio=path)) for name, path in bombs.items()]
+CASES += [("cli", lambda: script.main({cli!r} + ["--audio", bombs["flac_10h"]])),
+          ("page", lambda: validate_request(**page, audio={{"path": bombs["flac_3h"]}}))]
+"""
+    results = run_measured(setup)
+    _assert_bounded(results, results)
+    for name in audio_bombs:
+        outcome = results[f"api_{name}"]
+        assert outcome.get("raised") == "MediaError" and "the limit is 120 s" in outcome["message"], outcome
+    assert "lasts 35999.2 s" in results["api_flac_10h"]["message"]  # from the header, before decoding
+    assert "lasts more than 120 s" in results["api_flac_unknown_length"]["message"]  # from the capped decoding
+    _assert_one_line_exit_2(results["cli"], "lasts 35999.2 s; the limit is 120 s")
+    assert not output.parent.exists() or not list(output.parent.iterdir())
+    assert results["page"]["raised"] == "UserError" and "lasts 10800 s; the limit is 120 s" in \
+        results["page"]["message"]
+
+
+def _process_memory(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(key + ":"))
+
+
+def test_the_web_server_refuses_audio_bombs_and_keeps_answering(webapp_server, audio_bombs, tmp_path):
+    """Uploads through the page's API (any HTTP client can skip the browser's checks): the declared length is refused
+    by the page's check, a hidden one by the generator's capped decoding; the server's memory stays bounded, and it
+    goes on answering (and, checked by the session fixture at the end, stops cleanly without a logged traceback)."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from avatar_gen.synthetic import make_portrait
+
+    portrait = make_portrait(tmp_path / "face.png", seed=3, size=96)
+    webapp_server.wait_until_serving()
+    client = Client(webapp_server.url, verbose=False)
+    pid = webapp_server.process.pid
+    with open(f"/proc/{pid}/clear_refs", "w") as refs:
+        refs.write("5")  # the server's peak memory starts again from what it holds now
+    baseline = _process_memory(pid, "VmRSS")
+    for bomb, message in ((audio_bombs["flac_3h"], "the speech file lasts 10800 s; the limit is 120 s"),
+                          (audio_bombs["flac_unknown_length"], "lasts more than 120 s; the limit is 120 s")):
+        with pytest.raises(AppError, match=message):
+            client.predict(handle_file(str(portrait)), "Upload speech", "", handle_file(str(bomb)), "en-us", 2, 2.0, 0,
+                           api_name="/generate")
+    growth_mb = (_process_memory(pid, "VmHWM") - baseline) / 2**20
+    assert growth_mb < MAX_GROWTH_MB, f"the server's peak memory grew {growth_mb:.0f} MB"
+    assert client.predict(handle_file(str(portrait)), api_name="/check_uploaded_portrait") in (None, ())
+    assert webapp_server.process.poll() is None
+
+
+def test_audio_within_the_limit_still_reads_whole(tmp_path):
+    from avatar_gen.media.audio import read_audio
+
+    short = flac_bomb(tmp_path / "two_seconds.flac", 2.8)  # 2 blocks of 65535 samples at 48 kHz
+    audio = read_audio(short, 16_000, max_seconds=120)
+    assert len(audio) == pytest.approx(2 * 65535 / 3, abs=2) and abs(float(audio.mean()) - 3000 / 32768) < 1e-3
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+
+def test_evaluation_records_oversized_clips_and_finishes_the_report(tmp_path):
+    """10000x10000 frames, an hour at 256x256, a 1000 fps clip: each is recorded as not evaluated (from its header,
+    nothing decoded) and the report is written; a normal clip against a 60 s reference keeps only the frames it
+    compares."""
+    generated, reference, out = tmp_path / "generated", tmp_path / "reference", tmp_path / "eval"
+    generated.mkdir()
+    reference.mkdir()
+    png_video(generated / "huge_frames.mkv", grey_png(tmp_path / "huge.png", 10_000, 10_000), fps=25, seconds=0.48)
+    long_static_video(generated / "one_hour.mp4", HOUR)
+    _ffmpeg("-f", "lavfi", "-i", "color=gray:s=64x64:r=1000", "-t", "2", "-c:v", "libx264", "-preset", "ultrafast",
+            str(generated / "thousand_fps.mp4"))
+    _ffmpeg("-f", "lavfi", "-i", "color=gray:s=64x64:r=25", "-t", "2", "-c:v", "libx264", "-preset", "ultrafast",
+            str(generated / "normal.mp4"))
+    long_static_video(reference / "normal.mp4", 60)
+    shutil.copy(reference / "normal.mp4", reference / "thousand_fps.mp4")
+    assert sum(path.stat().st_size for path in generated.iterdir()) < 4_000_000
+
+    setup = _script_loader("ltx_video/evaluate.py") + f"""
+CASES = [("evaluate", lambda: script.main(["--generated", {str(generated)!r}, "--reference", {str(reference)!r},
+                                           "--out", {str(out)!r}]))]
+"""
+    results = run_measured(setup)
+    _assert_bounded(results, ["evaluate"])
+    assert results["evaluate"]["returned"] == "0", results["evaluate"]
+    clips = json.loads((out / "metrics.json").read_text())["clips"]
+    expected = {"huge_frames": "10000x10000 px, larger than evaluation takes",
+                "one_hour": "90000 frames of 256x256",
+                "thousand_fps": "runs at 1000 fps"}
+    for clip_id, reason in expected.items():
+        assert clips[clip_id]["status"] == "error" and reason in clips[clip_id]["problems"][0], clips[clip_id]
+    normal = clips["normal"]["reference"]
+    assert (normal["frames_generated"], normal["frames_compared"], normal["frames_reference"]) == (50, 50, 1500)
+    assert (out / "report.md").is_file()
+
+
+def test_a_video_that_hides_its_length_is_cut_at_the_bound(tmp_path, monkeypatch):
+    """A header that understates the frame count does not lift the bound: decoding stops at it."""
+    from dataclasses import replace
+
+    from avatar_gen.evaluation import pipeline
+    from avatar_gen.media import probe_video
+
+    clip = long_static_video(tmp_path / "clip.mp4", 20, size=64, segment_seconds=10)
+    lying = replace(probe_video(clip), duration=1.0, num_frames=25)
+    monkeypatch.setattr(pipeline, "MAX_PIXELS", 64 * 64 * 100)  # a 100-frame budget for this size
+    with pytest.raises(pipeline.ClipTooLarge, match="decodes into more than 100 frames"):
+        pipeline.read_clip_frames(clip, lying, 25.0)
+
+
+# ----------------------------------------------------------------------------------------------- inference bounds
+
+def test_inference_command_line_bounds_cost_nothing(tmp_path):
+    """Values that would allocate gigabytes before the first step, an unusable seed and an unwritable output: one
+    line, exit 2, before the model loads, nothing written."""
+    from avatar_gen.synthetic import make_portrait
+
+    portrait = make_portrait(tmp_path / "face.png", seed=4, size=96)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    output = tmp_path / "out" / "talking.mp4"
+    base = ["--image", str(portrait), "--text", "Hello there.", "--checkpoint", str(tmp_path / "no_checkpoint")]
+    cases = {
+        "steps": (["--steps", "1000000000", "--output", str(output)], "steps must be at most 100"),
+        "timesteps": (["--timesteps", *[str(1000 - i) for i in range(101)], "--output", str(output)],
+                      "above the limit of 100 steps"),
+        "size": (["--height", "32000", "--width", "32000", "--output", str(output)], "above the limit of 1280 px"),
+        "seed": (["--seed", str(2**70), "--output", str(output)], "seed must be from 0 to 18446744073709551615"),
+        "proc": (["--output", "/proc/x.mp4"], "cannot write /proc/x.mp4: the folder /proc does not take new files"),
+        "under_a_file": (["--output", str(blocker / "x.mp4")], "is not a folder"),
+    }
+    setup = _script_loader("ltx_video/inference.py") + f"""
+import avatar_gen.inference, avatar_gen.inference.generator  # heavy imports before measuring
+CASES = [(name, lambda extra=extra: script.main({base!r} + extra)) for name, extra in {[(n, e) for n, (e, _) in cases.items()]!r}]
+"""
+    results = run_measured(setup)
+    _assert_bounded(results, cases)
+    for name, (_, fragment) in cases.items():
+        _assert_one_line_exit_2(results[name], fragment)
+    assert not (tmp_path / "out").exists() and not list(Path("/proc").glob(".tmp-*"))
+
+
+def test_generation_settings_are_bounded_in_the_python_api():
+    from avatar_gen.errors import UserError
+    from avatar_gen.inference.generator import check_seed, resolve_settings
+    from avatar_gen.inference.limits import MAX_SEED, check_video_pixels
+
+    for bad, message in (({"steps": 101}, "at most 100"), ({"height": 1312}, "limit of 1280"),
+                         ({"seed": MAX_SEED + 1}, "64 bits"), ({"seed": -1}, "from 0"), ({"seed": "7"}, "whole number"),
+                         ({"seed": 1.5}, "whole number")):
+        with pytest.raises(UserError, match=message):
+            resolve_settings(**bad)
+    assert check_seed(MAX_SEED) == MAX_SEED and resolve_settings(steps=100, seed=5.0).seed == 5
+    check_video_pixels(3000, 512, 768)
+    with pytest.raises(UserError, match="3001 frames of 768x512"):
+        check_video_pixels(3001, 512, 768)
+
+
+# ----------------------------------------------------------------------------------------------- ffmpeg children
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from avatar_gen.media.video import write_video
+
+def frames():
+    for _ in range(10):
+        yield np.zeros((64, 64, 3), np.uint8)
+    Path(sys.argv[2]).write_text("writing")
+    time.sleep(600)  # killed here, with ffmpeg running and its temporary file open
+
+write_video(sys.argv[1], frames(), 25.0)
+"""
+
+
+def test_a_killed_writer_leaves_no_video_behind(tmp_path):
+    """kill -9 during a video write: ffmpeg finishes on its own (its input ends), and the next write to that output
+    removes the half-made temporary; another process's temporary stays."""
+    import psutil
+
+    from avatar_gen.media.video import write_video
+
+    output, ready = tmp_path / "out.mp4", tmp_path / "ready"
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(output), str(ready)], cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline and writer.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists(), "the writer did not start"
+        children = psutil.Process(writer.pid).children()
+        assert [child.name() for child in children if "ffmpeg" in child.name()], children
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        _, alive = psutil.wait_procs(children, timeout=20)
+        assert not alive, f"ffmpeg outlived its parent: {alive}"
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    leftovers = list(tmp_path.glob(".tmp-out-*.mp4"))
+    assert len(leftovers) == 1 and not output.exists()
+    live_other = tmp_path / f".tmp-out-{os.getpid()}-stillwriting.mp4"  # a live process's file (this test's pid)
+    live_other.write_bytes(b"")
+    write_video(output, [np.zeros((64, 64, 3), np.uint8)] * 3, 25.0)
+    assert output.is_file() and sorted(tmp_path.glob(".tmp-*")) == [live_other]
+
+
+def test_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    """ffmpeg reports ENOSPC in five lines ending with a misleading one; the error is one line that says it."""
+    import contextlib
+
+    from avatar_gen.errors import MediaError
+    from avatar_gen.media import video
+    from avatar_gen.media.ffmpeg import run_ffmpeg
+
+    @contextlib.contextmanager
+    def into_a_full_disk(target, suffix=None):
+        yield Path("/dev/full")  # every write fails with ENOSPC, as on a full disk
+
+    monkeypatch.setattr(video, "atomic_path", into_a_full_disk)
+    with pytest.raises(MediaError) as raised:
+        video.write_video(tmp_path / "x.mp4", [np.zeros((64, 64, 3), np.uint8)] * 5, 25.0)
+    assert str(raised.value).startswith(f"ffmpeg could not write {tmp_path / 'x.mp4'} (exit ")
+    assert str(raised.value).endswith("): no space left on device")
+    with pytest.raises(MediaError, match=r"^ffmpeg failed \(exit \d+\): no space left on device$"):
+        run_ffmpeg(["-y", "-f", "lavfi", "-i", "testsrc=s=64x64:d=1", "-c:v", "libx264", "-f", "mp4", "/dev/full"])
+
+
+def test_run_main_prints_one_line_for_a_multi_line_message(capsys):
+    from avatar_gen.errors import MediaError
+    from avatar_gen.utils.cli import run_main
+
+    def body():
+        raise MediaError("ffmpeg said:\nfirst line\n\nsecond line")
+
+    assert run_main(body) == 2
+    assert capsys.readouterr().err == "error: ffmpeg said:; first line; second line\n"
