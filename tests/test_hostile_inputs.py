@@ -330,3 +330,152 @@ def test_run_main_prints_one_line_for_a_multi_line_message(capsys):
 
     assert run_main(body) == 2
     assert capsys.readouterr().err == "error: ffmpeg said:; first line; second line\n"
+
+
+# ----------------------------------------------------------------------------------------------- broken data files
+
+class _RunsCode:
+    """Unpickling this calls ``os.system``: a file holding it must be refused unread."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_bad_training_files_stop_before_the_first_step_with_their_names(tmp_path, tiny_zoo):
+    """Cut-short, empty and key-less latents, a pickle payload and an object array: training names them all in one
+    line before any step (it used to crash at the step that drew the file, again at every resume)."""
+    from avatar_gen.errors import UserError
+    from avatar_gen.training.dataset import scan_chunks
+    from avatar_gen.training.toydata import write_toy_chunks
+
+    root = write_toy_chunks(tmp_path / "data", num_clips=6, feature_dim=4)
+    latents = root / "vae_latents"
+    good = (latents / "toyclip000_0.pt").read_bytes()
+    (latents / "toyclip000_0.pt").write_bytes(good[: len(good) // 2])
+    (latents / "toyclip001_0.pt").write_bytes(b"")
+    torch.save({"features": torch.zeros(2)}, latents / "toyclip002_0.pt")
+    marker = tmp_path / "code_ran"
+    with open(latents / "toyclip003_0.pt", "wb") as payload:
+        pickle.dump({"latents": _RunsCode(marker)}, payload)
+    np.save(root / "audio_latents" / "toyclip004_0_ff.npy", np.array([{"rows": 33}], dtype=object), allow_pickle=True)
+
+    with pytest.raises(UserError) as raised:
+        scan_chunks(latents, root / "audio_latents", 4)
+    message = str(raised.value)
+    assert message.startswith("5 unreadable data file(s); delete them") and "\n" not in message
+    for expected in ("toyclip000_0.pt is cut short or not a torch file", "toyclip001_0.pt is empty",
+                     "toyclip002_0.pt holds no 'latents' tensor (found ['features'])",
+                     "toyclip003_0.pt holds Python objects other than tensors and was not loaded",
+                     "toyclip004_0_ff.npy holds Python objects, not numbers"):
+        assert expected in message, message
+    assert "weights_only" not in message and not marker.exists()
+
+    run = tmp_path / "run"
+    overrides = [f"output_dir={run}", f"model.pretrained={tiny_zoo / 'ltx-video'}", f"data.vae_latents={latents}",
+                 f"data.audio_latents={root / 'audio_latents'}", "audio.feature_dim=4", "optimization.max_steps=2"]
+    setup = _script_loader("ltx_video/training.py") + f"""
+argv = ["--config", {str(REPO_ROOT / "configs" / "train-tiny.yaml")!r}]
+for override in {overrides!r}:
+    argv += ["--override", override]
+CASES = [("train", lambda: script.main(argv))]
+"""
+    results = run_measured(setup)
+    _assert_bounded(results, ["train"])
+    _assert_one_line_exit_2(results["train"], "5 unreadable data file(s)", "toyclip000_0.pt")
+    assert not (run / "checkpoints").exists() and not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def data_root_with_a_clip(tmp_path_factory) -> Path:
+    """``data/raw_videos/clip.mp4`` (1 s with sound) and, outside the data root, ``secret.mp4``."""
+    folder = tmp_path_factory.mktemp("hostile_data")
+    (folder / "data" / "raw_videos").mkdir(parents=True)
+    for path in (folder / "data" / "raw_videos" / "clip.mp4", folder / "secret.mp4"):
+        _ffmpeg("-f", "lavfi", "-i", "color=gray:s=64x64:r=25", "-f", "lavfi", "-i", "sine=f=300", "-t", "1",
+                "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(path))
+    return folder
+
+
+def test_malformed_transcripts_and_escaping_paths_are_one_line_in_every_stage(data_root_with_a_clip, tmp_path,
+                                                                              tiny_zoo):
+    """A 100 000-deep JSON, mistyped records and a video_path that climbs out of the data root: the VAE, audio and
+    scraper stages and evaluate --heldout each stop with one line; the audio stage records a chunk whose path climbs
+    out as failed, without reading the file."""
+    data = tmp_path / "data"
+    shutil.copytree(data_root_with_a_clip / "data", data)
+    secret = data_root_with_a_clip / "secret.mp4"
+    depth = 100_000
+    (data / "deep.json").write_text("[" * depth + "]" * depth)
+    (data / "mistyped.json").write_text(json.dumps([
+        {"clip_id": "clip", "video_path": "raw_videos/clip.mp4",
+         "transcript": [{"text": "hi", "start": 0.0, "end": 1.0, "words": [{"word": "hi", "start": "soon", "end": 1}]}]}]))
+    (data / "escaping.json").write_text(json.dumps([
+        {"clip_id": "clip", "video_path": os.path.relpath(secret, data), "transcript": []}]))
+    (data / "not_utf8.json").write_bytes(b'[{"clip_id": "caf\xe9"}]')
+    chunks = data / "vae_latents"
+    chunks.mkdir()
+    for key, video in (("clip_0", "raw_videos/clip.mp4"), ("secret_0", os.path.relpath(secret, data))):
+        (chunks / f"{key}.json").write_text(json.dumps({"clip_id": key[:-2], "chunk": 0, "num_frames": 9, "fps": 25.0,
+                                                        "start_time": 0.0, "video_path": video}))
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    shutil.copy(data / "raw_videos" / "clip.mp4", generated / "clip.mp4")
+
+    def vae(transcripts):
+        return ("preprocessing/save_vae_latents.py",
+                ["--transcripts", str(transcripts), "--output_dir", str(tmp_path / "vae"),
+                 "--pretrained", str(tiny_zoo / "ltx-video"), "--dtype", "fp32"])
+
+    def audio(transcripts, source="tts_aligned"):
+        return ("preprocessing/save_text_latents.py",
+                ["--latents_dir", str(chunks), "--transcripts", str(transcripts), "--audio_out", str(data / "audio_wav"),
+                 "--ff_out", str(data / "audio_latents"), "--audio_source", source,
+                 "--encoder", "wav2vec2", "--wav2vec2", str(tiny_zoo / "wav2vec2")])
+
+    def scraper(transcripts, output_dir=data / "raw_videos"):
+        return ("video_scraper/scrap_video.py",
+                ["--input_dir", str(tmp_path / "incoming"), "--output_dir", str(output_dir),
+                 "--transcripts_file", str(transcripts), "--asr", "none", "--no_language_filter"])
+
+    def heldout(listing):
+        return ("ltx_video/evaluate.py", ["--generated", str(generated), "--out", str(tmp_path / "eval"),
+                                          "--heldout", str(listing)])
+
+    (tmp_path / "incoming").mkdir()
+    cases = {
+        "vae_deep": (vae(data / "deep.json"), "is nested too deeply to be read as JSON"),
+        "vae_mistyped": (vae(data / "mistyped.json"), "record 0 (clip): transcript.0.words.0.start: Input should be"),
+        "vae_escaping": (vae(data / "escaping.json"), "record 0 video_path '../../hostile_data0/secret.mp4' leads outside the data root"),
+        "audio_deep": (audio(data / "deep.json"), "is nested too deeply"),
+        "audio_mistyped": (audio(data / "mistyped.json"), "transcript.0.words.0.start"),
+        "audio_not_utf8": (audio(data / "not_utf8.json"), "is not UTF-8 text"),
+        "scraper_deep": (scraper(data / "deep.json"), "is nested too deeply"),
+        "scraper_mistyped": (scraper(data / "mistyped.json"), "transcript.0.words.0.start"),
+        "scraper_outside_root": (scraper(data / "new.json", tmp_path / "elsewhere"),
+                                 "must lie inside the data root"),
+        "heldout_deep": (heldout(data / "deep.json"), "held-out list"),
+        "heldout_not_utf8": (heldout(data / "not_utf8.json"), "is not UTF-8 text"),
+    }
+    scripts = sorted({script for (script, _), _ in cases.values()})
+    setup = "import importlib.util\nscripts = {}\n" + "".join(
+        f"_spec = importlib.util.spec_from_file_location('s{i}', {str(REPO_ROOT / name)!r})\n"
+        f"scripts[{name!r}] = importlib.util.module_from_spec(_spec)\n_spec.loader.exec_module(scripts[{name!r}])\n"
+        for i, name in enumerate(scripts)) + f"""
+CASES = [(name, lambda script=script, argv=argv: scripts[script].main(argv))
+         for name, (script, argv) in {({name: spec for name, (spec, _) in cases.items()})!r}.items()]
+CASES.append(("audio_original_escaping", lambda: scripts["preprocessing/save_text_latents.py"].main(
+    {audio(data / "escaping.json", "original")[1]!r})))
+"""
+    results = run_measured(setup)
+    _assert_bounded(results, [*cases, "audio_original_escaping"])
+    for name, (_, fragment) in cases.items():
+        _assert_one_line_exit_2(results[name], fragment)
+    assert not (tmp_path / "vae").exists() or not list((tmp_path / "vae").glob("*.pt"))
+    # The original-audio source reads each chunk's video: the one whose path climbs out is recorded as failed, unread.
+    assert results["audio_original_escaping"]["returned"] == "0", results["audio_original_escaping"]
+    failed = json.loads((data / "audio_latents" / "secret_0_failed.json").read_text())
+    assert "leads outside the data root" in failed["reason"]
+    assert not (data / "audio_wav" / "secret_0.wav").exists() and (data / "audio_wav" / "clip_0.wav").is_file()

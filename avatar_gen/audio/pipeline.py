@@ -266,19 +266,24 @@ class AudioLatentsStage:
     def _video_path(self, chunk: Chunk) -> Path:
         """The chunk's video: the chunk record's path (relative to the data root), else the transcript's (relative to
         the transcripts' folder); a path leading outside its root is refused (see :func:`data_path`)."""
-        candidates = []
-        try:
-            if chunk.video_path:
-                candidates.append(data_path(chunk.video_path, self.config.data_root, "the chunk record's video_path"))
-            transcript = self.transcripts.get(chunk.clip_id)
-            if transcript and transcript.get("video_path") and self.config.transcripts is not None:
-                candidates.append(data_path(transcript["video_path"], self.config.transcripts.resolve().parent,
-                                            "the transcript's video_path"))
-        except UserError as exc:
-            raise ChunkFailure(str(exc)) from None
+        named = []
+        if chunk.video_path:
+            named.append((chunk.video_path, self.config.data_root, "the chunk record's video_path"))
+        transcript = self.transcripts.get(chunk.clip_id)
+        if transcript and transcript.get("video_path") and self.config.transcripts is not None:
+            named.append((transcript["video_path"], self.config.transcripts.resolve().parent,
+                          "the transcript's video_path"))
+        candidates, refused = [], []
+        for recorded, root, what in named:
+            try:
+                candidates.append(data_path(recorded, root, what))
+            except UserError as exc:
+                refused.append(str(exc))
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
+        if refused:
+            raise ChunkFailure(refused[0])
         raise ChunkFailure(f"video not found: {', '.join(map(str, candidates)) or 'the chunk record names none'}")
 
     def _original_audio(self, chunk: Chunk) -> np.ndarray:

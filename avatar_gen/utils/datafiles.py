@@ -147,7 +147,13 @@ def load_tensor_file(path: str | os.PathLike, what: str = "tensor file", map_loc
     try:
         if path.stat().st_size == 0:
             raise UserError(f"{what} {path} is empty")
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        except RuntimeError as exc:
+            if not (mmap and "mmap can only be used" in str(exc)):
+                raise
+            # A file in torch's legacy (non-zip) format cannot be memory-mapped: read it whole.
+            return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{what} not found: {path}") from None
     except pickle.UnpicklingError as exc:
