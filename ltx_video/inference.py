@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 from avatar_gen.audio.tts import BACKENDS, DEFAULT_VOICE
+from avatar_gen.errors import UserError
 from avatar_gen.utils.cli import add_common_arguments, run_main
 
 log = logging.getLogger("ltx_video.inference")
@@ -53,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timesteps", type=float, nargs="+", default=None,
                         help="a fixed schedule of your own (decreasing, in (0, 1000]); overrides --steps")
     parser.add_argument("--summary", default=None, help="also write the run's summary (sizes, timings) as JSON here")
+    parser.add_argument("--stream_dir", default=None,
+                        help="also write each chunk as a playable segment_NNNN.mp4 (with its speech) into this folder "
+                             "as soon as it is made, before the whole video is done")
+    parser.add_argument("--no_overlap", action="store_true",
+                        help="run denoising, decoding and writing strictly in turn (slower; for measurements)")
     add_common_arguments(parser)
     return parser
 
@@ -68,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # Cheap checks first, so that a typo does not wait for the model to load.
         check_output_path(args.output)
+        if args.stream_dir is not None and Path(args.stream_dir).is_file():
+            raise UserError(f"--stream_dir {args.stream_dir} is a file, not a folder")
         resolve_settings(args.steps, args.guidance, args.height, args.width, args.fps, args.distilled, args.timesteps)
         load_portrait(args.image)
         if args.text is not None:
@@ -76,10 +85,16 @@ def main(argv: list[str] | None = None) -> int:
             load_speech(audio=args.audio, fps=args.fps)
         generator = AvatarGenerator.load(args.checkpoint, pretrained=args.pretrained, device=args.device,
                                          dtype=args.dtype)
-        result = generator.generate(
-            args.image, text=args.text, audio=args.audio, output=args.output, tts=args.tts, voice=args.voice,
-            steps=args.steps, guidance=args.guidance, seed=args.seed, height=args.height, width=args.width,
-            fps=args.fps, distilled=args.distilled, timesteps=args.timesteps)
+        request = dict(text=args.text, audio=args.audio, output=args.output, tts=args.tts, voice=args.voice,
+                       steps=args.steps, guidance=args.guidance, seed=args.seed, height=args.height, width=args.width,
+                       fps=args.fps, distilled=args.distilled, timesteps=args.timesteps, overlap=not args.no_overlap)
+        if args.stream_dir is None:
+            result = generator.generate(args.image, **request)
+        else:
+            for segment in generator.stream(args.image, segment_dir=args.stream_dir, **request):
+                log.info("segment %d playable: %s (%.2f-%.2f s)", segment.index, segment.path, segment.start_time,
+                         segment.end_time)
+            result = segment.result
         summary = result.summary()
         if args.summary:
             atomic_write_json(args.summary, summary)
