@@ -58,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stream_dir", default=None,
                         help="also write each chunk as a playable segment_NNNN.mp4 (with its speech) into this folder "
                              "as soon as it is made, before the whole video is done")
+    parser.add_argument("--attention_backend", default=None,
+                        help="diffusers attention backend, e.g. native (torch SDPA, default), _native_flash, "
+                             "_native_cudnn, flash (needs flash-attn)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the transformer (the first step compiles; faster for long videos)")
+    parser.add_argument("--fp8", action="store_true",
+                        help="FP8 transformer weights (torchao; GPUs with compute capability >= 8.9 such as H100)")
+    parser.add_argument("--vae_tiling", action="store_true",
+                        help="decode in tiles (less memory at large sizes; frames differ slightly)")
     parser.add_argument("--no_overlap", action="store_true",
                         help="run denoising, decoding and writing strictly in turn (slower; for measurements)")
     add_common_arguments(parser)
@@ -84,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             load_speech(audio=args.audio, fps=args.fps)
         generator = AvatarGenerator.load(args.checkpoint, pretrained=args.pretrained, device=args.device,
-                                         dtype=args.dtype)
+                                         dtype=args.dtype, attention_backend=args.attention_backend,
+                                         compile=args.compile, fp8=args.fp8, vae_tiling=args.vae_tiling)
         request = dict(text=args.text, audio=args.audio, output=args.output, tts=args.tts, voice=args.voice,
                        steps=args.steps, guidance=args.guidance, seed=args.seed, height=args.height, width=args.width,
                        fps=args.fps, distilled=args.distilled, timesteps=args.timesteps, overlap=not args.no_overlap)

@@ -153,6 +153,8 @@ BAD_CASES = {
     "bad timesteps": ({"--timesteps": ["500", "900"]}, "strictly decreasing"),
     "not mp4": ({"--output": "{tmp}/talking.avi"}, ".mp4"),
     "stream dir is a file": ({"--stream_dir": "{corrupt}"}, "is a file"),
+    "fp8 on a CPU": ({"--fp8": []}, "FP8 weights need a CUDA GPU"),
+    "unknown attention backend": ({"--attention_backend": "fastest"}, "unknown attention backend"),
 }
 
 

@@ -43,8 +43,9 @@ from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, 
 from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, MIN_CHUNK_FRAMES, ChunkPlan,
                                            FixedScheduleFlowMatchScheduler, check_timesteps, frames_for_duration,
                                            plan_chunks)
-from avatar_gen.inference.streaming import DecodedChunk, GenerationCancelled, stream_chunks
-from avatar_gen.latents.vae import DTYPES, denormalize_latents
+from avatar_gen.inference.streaming import (DecodedChunk, GenerationCancelled, decode_chunk, denoise_chunk,
+                                            stream_chunks)
+from avatar_gen.latents.vae import DTYPES
 from avatar_gen.utils.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
@@ -359,14 +360,21 @@ class AvatarGenerator:
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike, pretrained: str | os.PathLike | None = None,
-             device: str | torch.device = "cpu", dtype: str = "fp32") -> "AvatarGenerator":
+             device: str | torch.device = "cpu", dtype: str = "fp32", attention_backend: str | None = None,
+             compile: bool = False, fp8: bool = False, vae_tiling: bool = False) -> "AvatarGenerator":
         """Load a training checkpoint and everything around it.
 
         ``checkpoint``: a ``step_XXXXXX`` folder, a ``latest`` link, or a run's (``checkpoints``) folder.
         ``pretrained``: the base LTX-Video pipeline (hub id or folder) for the VAE, the scheduler and, for a LoRA
         checkpoint, the transformer; default: the one recorded in the checkpoint.  ``dtype``: ``fp32`` or ``bf16``.
-        Raises UserError for missing or corrupt files and for a checkpoint that does not fit the base model.
+        Speed options (:mod:`avatar_gen.inference.speed`): ``attention_backend`` (diffusers' dispatcher name),
+        ``compile`` (``torch.compile`` of the transformer), ``fp8`` (FP8 weights, GPUs with compute capability
+        8.9+ and torchao), ``vae_tiling`` (tiled decoding for large sizes).
+        Raises UserError for missing or corrupt files, for a checkpoint that does not fit the base model and for a
+        speed option this machine cannot run.
         """
+        from avatar_gen.inference import speed
+
         from avatar_gen.audio.features import AudioEncoderSpec, load_audio_encoder
         from avatar_gen.latents.vae import load_vae
         from avatar_gen.model.checkpoint import load_avatar_checkpoint, read_checkpoint_metadata, resolve_checkpoint
@@ -404,6 +412,14 @@ class AvatarGenerator:
         log.info("loaded checkpoint %s (step %s, %s, alignment %s) on base %s, %s on %s", folder,
                  metadata.get("step"), metadata.get("transformer_training"), loaded.alignment, base, dtype,
                  torch_device)
+        if fp8:
+            speed.quantize_fp8(loaded.transformer, torch_device)
+        if attention_backend is not None:
+            speed.set_attention_backend(loaded.transformer, attention_backend)
+        if compile:
+            speed.compile_transformer(loaded.transformer)
+        if vae_tiling:
+            speed.enable_vae_tiling(vae)
         return cls(loaded, vae, scheduler, audio_encoder, torch_device, torch_dtype, base)
 
     # ------------------------------------------------------------------------------------------ generating
@@ -602,41 +618,15 @@ class AvatarGenerator:
                 width: int, fps: float, steps: int, guidance: float, generator: torch.Generator,
                 callback: Callable | None = None) -> torch.Tensor:
         """One chunk through ``LTXImageToVideoPipeline``: packed, normalised latents [1, tokens, C]."""
-        from PIL import Image
+        return denoise_chunk(self.pipeline, condition_frame, inputs, num_frames, height, width, fps, steps, guidance,
+                             generator, callback)
 
-        with_guidance = guidance > 1.0
-        return self.pipeline(
-            image=Image.fromarray(condition_frame), height=height, width=width, num_frames=num_frames,
-            frame_rate=fps, num_inference_steps=steps, guidance_scale=guidance, generator=generator,
-            prompt_embeds=inputs.prompt_embeds, prompt_attention_mask=inputs.prompt_attention_mask,
-            negative_prompt_embeds=inputs.negative_prompt_embeds if with_guidance else None,
-            negative_prompt_attention_mask=inputs.negative_prompt_attention_mask if with_guidance else None,
-            output_type="latent", return_dict=False, callback_on_step_end=callback,
-        )[0]
-
-    @torch.no_grad()
     def decode(self, packed_latents: torch.Tensor, num_frames: int, height: int, width: int,
                generator: torch.Generator, decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
                decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE) -> np.ndarray:
         """Packed normalised latents -> uint8 frames [num_frames, height, width, 3], as the pipeline decodes them."""
-        pipeline, vae = self.pipeline, self.pipeline.vae
-        latent_frames = (num_frames - 1) // pipeline.vae_temporal_compression_ratio + 1
-        spatial = pipeline.vae_spatial_compression_ratio
-        latents = pipeline._unpack_latents(packed_latents, latent_frames, height // spatial, width // spatial,
-                                           pipeline.transformer_spatial_patch_size,
-                                           pipeline.transformer_temporal_patch_size)
-        latents = denormalize_latents(latents.float(), vae.latents_mean.float(), vae.latents_std.float(),
-                                      vae.config.scaling_factor).to(vae.dtype)
-        timestep = None
-        if vae.config.timestep_conditioning:
-            # A little noise at a small decode timestep, as LTX-Video 0.9.1+ decodes (the pipeline does the same).
-            noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-            latents = (1 - decode_noise_scale) * latents + decode_noise_scale * noise
-            timestep = torch.full((latents.shape[0],), decode_timestep, device=latents.device, dtype=latents.dtype)
-        pixels = vae.decode(latents, timestep, return_dict=False)[0][0]  # [3, F, H, W] in [-1, 1]
-        # To uint8 in place and on the decoder's device (a quarter of the bytes to copy off a GPU).
-        frames = pixels.float().clamp_(-1.0, 1.0).add_(1.0).mul_(127.5).round_().to(torch.uint8)
-        return frames.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+        return decode_chunk(self.pipeline, packed_latents, num_frames, height, width, generator, decode_timestep,
+                            decode_noise_scale)
 
     def write(self, output: Path, video: Iterable[np.ndarray], fps: float, audio_mux: np.ndarray) -> Path:
         """H.264 + AAC MP4 of uint8 frames (an array or any iterable of frames) and speech at ``MUX_SAMPLE_RATE``,

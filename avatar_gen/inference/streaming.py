@@ -136,3 +136,49 @@ def stream_chunks(chunks: Sequence[ChunkPlan], conditioning: Sequence[Any], firs
     finally:
         cancel.set()
         worker.join()
+
+
+def denoise_chunk(pipeline, condition_frame: np.ndarray, inputs, num_frames: int, height: int, width: int,
+                  fps: float, steps: int, guidance: float, generator, callback: Callable | None = None):
+    """One chunk through ``LTXImageToVideoPipeline``: packed, normalised latents [1, tokens, C].
+
+    ``inputs`` holds the caption-slot tensors (``prompt_embeds``, ``prompt_attention_mask`` and, for guidance > 1,
+    the negative ones); ``callback`` is the pipeline's ``callback_on_step_end``.
+    """
+    from PIL import Image
+
+    with_guidance = guidance > 1.0
+    return pipeline(
+        image=Image.fromarray(condition_frame), height=height, width=width, num_frames=num_frames,
+        frame_rate=fps, num_inference_steps=steps, guidance_scale=guidance, generator=generator,
+        prompt_embeds=inputs.prompt_embeds, prompt_attention_mask=inputs.prompt_attention_mask,
+        negative_prompt_embeds=inputs.negative_prompt_embeds if with_guidance else None,
+        negative_prompt_attention_mask=inputs.negative_prompt_attention_mask if with_guidance else None,
+        output_type="latent", return_dict=False, callback_on_step_end=callback,
+    )[0]
+
+
+def decode_chunk(pipeline, packed_latents, num_frames: int, height: int, width: int, generator,
+                 decode_timestep: float, decode_noise_scale: float) -> np.ndarray:
+    """Packed normalised latents -> uint8 frames [num_frames, height, width, 3], as the pipeline decodes them."""
+    import torch
+
+    vae = pipeline.vae
+    latent_frames = (num_frames - 1) // pipeline.vae_temporal_compression_ratio + 1
+    spatial = pipeline.vae_spatial_compression_ratio
+    with torch.no_grad():
+        latents = pipeline._unpack_latents(packed_latents, latent_frames, height // spatial, width // spatial,
+                                           pipeline.transformer_spatial_patch_size,
+                                           pipeline.transformer_temporal_patch_size)
+        latents = pipeline._denormalize_latents(latents.float(), vae.latents_mean.float(), vae.latents_std.float(),
+                                                vae.config.scaling_factor).to(vae.dtype)
+        timestep = None
+        if vae.config.timestep_conditioning:
+            # A little noise at a small decode timestep, as LTX-Video 0.9.1+ decodes (the pipeline does the same).
+            noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+            latents = (1 - decode_noise_scale) * latents + decode_noise_scale * noise
+            timestep = torch.full((latents.shape[0],), decode_timestep, device=latents.device, dtype=latents.dtype)
+        pixels = vae.decode(latents, timestep, return_dict=False)[0][0]  # [3, F, H, W] in [-1, 1]
+        # To uint8 in place and on the decoder's device (a quarter of the bytes to copy off a GPU).
+        frames = pixels.float().clamp_(-1.0, 1.0).add_(1.0).mul_(127.5).round_().to(torch.uint8)
+    return frames.permute(1, 2, 3, 0).contiguous().cpu().numpy()
