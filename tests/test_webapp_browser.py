@@ -131,8 +131,8 @@ def upload_files(tmp_path_factory) -> dict:
 
 STREAMED_TEXT = ("Hello from the browser test. This line is long enough to be made in many chunks, and the first "
                  "of them plays while the others are still being made.")
-# Resolves when the video first advances: its position, and the description line at that moment (empty while
-# the generation is still running).
+# Resolves when the video first advances: its position, and the description area at that moment (no description
+# while the generation is still running, at most Gradio's progress text).
 FIRST_PLAY_JS = """video => new Promise(resolve => {
     const report = () => resolve({time: video.currentTime, error: video.error && video.error.code,
                                   summary: document.querySelector('#summary').innerText.trim()});
@@ -181,7 +181,8 @@ def test_browser_upload_generate_play_and_refuse_bad_uploads(app_process, upload
             video = page.wait_for_selector("#result-video video", timeout=GENERATION_SECONDS * 1000)
             first_play = video.evaluate(FIRST_PLAY_JS)
             assert first_play["error"] is None, f"chromium cannot play the stream (MediaError {first_play['error']})"
-            assert first_play["summary"] == "", f"played only after generation ended: {first_play}"
+            # the description ("... frames at 25 fps ...") is not there yet; Gradio's progress text may be
+            assert "frames at" not in first_play["summary"], f"played only after generation ended: {first_play}"
             expect(page.locator("#summary")).to_contain_text("frames at 25 fps", timeout=GENERATION_SECONDS * 1000)
             expect(page.locator("#download")).to_contain_text(".mp4")
             assert video.evaluate("v => v.videoWidth") > 0
