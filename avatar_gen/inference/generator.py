@@ -18,6 +18,8 @@ The flow of :meth:`AvatarGenerator.generate`:
 4. writing: frames -> H.264 MP4 with the speech as AAC, exactly ``round(duration * fps)`` frames, written atomically.
 
 Speech longer than one chunk is generated chunk by chunk (see :mod:`avatar_gen.inference.schedule`).
+:meth:`AvatarGenerator.stream` yields every chunk as a playable segment while later chunks are still being made
+(:mod:`avatar_gen.inference.streaming`); :meth:`AvatarGenerator.generate` is that stream without segment files.
 The same seed gives the same video: one ``torch.Generator`` seeded once draws every random number of a request.
 """
 
