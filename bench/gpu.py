@@ -6,7 +6,7 @@
 Offline: every model is built from its architecture with random weights (no download) — LTX-Video 2B's transformer
 (diffusers' ``LTXVideoTransformer3DModel`` defaults), the LTX VAE (``AutoencoderKLLTXVideo`` defaults), wav2vec2-base
 (``Wav2Vec2Config`` defaults) and the audio projection; random weights cost what trained ones cost.  Writes
-``<out>/gpu-<card>.json`` and ``<out>/gpu-<card>.md`` (a Markdown table), named after the card.
+``bench/gpu-results/gpu-<card>.json`` and ``.md`` (a Markdown table), named after the card: commit them.
 
 Figures:
 - inference at 768x512 for 10 s of speech (250 frames at 25 fps, chunks of 121 frames) through the streaming engine
@@ -521,7 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny models on the CPU: the same code paths, seconds")
     parser.add_argument("--device", default=None, help="default: cuda when available (smoke: cpu)")
-    parser.add_argument("--out", default=str(HERE / "results"), help="folder for gpu-<card>.json and .md")
+    parser.add_argument("--out", default=None,
+                        help="folder for gpu-<card>.json and .md (default bench/gpu-results/, tracked by git, so a "
+                             "card's figures are committed; smoke: bench/results/, ignored)")
     parser.add_argument("--compile_backend", default=None,
                         help="torch.compile backend (default inductor; smoke: eager, which traces without codegen)")
     args = parser.parse_args(argv)
@@ -533,7 +535,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
-    report = run(profile, device, dtype, Path(args.out), args.compile_backend or ("eager" if args.smoke else "inductor"))
+    out_dir = Path(args.out) if args.out else HERE / ("results" if args.smoke else "gpu-results")
+    report = run(profile, device, dtype, out_dir, args.compile_backend or ("eager" if args.smoke else "inductor"))
     sys.stdout.write(json.dumps(report) + "\n")
     return 0
 
