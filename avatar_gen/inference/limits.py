@@ -14,8 +14,9 @@ MAX_STEPS = 100  # LTX-Video samples well in 30-50 steps; far more only costs ti
 MIN_GUIDANCE, MAX_GUIDANCE = 1.0, 20.0  # 1 = no classifier-free guidance
 MAX_FPS = 60.0
 MAX_SIDE = 1280  # px, video height and width: LTX-Video is trained up to 720 x 1280
-# Every frame of a video is held in memory (uint8 RGB) until it is written: frames x height x width is bounded by the
-# size of a two-minute video at 25 fps and the 2B model's 768 x 512 (3.5 GB of pixels).
+# frames x height x width of one video: the size of a two-minute video at 25 fps at the 2B model's 768 x 512.  It
+# bounds a request's work, and its memory where all frames are held at once (3.5 GB of uint8 RGB at the bound: the
+# generator without overlap, and evaluation, which takes anything inference can make).
 MAX_VIDEO_PIXELS = 3000 * 768 * 512
 MAX_SEED = 2**64 - 1  # torch.Generator takes a 64-bit seed
 MIN_IMAGE_SIDE = 64  # px, shorter side: below this a portrait holds too little of a face to animate
