@@ -23,8 +23,6 @@ and a message naming the row to resume from.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import math
 import os
@@ -35,7 +33,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -51,7 +49,7 @@ from avatar_gen.scraper.rows import (DEFAULT_MAX_DURATION, DEFAULT_MIN_DURATION,
                                      local_clip_id, read_avspeech_csv)
 from avatar_gen.scraper.transcribe import AsrBackend, load_asr
 from avatar_gen.utils.datafiles import is_inside, load_json, read_transcripts
-from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json
+from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json, exclusive_lock
 from avatar_gen.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -174,21 +172,6 @@ def state_path_for(transcripts_file: Path) -> Path:
     return transcripts_file.with_name(transcripts_file.stem + ".state.json")
 
 
-@contextlib.contextmanager
-def _exclusive_lock(lock_file: Path, what: str) -> Iterator[None]:
-    """Hold an advisory lock for the run (released by the OS even on SIGKILL)."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_file, "a+")
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another scraper run is using {what} (lock {lock_file})") from None
-        yield
-    finally:
-        handle.close()
-
-
 def sweep_stale_work(output_dir: Path, transcripts_file: Path) -> int:
     """Remove what a killed run left: ``.tmp-*`` files and work folders in ``output_dir``, and temporary
     copies of the transcripts and state files beside them.  Call only while holding the run's lock."""
@@ -304,8 +287,8 @@ class Scraper:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.data_root.mkdir(parents=True, exist_ok=True)
         lock_name = f".{self.transcripts_file.name}.lock"
-        with _exclusive_lock(self.data_root / lock_name, str(self.transcripts_file)), \
-                _exclusive_lock(self.output_dir / ".scraper.lock", str(self.output_dir)):
+        with exclusive_lock(self.data_root / lock_name, f"another scraper run is using {self.transcripts_file}"), \
+                exclusive_lock(self.output_dir / ".scraper.lock", f"another scraper run is using {self.output_dir}"):
             removed = sweep_stale_work(self.output_dir, self.transcripts_file)
             if removed:
                 log.info("removed %d temporary file(s) left by an interrupted run", removed)

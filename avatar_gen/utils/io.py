@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import glob
 import json
@@ -18,7 +19,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 TMP_PREFIX = ".tmp-"
 
@@ -94,6 +95,33 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
                 stale.unlink()
                 removed += 1
     return removed
+
+
+def acquire_exclusive_lock(lock_file: str | os.PathLike, what: str) -> IO:
+    """Take an advisory lock on ``lock_file`` (created if missing) and return its open handle: the lock holds until
+    the handle is closed or the process ends, however it ends (the OS releases it even after SIGKILL).  Raises
+    UserError, with ``what`` in its one line, when another process holds it."""
+    from avatar_gen.errors import UserError
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_file, "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"{what} (lock {lock_file})") from None
+    return handle
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
+    """:func:`acquire_exclusive_lock` for the duration of a ``with`` block."""
+    handle = acquire_exclusive_lock(lock_file, what)
+    try:
+        yield
+    finally:
+        handle.close()
 
 
 _RENAME_EXCHANGE = 2  # linux/fs.h
