@@ -28,8 +28,8 @@ from avatar_gen.errors import UserError
 from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS
 # The bounds of a generation request are inference's own, so that the page, the command line and the Python API
 # accept the same requests.
-from avatar_gen.inference.limits import (MAX_GUIDANCE, MAX_IMAGE_SIDE, MAX_SEED, MAX_SPEECH_SECONDS, MAX_STEPS,
-                                         MIN_GUIDANCE, MIN_IMAGE_SIDE, MIN_STEPS)
+from avatar_gen.limits import (MAX_GUIDANCE, MAX_IMAGE_SIDE, MAX_SEED, MAX_SPEECH_SECONDS, MAX_STEPS,
+                               MIN_GUIDANCE, MIN_IMAGE_SIDE, MIN_STEPS)
 from avatar_gen.media.audio import declared_audio_duration
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ log = logging.getLogger("ltx_video.inference")
 
 def build_parser() -> argparse.ArgumentParser:
     from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, DISTILLED_TIMESTEPS, MAX_TEXT_CHARS
-    from avatar_gen.inference.limits import MAX_SEED, MAX_SIDE, MAX_SPEECH_SECONDS, MAX_STEPS
+    from avatar_gen.limits import MAX_SEED, MAX_SIDE, MAX_SPEECH_SECONDS, MAX_STEPS
 
     parser = argparse.ArgumentParser(description="Generate a talking video of the person in --image speaking "
                                                  "--text (or --audio) with a trained avatar checkpoint.")

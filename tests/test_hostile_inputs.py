@@ -391,8 +391,8 @@ def test_inference_command_line_bounds_cost_nothing(hostile):
 
 def test_generation_settings_are_bounded_in_the_python_api():
     from avatar_gen.errors import UserError
-    from avatar_gen.inference.generator import check_seed, resolve_settings
-    from avatar_gen.inference.limits import MAX_SEED, check_video_pixels
+    from avatar_gen.inference.generator import check_seed, check_video_pixels, resolve_settings
+    from avatar_gen.limits import MAX_SEED
 
     for bad, message in (({"steps": 101}, "at most 100"), ({"height": 1312}, "limit of 1280"),
                          ({"seed": MAX_SEED + 1}, "64 bits"), ({"seed": -1}, "from 0"), ({"seed": "7"}, "whole number"),

@@ -33,7 +33,7 @@ from avatar_gen.evaluation.lipsync import DEFAULT_MAX_LAG, OfflineSyncResult, mo
 from avatar_gen.evaluation.quality import compare_to_reference, temporal_stability
 from avatar_gen.evaluation.report import write_report
 from avatar_gen.evaluation.syncnet import SYNCNET_FPS, SyncNet, compute_lse, load_syncnet, syncnet_face_crops
-from avatar_gen.inference.limits import MAX_VIDEO_PIXELS
+from avatar_gen.limits import MAX_VIDEO_PIXELS
 from avatar_gen.media import SAMPLE_RATE, extract_audio, probe_video, rms_envelope
 from avatar_gen.media.video import VideoInfo, iter_frames
 from avatar_gen.utils.io import atomic_write_json, read_json, remove_stale_temporaries

@@ -43,8 +43,8 @@ from avatar_gen.audio.tts import DEFAULT_VOICE
 from avatar_gen.errors import UserError
 from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, load_portrait, load_speech,
                                          MUX_SAMPLE_RATE)
-from avatar_gen.inference.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_STEPS, MIN_GUIDANCE,
-                                         MIN_STEPS, check_video_pixels)
+from avatar_gen.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_STEPS, MAX_VIDEO_PIXELS,
+                               MIN_GUIDANCE, MIN_STEPS)
 from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, MIN_CHUNK_FRAMES, ChunkPlan,
                                            FixedScheduleFlowMatchScheduler, check_timesteps, frames_for_duration,
                                            plan_chunks)
@@ -261,6 +261,14 @@ def check_output_path(output: str | os.PathLike) -> Path:
     return path
 
 
+def check_video_pixels(num_frames: int, height: int, width: int) -> None:
+    """UserError when a video of ``num_frames`` frames of ``height`` x ``width`` exceeds :data:`MAX_VIDEO_PIXELS`."""
+    if num_frames * height * width > MAX_VIDEO_PIXELS:
+        raise UserError(f"the video would be {num_frames} frames of {width}x{height} "
+                        f"({num_frames * height * width / 1e9:.2f} gigapixels; the limit is "
+                        f"{MAX_VIDEO_PIXELS / 1e9:.2f}): use shorter speech, a lower fps or a smaller size")
+
+
 def check_seed(seed: Any) -> int:
     """The seed as an int; UserError unless it is a whole number in [0, MAX_SEED] (what torch.Generator takes)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -292,7 +300,7 @@ def resolve_settings(steps: int | None = None, guidance: float | None = None, he
 
     A fixed schedule (``timesteps``, or :data:`DISTILLED_TIMESTEPS` with ``distilled``) sets the number of steps and
     makes guidance default to 1.  Raises UserError for values the model cannot use and for values beyond the bounds of
-    :mod:`avatar_gen.inference.limits` (checked here, before anything is allocated for them).
+    :mod:`avatar_gen.limits` (checked here, before anything is allocated for them).
     """
     for name, value in (("height", height), ("width", width)):
         if value is not None and (int(value) < spatial_multiple or int(value) % spatial_multiple):

@@ -11,7 +11,7 @@ Limits a user can hit, each reported as one :class:`~avatar_gen.errors.UserError
   :data:`MAX_SPEECH_SECONDS` long (the length the header declares is checked before decoding, and decoding stops
   at the limit, so a small file holding hours of audio costs no more memory than a long-enough one).
 
-The numbers live in :mod:`avatar_gen.inference.limits`.
+The numbers live in :mod:`avatar_gen.limits`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 
 from avatar_gen.audio.tts import DEFAULT_VOICE, synthesize
 from avatar_gen.errors import UserError
-from avatar_gen.inference.limits import MAX_IMAGE_SIDE, MAX_SPEECH_SECONDS, MAX_TEXT_CHARS, MIN_IMAGE_SIDE
+from avatar_gen.limits import MAX_IMAGE_SIDE, MAX_SPEECH_SECONDS, MAX_TEXT_CHARS, MIN_IMAGE_SIDE
 from avatar_gen.media.audio import SAMPLE_RATE, read_audio, resample_audio
 from avatar_gen.media.frames import fit_frames
 
