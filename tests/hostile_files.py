@@ -195,7 +195,7 @@ def run_measured(setup: str, ceiling_mb: int = 2000, timeout: float = 300, cwd: 
 
 
 def one_error_line(stderr: str) -> str:
-    """The single ``error: ...`` line of a stage's stderr; AssertionError when there is none, several, or a traceback."""
+    """The single ``error: ...`` line of a stage's stderr; AssertionError for none, several, or a traceback."""
     assert "Traceback" not in stderr, stderr[-3000:]
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, stderr[-3000:]

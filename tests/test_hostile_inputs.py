@@ -6,8 +6,8 @@ a file, and its memory stays bounded: the peak resident memory of the process gr
 while it handles the file.
 
 The stage scripts run in one fresh interpreter for the whole module (the ``hostile`` fixture, through
-``hostile_files.run_measured``): their heavy imports are paid once, and each check's peak memory (VmHWM) is measured from
-what the process held just before it.  A watchdog stops a check at 2 GB, so a regression fails here instead of
+``hostile_files.run_measured``): their heavy imports are paid once, and each check's peak memory (VmHWM) is measured
+from what the process held just before it.  A watchdog stops a check at 2 GB, so a regression fails here instead of
 exhausting the machine.  Every file is built in a temporary folder in well under a second and a few MB.
 Broken checkpoints (cut-short weights, metadata that is not UTF-8, diverged weights) are in test_inference_cli.py.
 """
@@ -51,7 +51,7 @@ def _ffmpeg(*args: str, stdout=None) -> None:
 @dataclass
 class Checks:
     """What the measured child runs: ``name -> ("script", path, argv)`` (a stage script's ``main(argv)``) or
-    ``name -> ("call", expression)`` (Python, with ``load_speech``, ``validate_request`` and ``AUDIO_SOURCE`` in scope)."""
+    ``name -> ("call", expression)`` (Python; ``load_speech``, ``validate_request`` and ``AUDIO_SOURCE`` in scope)."""
 
     cases: dict[str, tuple] = field(default_factory=dict)
 
@@ -224,7 +224,8 @@ def _add_transcripts_checks(checks: Checks, paths: dict, folder: Path, tiny_zoo:
     (data / "deep.json").write_text("[" * depth + "]" * depth)
     (data / "mistyped.json").write_text(json.dumps([
         {"clip_id": "clip", "video_path": "raw_videos/clip.mp4",
-         "transcript": [{"text": "hi", "start": 0.0, "end": 1.0, "words": [{"word": "hi", "start": "soon", "end": 1}]}]}]))
+         "transcript": [{"text": "hi", "start": 0.0, "end": 1.0,
+                         "words": [{"word": "hi", "start": "soon", "end": 1}]}]}]))
     (data / "escaping.json").write_text(json.dumps([{"clip_id": "clip", "video_path": "../secret.mp4"}]))
     (data / "not_utf8.json").write_bytes(b'[{"clip_id": "caf\xe9"}]')
     chunks = data / "vae_latents"

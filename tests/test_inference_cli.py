@@ -145,7 +145,7 @@ def broken_checkpoints(run_dir, tiny_zoo, tmp_path_factory) -> dict[str, Path]:
     shutil.copytree(good, diverged)
     lora_file = diverged / "pytorch_lora_weights.safetensors"
     with safe_open(str(lora_file), "pt") as opened:
-        lora_metadata, tensors = opened.metadata(), {key: opened.get_tensor(key) for key in opened.keys()}
+        lora_metadata, tensors = opened.metadata(), {key: opened.get_tensor(key) for key in opened.keys()}  # noqa: SIM118
     first = sorted(tensors)[0]
     tensors[first] = torch.full_like(tensors[first], float("nan"))
     save_file(tensors, str(lora_file), metadata=lora_metadata)

@@ -117,9 +117,9 @@ def test_resaving_a_step_never_leaves_latest_dangling(tmp_path, monkeypatch):
         folder = tmp_path / f"run{kill_after}"
         finalize_checkpoint(folder, _fake_checkpoint(folder, 10, "old"), 10, keep_last=2)
         staging = _fake_checkpoint(folder, 10, "new")
-        calls = []
+        calls: list[str] = []
 
-        def counted(name):
+        def counted(name, calls=calls, kill_after=kill_after):
             def call(*args, **kwargs):
                 if len(calls) == kill_after:
                     raise _Killed(name)

@@ -3,12 +3,13 @@
 One clip's record (a JSON dict) holds whatever could be measured; every metric that could not be
 (no audio track, no face, clip too short, reference missing) leaves ``null`` and a line in
 ``problems``.  ``status`` is ``"ok"`` (everything asked for was measured), ``"partial"`` or
-``"error"`` (the video itself could not be read, or is too large to evaluate).
+``"error"`` (the video itself could not be read, or is too large to evaluate).  Records are cached in
+``<out>/clips/<id>.json`` with a fingerprint of the inputs and settings, so a re-run skips unchanged clips
+(``overwrite`` redoes).
 
 A clip's frames are held in memory while it is measured, so a clip (and its reference) is bounded before it is
 decoded, from its header: sides up to :data:`MAX_SIDE`, frame rate up to :data:`MAX_FPS`, and frames x height x width
-up to :data:`MAX_PIXELS` (the largest video inference makes); decoding stops at the same bound when a header lies.  Records are cached in ``<out>/clips/<id>.json``
-with a fingerprint of the inputs and settings, so a re-run skips unchanged clips (``overwrite`` redoes).
+up to :data:`MAX_PIXELS` (the largest video inference makes); decoding stops at the same bound when a header lies.
 """
 
 from __future__ import annotations

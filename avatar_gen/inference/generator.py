@@ -271,9 +271,9 @@ def check_video_pixels(num_frames: int, height: int, width: int) -> None:
 
 def check_seed(seed: Any) -> int:
     """The seed as an int; UserError unless it is a whole number in [0, MAX_SEED] (what torch.Generator takes)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        if not (isinstance(seed, float) and seed.is_integer()):
-            raise UserError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    whole = isinstance(seed, (int, np.integer)) or (isinstance(seed, float) and seed.is_integer())
+    if isinstance(seed, bool) or not whole:
+        raise UserError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
     if not 0 <= int(seed) <= MAX_SEED:
         raise UserError(f"seed must be from 0 to {MAX_SEED} (64 bits), got {int(seed)}")
     return int(seed)

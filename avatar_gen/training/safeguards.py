@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import IO, Any, Iterable
+from collections.abc import Iterable
+from typing import IO, Any
 
 import torch
 

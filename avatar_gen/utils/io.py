@@ -105,7 +105,7 @@ def acquire_exclusive_lock(lock_file: str | os.PathLike, what: str) -> IO:
 
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_file, "a+")
+    handle = open(lock_file, "a+")  # noqa: SIM115 - the open handle is the lock, returned to the caller
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -164,7 +164,8 @@ def remove_orphaned_temporaries(target: str | os.PathLike) -> int:
     target = Path(target)
     pattern = re.compile(rf"^{re.escape(TMP_PREFIX + target.stem)}-(\d+)-")
     removed = 0
-    for candidate in glob.glob(os.path.join(glob.escape(str(target.parent)), glob.escape(f"{TMP_PREFIX}{target.stem}-") + "*")):
+    pattern_text = os.path.join(glob.escape(str(target.parent)), glob.escape(f"{TMP_PREFIX}{target.stem}-") + "*")
+    for candidate in glob.glob(pattern_text):
         match = pattern.match(os.path.basename(candidate))
         if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
