@@ -22,7 +22,7 @@ log = logging.getLogger("ltx_video.inference")
 
 def build_parser() -> argparse.ArgumentParser:
     from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, DISTILLED_TIMESTEPS, MAX_TEXT_CHARS
-    from avatar_gen.limits import MAX_SEED, MAX_SIDE, MAX_SPEECH_SECONDS, MAX_STEPS
+    from avatar_gen.limits import MAX_FPS, MAX_SEED, MAX_SIDE, MAX_SPEECH_SECONDS, MAX_STEPS
 
     parser = argparse.ArgumentParser(description="Generate a talking video of the person in --image speaking "
                                                  "--text (or --audio) with a trained avatar checkpoint.")
@@ -40,14 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tts", default="espeak", choices=BACKENDS, help="speech synthesis back-end (default espeak, "
                                                                          "offline; gtts needs the network)")
     parser.add_argument("--voice", default=DEFAULT_VOICE, help=f"TTS voice (default {DEFAULT_VOICE})")
-    parser.add_argument("--steps", type=int, default=None, help=f"denoising steps (default {DEFAULT_STEPS}, at most {MAX_STEPS})")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"denoising steps (default {DEFAULT_STEPS}, at most {MAX_STEPS})")
     parser.add_argument("--guidance", type=float, default=None,
                         help=f"audio classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE}; 1 with "
                              "--distilled)")
-    parser.add_argument("--seed", type=int, default=0, help=f"random seed from 0 to {MAX_SEED}; the same seed gives the same video")
-    parser.add_argument("--height", type=int, default=None, help=f"video height, multiple of 32 up to {MAX_SIDE} (default: training's)")
-    parser.add_argument("--width", type=int, default=None, help=f"video width, multiple of 32 up to {MAX_SIDE} (default: training's)")
-    parser.add_argument("--fps", type=float, default=None, help="frames per second (default: training's)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help=f"random seed from 0 to {MAX_SEED}; the same seed gives the same video")
+    parser.add_argument("--height", type=int, default=None,
+                        help=f"video height, multiple of 32 up to {MAX_SIDE} (default: training's)")
+    parser.add_argument("--width", type=int, default=None,
+                        help=f"video width, multiple of 32 up to {MAX_SIDE} (default: training's)")
+    parser.add_argument("--fps", type=float, default=None, help=f"frames per second, up to {MAX_FPS:g} (default: training's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="compute precision (default fp32)")
     parser.add_argument("--distilled", action="store_true",
