@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"video height, multiple of 32 up to {MAX_SIDE} (default: training's)")
     parser.add_argument("--width", type=int, default=None,
                         help=f"video width, multiple of 32 up to {MAX_SIDE} (default: training's)")
-    parser.add_argument("--fps", type=float, default=None, help=f"frames per second, up to {MAX_FPS:g} (default: training's)")
+    parser.add_argument("--fps", type=float, default=None,
+                        help=f"frames per second, up to {MAX_FPS:g} (default: training's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="compute precision (default fp32)")
     parser.add_argument("--distilled", action="store_true",
