@@ -149,8 +149,14 @@ def broken_checkpoints(run_dir, tiny_zoo, tmp_path_factory) -> dict[str, Path]:
     first = sorted(tensors)[0]
     tensors[first] = torch.full_like(tensors[first], float("nan"))
     save_file(tensors, str(lora_file), metadata=lora_metadata)
+    huge = root / "huge"  # finite weights so large that every output is NaN: a run diverged one step before
+    shutil.copytree(good, huge)
+    lora_file = huge / "pytorch_lora_weights.safetensors"
+    save_file({key: torch.full_like(value, 1e30) for key, value in tensors.items()}, str(lora_file),
+              metadata=lora_metadata)
     return {"good": good, "missing": missing, "truncated": truncated, "other_base": other_base,
-            "projection_cut": projection_cut, "metadata_not_utf8": metadata_not_utf8, "diverged": diverged}
+            "projection_cut": projection_cut, "metadata_not_utf8": metadata_not_utf8, "diverged": diverged,
+            "huge": huge}
 
 
 BAD_CASES = {
@@ -170,6 +176,7 @@ BAD_CASES = {
     "projection cut short": ({"--checkpoint": "{projection_cut}"}, "audio_projection.safetensors is cut short"),
     "metadata not UTF-8": ({"--checkpoint": "{metadata_not_utf8}"}, "avatar_checkpoint.json is not UTF-8 text"),
     "diverged weights": ({"--checkpoint": "{diverged}"}, "holds non-finite weights (NaN or infinity) in 1 tensor"),
+    "huge weights": ({"--checkpoint": "{huge}"}, "made NaN/inf latents: its weights have diverged"),
     "other base model": ({"--pretrained": "{other_base}"}, "different base model: num_layers 2 vs base 1"),
     "bad size": ({"--height": "48"}, "multiples of 32"),
     "one regular step": ({"--steps": "1"}, "at least 2"),

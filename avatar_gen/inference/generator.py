@@ -674,7 +674,12 @@ class AvatarGenerator:
     def decode(self, packed_latents: torch.Tensor, num_frames: int, height: int, width: int,
                generator: torch.Generator, decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
                decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE) -> np.ndarray:
-        """Packed normalised latents -> uint8 frames [num_frames, height, width, 3], as the pipeline decodes them."""
+        """Packed normalised latents -> uint8 frames [num_frames, height, width, 3], as the pipeline decodes them.
+
+        UserError when the latents are not finite: decoded, NaN would become an all-black video."""
+        if not bool(torch.isfinite(packed_latents).all()):
+            raise UserError(f"checkpoint {self.checkpoint.path} made NaN/inf latents: its weights have diverged "
+                            "(a far too large learning rate?); use an earlier checkpoint")
         return decode_chunk(self.pipeline, packed_latents, num_frames, height, width, generator, decode_timestep,
                             decode_noise_scale)
 
