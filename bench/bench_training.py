@@ -28,7 +28,8 @@ from avatar_gen.config import validate_config
 from avatar_gen.model.flow import first_frame_token_mask, make_flow_inputs, pack_latents
 from avatar_gen.training.config import TrainConfig
 from avatar_gen.training.toydata import write_toy_chunks
-from avatar_gen.training.trainer import Trainer, peak_memory_mb
+from avatar_gen.training.metrics import peak_memory_mb
+from avatar_gen.training.trainer import Trainer
 
 FEATURE_DIM = 64
 
@@ -66,7 +67,7 @@ def bench_case(work: Path, name: str, pretrained: str, transformer: torch.nn.Mod
     bare_optimizer = torch.optim.AdamW(trainer.trainable, lr=1e-12)
 
     def bare_step() -> None:
-        with trainer._autocast():
+        with trainer.stepper.autocast():
             prediction = trainer.model(inputs.noisy, audio, inputs.timestep, frames, height, width, 25.0)
         loss = (prediction.float() - inputs.target).pow(2).mean()
         loss.backward()

@@ -29,8 +29,8 @@ from avatar_gen.config import StrictModel
 from avatar_gen.errors import MediaError, UserError
 from avatar_gen.latents.chunks import Chunk, ClipReport, stream_chunks
 from avatar_gen.latents.sources import ClipSource, absolute, collect_clips, recorded_path, select_shard
-from avatar_gen.latents.vae import (DEFAULT_PRETRAINED, SPATIAL_MULTIPLE, TEMPORAL_MULTIPLE, LoadedVae,
-                                    encode_frames, latent_shape, load_vae)
+from avatar_gen.latents.vae import (DEFAULT_PRETRAINED, LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION, LoadedVae,
+                                    encode_frames, latent_shape, load_vae, vae_compression)
 from avatar_gen.media.video import probe_video
 from avatar_gen.utils.io import atomic_path, atomic_write_json, read_json, remove_stale_temporaries
 from avatar_gen.utils.progress import progress
@@ -52,8 +52,8 @@ class LatentsConfig(StrictModel):
     output_dir: Path
     pretrained: str = Field(DEFAULT_PRETRAINED, description="hub id, diffusers pipeline folder or VAE folder")
     revision: str | None = None
-    height: int = Field(768, ge=SPATIAL_MULTIPLE, description="pixels, multiple of 32; portrait half-body default")
-    width: int = Field(512, ge=SPATIAL_MULTIPLE, description="pixels, multiple of 32")
+    height: int = Field(768, ge=LTX_SPATIAL_COMPRESSION, description="pixels, multiple of 32; portrait half-body default")
+    width: int = Field(512, ge=LTX_SPATIAL_COMPRESSION, description="pixels, multiple of 32")
     num_frames: int = Field(97, ge=1, description="frames per chunk, 8k + 1 (97 = 3.88 s at 25 fps)")
     fps: float = Field(25.0, gt=0, le=240)
     stride: int | None = Field(None, ge=1, description="frames between chunk starts; default num_frames")
@@ -69,14 +69,14 @@ class LatentsConfig(StrictModel):
     @field_validator("height", "width")
     @classmethod
     def _multiple_of_32(cls, value: int) -> int:
-        if value % SPATIAL_MULTIPLE:
-            raise ValueError(f"must be a multiple of {SPATIAL_MULTIPLE} (the VAE's spatial factor), got {value}")
+        if value % LTX_SPATIAL_COMPRESSION:
+            raise ValueError(f"must be a multiple of {LTX_SPATIAL_COMPRESSION} (the VAE's spatial factor), got {value}")
         return value
 
     @field_validator("num_frames")
     @classmethod
     def _frames_8k_plus_1(cls, value: int) -> int:
-        if (value - 1) % TEMPORAL_MULTIPLE:
+        if (value - 1) % LTX_TEMPORAL_COMPRESSION:
             raise ValueError(f"must be 8k+1 (9, 17, ..., 97, ...), got {value}")
         return value
 
@@ -147,7 +147,8 @@ def chunk_metadata(config: LatentsConfig, vae: LoadedVae, clip: ClipSource, chun
         "end_time": (start_frame + config.num_frames) / config.fps,
         "height": config.height,
         "width": config.width,
-        "latent_shape": latent_shape(latent_channels, config.num_frames, config.height, config.width),
+        "latent_shape": latent_shape(latent_channels, config.num_frames, config.height, config.width,
+                                     *vae_compression(vae.vae)),
         "vae": vae.metadata(),
     }
 

@@ -20,8 +20,9 @@ from typing import Literal
 
 import torch
 
+from avatar_gen.latents.vae import LTX_TEMPORAL_COMPRESSION
+
 Alignment = Literal["global", "local"]
-LTX_TEMPORAL_COMPRESSION = 8
 
 
 def latent_frame_pixel_window(latent_frame: int, temporal_compression: int = LTX_TEMPORAL_COMPRESSION) -> tuple[int, int]:

@@ -56,6 +56,24 @@ def transformer_signature(transformer: torch.nn.Module) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- writing
 
+def checkpoint_metadata(step: int, pretrained: str, revision: str | None, lora: dict[str, Any] | None,
+                        audio_encoder: dict[str, Any] | None, video: dict[str, Any], alignment: str,
+                        local_margin_frames: int, temporal_compression: int, spatial_compression: int,
+                        latents: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run-specific part of ``avatar_checkpoint.json`` (docs/CONTRACTS.md); :func:`export_model` adds the rest.
+
+    ``lora``: ``{rank, alpha, dropout, target_modules}`` or None (full fine-tuning); ``video``: ``{height, width,
+    num_frames, fps}`` of the training chunks; ``latents``: ``{latent_shape, vae}`` of the training chunks.
+    """
+    metadata = {"step": step, "base_model": {"pretrained": pretrained, "revision": revision}, "lora": lora,
+                "audio_encoder": audio_encoder, "video": dict(video)}
+    if latents is not None:
+        metadata["latents"] = latents
+    metadata.update(alignment=alignment, local_margin_frames=local_margin_frames,
+                    temporal_compression=temporal_compression, spatial_compression=spatial_compression)
+    return metadata
+
+
 def staging_folder(checkpoints_dir: str | Path, step: int) -> Path:
     """An empty hidden folder to write checkpoint ``step`` into (a stale one from a killed run is cleared)."""
     staging = Path(checkpoints_dir) / f"{TMP_PREFIX}{step_folder_name(step)}"
@@ -170,6 +188,26 @@ def check_signature(expected: dict[str, Any], transformer: torch.nn.Module, wher
     if different:
         details = ", ".join(f"{key} {want} vs base {have}" for key, (want, have) in different.items())
         raise UserError(f"{where} was trained on a different base model: {details}")
+
+
+def load_trainable_weights(model: torch.nn.Module, folder: Path, lora: bool) -> None:
+    """Copy checkpoint ``folder``'s exported weights (fp32) into a live denoiser (``.transformer`` with the adapter
+    attached when ``lora``, ``.audio_projection``): exact, so training resumes from them."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if lora:
+        prefix = "transformer."
+        state = {key[len(prefix):]: value for key, value in load_file(str(folder / LORA_WEIGHTS)).items()
+                 if key.startswith(prefix)}
+        result = set_peft_model_state_dict(model.transformer, state, adapter_name="default")
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise UserError(f"{folder}: LoRA keys that do not fit this model: {unexpected[:3]}")
+    else:
+        saved = load_base_transformer(folder / TRANSFORMER_FOLDER, None, torch.float32)
+        model.transformer.load_state_dict(saved.state_dict())
+    model.audio_projection.load_state_dict(load_file(str(folder / PROJECTION_WEIGHTS)))
 
 
 @dataclass

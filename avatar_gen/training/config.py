@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from avatar_gen.config import ConfigPath, StrictModel, load_config
+from avatar_gen.model.flow import token_count_shift
 from avatar_gen.model.lora import DEFAULT_LORA_TARGETS
 
 
@@ -87,6 +88,12 @@ class FlowSection(StrictModel):
         if isinstance(self.shift, float) and self.shift <= 0:
             raise ValueError("shift must be > 0")
         return self
+
+    def shift_for(self, num_tokens: int) -> float:
+        """The sigma shift for a sequence of ``num_tokens`` video tokens."""
+        if self.shift == "auto":
+            return token_count_shift(num_tokens, self.base_seq_len, self.max_seq_len, self.base_shift, self.max_shift)
+        return float(self.shift)
 
 
 class ConditioningSection(StrictModel):

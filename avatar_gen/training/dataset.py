@@ -7,7 +7,7 @@ listing examples, before any training starts.
 
 Held-out split: a *clip* (all its chunks) is held out when ``held_out_score(clip_id) < held_out_fraction``, where
 the score is a SHA-1 hash of the clip id mapped to [0, 1).  Stable as the data grows, and chunks of one clip never
-straddle the split.  The trainer records the split in ``<run>/data_split.json``.
+straddle the split.  The trainer records the split in ``<run>/data_split.json`` (:func:`split_records`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from avatar_gen.errors import UserError
+from avatar_gen.latents.vae import normalize_latents
+from avatar_gen.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +136,36 @@ def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int, allow_
     return records
 
 
+def split_records(records: list[ChunkRecord], held_out_fraction: float, split_path: Path,
+                  write: bool) -> tuple[list[ChunkRecord], list[ChunkRecord]]:
+    """(training, held-out) chunks, split by clip.  A run keeps the split recorded in ``split_path`` while
+    ``held_out_fraction`` is unchanged (even if the data grew); ``write`` (rank 0) records the split there."""
+    recorded = read_json(split_path)
+    if recorded is not None and recorded.get("held_out_fraction") == held_out_fraction:
+        held_out_clips = set(recorded["held_out_clips"])
+    else:
+        held_out_clips = set(split_clips([record.clip_id for record in records], held_out_fraction)[1])
+    train = [record for record in records if record.clip_id not in held_out_clips]
+    held_out = [record for record in records if record.clip_id in held_out_clips]
+    if not train:
+        raise UserError(f"no training chunks left after holding out {len(held_out_clips)} clip(s)")
+    if write:
+        atomic_write_json(split_path, {
+            "rule": "clip held out when held_out_score(clip_id) < held_out_fraction "
+                    "(avatar_gen.training.dataset.held_out_score: SHA-1 of the clip id in [0, 1))",
+            "held_out_fraction": held_out_fraction,
+            "held_out_clips": sorted(held_out_clips),
+            "train_clips": sorted({record.clip_id for record in train}),
+            "held_out_chunks": [record.key for record in held_out],
+            "train_chunks": [record.key for record in train],
+        })
+    return train, held_out
+
+
 def normalize(latents: torch.Tensor, vae: dict) -> torch.Tensor:
-    """Raw latents [C, F', h, w] -> ``(z - mean) * scaling_factor / std`` with the VAE's recorded statistics."""
-    mean = torch.tensor(vae["latents_mean"], dtype=torch.float32).view(-1, 1, 1, 1)
-    std = torch.tensor(vae["latents_std"], dtype=torch.float32).view(-1, 1, 1, 1)
-    return (latents.float() - mean) * float(vae.get("scaling_factor", 1.0)) / std
+    """Raw latents [C, F', h, w] -> fp32 normalised with the VAE's recorded statistics (:func:`normalize_latents`)."""
+    return normalize_latents(latents.float(), vae["latents_mean"], vae["latents_std"],
+                             float(vae.get("scaling_factor", 1.0)))
 
 
 class LatentAudioDataset(Dataset):
