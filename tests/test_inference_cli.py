@@ -13,7 +13,7 @@ import soundfile
 
 from avatar_gen.audio.features import AudioEncoderSpec
 from avatar_gen.inference import MAX_TEXT_CHARS
-from avatar_gen.inference.untrained import write_untrained_checkpoint
+from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
 from avatar_gen.media import probe_video
 from avatar_gen.synthetic.dataset import make_portrait
 

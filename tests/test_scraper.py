@@ -318,7 +318,7 @@ def test_input_dir_import_gives_the_same_record_layout(reference_run, clips, tmp
 
 
 def test_whisper_language_filter_rejects_what_the_model_does_not_call_english(clips, tmp_path):
-    from avatar_gen.scraper.tiny_whisper import write_tiny_whisper
+    from avatar_gen.tiny.whisper import write_tiny_whisper
 
     checkpoint = write_tiny_whisper(tmp_path / "zoo", seed=0)
     videos = tmp_path / "videos"

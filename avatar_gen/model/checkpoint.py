@@ -30,7 +30,7 @@ from avatar_gen.errors import UserError
 from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
 from avatar_gen.model.audio_projection import PROJECTION_CONFIG, PROJECTION_WEIGHTS, AudioProjection
 from avatar_gen.model.lora import LORA_WEIGHTS, load_lora
-from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json
+from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json, make_staging_folder, replace_folder
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,11 @@ def checkpoint_metadata(step: int, pretrained: str, revision: str | None, lora: 
     return metadata
 
 
+
+
 def staging_folder(checkpoints_dir: str | Path, step: int) -> Path:
     """An empty hidden folder to write checkpoint ``step`` into (a stale one from a killed run is cleared)."""
-    staging = Path(checkpoints_dir) / f"{TMP_PREFIX}{step_folder_name(step)}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    return staging
+    return make_staging_folder(Path(checkpoints_dir) / step_folder_name(step))
 
 
 def export_model(directory: str | Path, transformer: torch.nn.Module, audio_projection: AudioProjection,
@@ -117,15 +115,8 @@ def list_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
 def finalize_checkpoint(checkpoints_dir: str | Path, staging: Path, step: int, keep_last: int | None) -> Path:
     """Rename the complete ``staging`` folder to ``step_XXXXXX``, point ``latest`` at it, prune old ones."""
     checkpoints_dir = Path(checkpoints_dir)
-    final = checkpoints_dir / step_folder_name(step)
-    if final.exists():
-        # Re-saving a step (a resumed run that stops where it started): retire the old copy first.
-        retired = checkpoints_dir / f"{TMP_PREFIX}old-{final.name}"
-        if retired.exists():
-            shutil.rmtree(retired)
-        final.rename(retired)
-        shutil.rmtree(retired)
-    staging.rename(final)
+    # Re-saving a step (a resumed run that stops where it started) replaces the old copy.
+    final = replace_folder(staging, checkpoints_dir / step_folder_name(step))
     link_tmp = checkpoints_dir / f"{TMP_PREFIX}{LATEST_LINK}"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()

@@ -35,7 +35,7 @@ from avatar_gen.training.dataset import (
 from avatar_gen.training.distributed import make_stepper, rng_state, seed_everything, set_rng_state, setup_distributed
 from avatar_gen.training.metrics import MetricsLog, peak_memory_mb
 from avatar_gen.training.validation import SampleWriter, audio_gain
-from avatar_gen.utils.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from avatar_gen.utils.io import atomic_path, atomic_write_json, atomic_write_text, read_json, staging_path
 from avatar_gen.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -378,7 +378,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write checkpoint ``step`` atomically (every rank calls it); returns its final folder."""
-        staging = self.checkpoints_dir / f".tmp-{step_folder_name(self.step)}"
+        staging = staging_path(self.checkpoints_dir / step_folder_name(self.step))
         if self.dist.is_main:
             staging = staging_folder(self.checkpoints_dir, self.step)
             (staging / TRAINING_STATE_FOLDER).mkdir()
