@@ -37,7 +37,7 @@ from pydantic import Field, model_validator
 
 from avatar_gen.audio.alignment import fit_speech_to_window, spoken_form, tts_aligned
 from avatar_gen.audio.features import AudioEncoderSpec, AudioFeatureEncoder, load_audio_encoder
-from avatar_gen.config import StrictModel, validate_config
+from avatar_gen.config import StrictModel
 from avatar_gen.errors import MediaError, UserError
 from avatar_gen.latents.sources import stable_shard
 from avatar_gen.media.audio import SAMPLE_RATE, extract_audio, write_wav
@@ -427,11 +427,6 @@ class AudioLatentsStage:
         log.info("audio latents: %d made, %d already done, %d failed, %d flagged", summary.done,
                  summary.skipped_existing, len(summary.failed), len(summary.flagged))
         return summary
-
-
-def make_config(**values: Any) -> AudioLatentsConfig:
-    """Validate stage settings (from flags or code) into an :class:`AudioLatentsConfig`; ConfigError on mistakes."""
-    return validate_config(AudioLatentsConfig, values, source="audio latents settings")
 
 
 def save_audio_latents(config: AudioLatentsConfig, encoder: AudioFeatureEncoder | None = None) -> RunSummary:

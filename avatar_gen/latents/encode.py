@@ -98,19 +98,6 @@ class LatentsConfig(StrictModel):
         return absolute(self.output_dir).parent
 
 
-def make_config(**values) -> LatentsConfig:
-    """Build a :class:`LatentsConfig`; an invalid value raises a UserError with one readable line."""
-    try:
-        return LatentsConfig(**values)
-    except ValidationError as exc:
-        problems = []
-        for item in exc.errors():
-            where = ".".join(str(part) for part in item["loc"])
-            message = item["msg"].removeprefix("Value error, ")
-            problems.append(f"--{where}: {message}" if where else message)
-        raise UserError("; ".join(problems)) from None
-
-
 @dataclass
 class RunSummary:
     clips: int = 0  # clips in this shard
