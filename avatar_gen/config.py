@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 
-from avatar_gen.errors import ConfigError
+from avatar_gen.errors import ConfigError, first_line
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -69,7 +69,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot parse config {path}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"cannot parse config {path}: {first_line(exc)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -38,7 +38,7 @@ MAX_IMAGE_SIDE = 4096  # pixels; larger photos only cost decoding time, the mode
 # MIN_IMAGE_SIDE (64 px, shorter side) comes from inference: below it a portrait holds too little of a face.
 IMAGE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "BMP": "BMP"}  # Pillow format -> display name
 SPEECH_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
-MAX_TEXT_CHARS = 300  # about 20 s of speech at espeak's default rate; a caption, not a speech
+WEB_TEXT_MAX_CHARS = 300  # about 20 s of speech at espeak's default rate; a caption, not a speech
 MAX_SEED = 2**31 - 1
 MAX_STEPS = 100  # MIN_STEPS (2) comes from inference: one regular flow step does not denoise
 MIN_GUIDANCE, MAX_GUIDANCE = 1.0, 15.0  # 1 = no classifier-free guidance
@@ -194,8 +194,8 @@ def validate_request(image: Any, speech_source: Any, text: Any, audio: Any, voic
         spoken_text = (text or "").strip()
         if not spoken_text:
             raise UserError("type the text to speak (or choose 'Upload speech')")
-        if len(spoken_text) > MAX_TEXT_CHARS:
-            raise UserError(f"the text has {len(spoken_text)} characters; the limit is {MAX_TEXT_CHARS}")
+        if len(spoken_text) > WEB_TEXT_MAX_CHARS:
+            raise UserError(f"the text has {len(spoken_text)} characters; the limit is {WEB_TEXT_MAX_CHARS}")
     else:
         speech_path = uploaded_path(audio)
         if speech_path is None:
@@ -323,7 +323,7 @@ Upload a portrait, type what the person should say (or upload a recording of the
 **Generate**: the model animates the portrait into a short video with the speech as its sound track.
 One generation runs at a time; others wait in the queue.
 Limits: PNG, JPEG, WebP or BMP up to {MAX_UPLOAD_SIZE_TEXT}, {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} pixels a side;
-text up to {MAX_TEXT_CHARS} characters; speech as {', '.join(SPEECH_EXTENSIONS)} up to {MAX_UPLOAD_SIZE_TEXT}.
+text up to {WEB_TEXT_MAX_CHARS} characters; speech as {', '.join(SPEECH_EXTENSIONS)} up to {MAX_UPLOAD_SIZE_TEXT}.
 """
 
 
@@ -346,7 +346,7 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
                 portrait = gr.Image(label="Portrait", type="filepath", sources=["upload", "clipboard"], height=320,
                                     elem_id="portrait")
                 speech_source = gr.Radio(list(SPEECH_SOURCES), value=TEXT_SOURCE, label="Speech", elem_id="speech-source")
-                text = gr.Textbox(label="Text to speak", lines=3, max_length=MAX_TEXT_CHARS, elem_id="text",
+                text = gr.Textbox(label="Text to speak", lines=3, max_length=WEB_TEXT_MAX_CHARS, elem_id="text",
                                   placeholder="What should the person say?")
                 voice = gr.Dropdown(list(VOICES), value=defaults.voice, label="Voice (espeak-ng)", elem_id="voice")
                 speech_audio = gr.Audio(label="Speech recording", type="filepath", sources=["upload"], visible=False,

@@ -13,7 +13,7 @@ from PIL import Image
 
 from avatar_gen.errors import UserError
 from avatar_gen.webapp import (
-    AUDIO_SOURCE, MAX_IMAGE_SIDE, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, MIN_IMAGE_SIDE, TEXT_SOURCE, PageDefaults,
+    AUDIO_SOURCE, MAX_IMAGE_SIDE, WEB_TEXT_MAX_CHARS, MAX_UPLOAD_BYTES, MIN_IMAGE_SIDE, TEXT_SOURCE, PageDefaults,
     build_app, check_portrait, describe_result, prepare_examples, prune_outputs, validate_request,
 )
 
@@ -64,7 +64,7 @@ def test_speech_upload_replaces_the_text(portrait, tmp_path):
 
 @pytest.mark.parametrize("changes, message", [
     ({"text": ""}, "type the text"),
-    ({"text": "x" * (MAX_TEXT_CHARS + 1)}, f"the limit is {MAX_TEXT_CHARS}"),
+    ({"text": "x" * (WEB_TEXT_MAX_CHARS + 1)}, f"the limit is {WEB_TEXT_MAX_CHARS}"),
     ({"text": 5}, "must be a string"),
     ({"voice": "klingon"}, "unknown voice"),
     ({"steps": 0}, "steps must be"),

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from avatar_gen.audio.framing import FrontEndTiming, resample_to_frames
-from avatar_gen.errors import UserError
+from avatar_gen.errors import UserError, first_line
 
 # wav2vec2-base's convolutional front end; its strides cannot be read from the weights.
 WAV2VEC2_CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
@@ -352,7 +352,7 @@ def faceformer_from_state_dict(state_dict: Mapping[str, torch.Tensor], source: s
     try:
         model.load_state_dict(converted, strict=True, assign=True)
     except RuntimeError as exc:
-        raise UserError(f"{source} does not fit FaceFormer: {str(exc).splitlines()[0]} ...") from None
+        raise UserError(f"{source} does not fit FaceFormer: {first_line(exc)} ...") from None
     # The temporal bias is not in the checkpoint: compute it for real.
     model.biased_mask = periodic_temporal_bias(DECODER_HEADS, MAX_SEQ_LEN, config.period)
     return model.eval()
@@ -368,7 +368,7 @@ def load_faceformer(path: str | os.PathLike, device: str | torch.device = "cpu",
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or non-tensor pickle
-        raise UserError(f"cannot read FaceFormer checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot read FaceFormer checkpoint {path}: {first_line(exc)}") from None
     if isinstance(state_dict, dict) and "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict):

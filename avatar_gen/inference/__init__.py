@@ -9,11 +9,11 @@ See docs/inference.md.
 
 from avatar_gen.inference.generator import (DEFAULT_GUIDANCE, DEFAULT_STEPS, STAGES, AvatarGenerator,
                                             GenerationResult)
-from avatar_gen.inference.inputs import (MAX_SPEECH_SECONDS, MAX_TEXT_CHARS, MIN_IMAGE_SIDE, load_portrait,
+from avatar_gen.inference.inputs import (MAX_SPEECH_SECONDS, REQUEST_TEXT_MAX_CHARS, MIN_IMAGE_SIDE, load_portrait,
                                          load_speech)
 from avatar_gen.inference.schedule import DISTILLED_TIMESTEPS, ChunkPlan, plan_chunks
 
 __all__ = [
     "AvatarGenerator", "ChunkPlan", "DEFAULT_GUIDANCE", "DEFAULT_STEPS", "DISTILLED_TIMESTEPS", "GenerationResult",
-    "MAX_SPEECH_SECONDS", "MAX_TEXT_CHARS", "MIN_IMAGE_SIDE", "STAGES", "load_portrait", "load_speech", "plan_chunks",
+    "MAX_SPEECH_SECONDS", "REQUEST_TEXT_MAX_CHARS", "MIN_IMAGE_SIDE", "STAGES", "load_portrait", "load_speech", "plan_chunks",
 ]

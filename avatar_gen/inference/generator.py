@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from avatar_gen.audio.tts import DEFAULT_VOICE
-from avatar_gen.errors import UserError
+from avatar_gen.errors import UserError, first_line
 from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, load_portrait, load_speech,
                                          MUX_SAMPLE_RATE)
 from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, MIN_CHUNK_FRAMES, ChunkPlan,
@@ -272,8 +272,7 @@ class AvatarGenerator:
             loaded = load_avatar_checkpoint(folder, pretrained=pretrained, device=torch_device, dtype=torch_dtype)
         except (OSError, RuntimeError, ValueError) as exc:
             # safetensors / torch refuse truncated or corrupt weight files with these; the message names the file.
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"checkpoint {folder} could not be loaded (corrupt or incomplete?): {first_line}") from None
+            raise UserError(f"checkpoint {folder} could not be loaded (corrupt or incomplete?): {first_line(exc)}") from None
         vae = load_vae(base, revision=revision, dtype=dtype, device=torch_device).vae
         in_channels = loaded.transformer.config["in_channels"]
         if vae.config.latent_channels != in_channels:
@@ -483,6 +482,5 @@ def _load_scheduler(base: str, revision: str | None) -> FixedScheduleFlowMatchSc
     try:
         config = FlowMatchEulerDiscreteScheduler.load_config(base, subfolder="scheduler", revision=revision)
     except (OSError, ValueError, EnvironmentError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load the scheduler of the base model {base}: {first_line}") from None
+        raise UserError(f"cannot load the scheduler of the base model {base}: {first_line(exc)}") from None
     return FixedScheduleFlowMatchScheduler.from_config(config)

@@ -26,7 +26,7 @@ import torch
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from avatar_gen.config import StrictModel
-from avatar_gen.errors import MediaError, UserError
+from avatar_gen.errors import MediaError, UserError, first_line
 from avatar_gen.latents.chunks import Chunk, ClipReport, stream_chunks
 from avatar_gen.latents.sources import ClipSource, absolute, collect_clips, recorded_path, select_shard
 from avatar_gen.latents.vae import (DEFAULT_PRETRAINED, LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION, LoadedVae,
@@ -307,7 +307,7 @@ def _decode_clips(config: LatentsConfig, clips: list[ClipSource], book: _Bookkee
                 yield _ChunkItem(clip, chunk)
             error = _truncation(report.total_frames, declared_seconds, config.fps)
         except MediaError as exc:
-            error = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            error = first_line(exc)
         except (OSError, ValueError, RuntimeError) as exc:  # anything else a broken file can make a decoder raise
             error = f"cannot decode {clip.path}: {exc.__class__.__name__}: {exc}"
         yield _ClipEnd(clip, report, len(report.chunk_starts(config.num_frames, stride)), error)
