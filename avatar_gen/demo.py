@@ -257,7 +257,8 @@ def write_summary(settings: DemoSettings, results: list[StageResult], video: Pat
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run every pipeline stage on synthetic data with tiny models (CPU).")
     parser.add_argument("--out", default="outputs/demo", help="results folder (default outputs/demo)")
-    parser.add_argument("--models", default="models/tiny", help="where the tiny model zoo is written (default models/tiny)")
+    parser.add_argument("--models", default="models/tiny",
+                        help="where the tiny model zoo is written (default models/tiny)")
     parser.add_argument("--clips", type=int, default=8, help="synthetic clips to scrape and train on (default 8)")
     parser.add_argument("--train_steps", type=int, default=300, help="training steps (default 300)")
     parser.add_argument("--inference_steps", type=int, default=12, help="denoising steps (default 12)")

@@ -17,9 +17,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
@@ -164,7 +165,8 @@ def check_speech_file(path: Path) -> None:
     if not path.is_file():
         raise UserError("the speech upload did not arrive; upload it again")
     if path.suffix.lower() not in SPEECH_EXTENSIONS:
-        raise UserError(f"the speech file must be one of {', '.join(SPEECH_EXTENSIONS)}, got {path.suffix or 'no extension'}")
+        raise UserError(f"the speech file must be one of {', '.join(SPEECH_EXTENSIONS)}, "
+                        f"got {path.suffix or 'no extension'}")
     check_upload_size(path, "speech file")
 
 
@@ -263,7 +265,7 @@ def make_generate_handler(generator: Any, output_dir: Path) -> Callable[..., tup
     """
 
     def generate(image, speech_source, text, audio, voice, steps, guidance, seed,
-                 progress=gr.Progress()) -> tuple[str, str, str]:
+                 progress=gr.Progress()) -> tuple[str, str, str]:  # noqa: B008 - gradio injects it by default
         try:
             request = validate_request(image, speech_source, text, audio, voice, steps, guidance, seed)
             progress(0.0, desc="starting")
@@ -345,7 +347,8 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
             with gr.Column():
                 portrait = gr.Image(label="Portrait", type="filepath", sources=["upload", "clipboard"], height=320,
                                     elem_id="portrait")
-                speech_source = gr.Radio(list(SPEECH_SOURCES), value=TEXT_SOURCE, label="Speech", elem_id="speech-source")
+                speech_source = gr.Radio(list(SPEECH_SOURCES), value=TEXT_SOURCE, label="Speech",
+                                         elem_id="speech-source")
                 text = gr.Textbox(label="Text to speak", lines=3, max_length=WEB_TEXT_MAX_CHARS, elem_id="text",
                                   placeholder="What should the person say?")
                 voice = gr.Dropdown(list(VOICES), value=defaults.voice, label="Voice (espeak-ng)", elem_id="voice")
@@ -366,7 +369,8 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
         if examples:
             gr.Examples(
                 examples=[[str(example.image), TEXT_SOURCE, example.text, example.voice] for example in examples],
-                inputs=[portrait, speech_source, text, voice], label="Examples (synthetic faces): click one, then Generate",
+                inputs=[portrait, speech_source, text, voice],
+                label="Examples (synthetic faces): click one, then Generate",
                 cache_examples=False,
             )
 

@@ -62,7 +62,8 @@ def bench_case(work: Path, name: str, pretrained: str, transformer: torch.nn.Mod
     frames, height, width = latents.shape[2:]
     clean = pack_latents(latents).to(trainer.device)
     inputs = make_flow_inputs(clean, torch.randn_like(clean), torch.full((1,), 0.5, device=trainer.device),
-                              first_frame_token_mask(1, frames, height * width, torch.ones(1, dtype=torch.bool)).to(trainer.device))
+                              first_frame_token_mask(1, frames, height * width,
+                                                     torch.ones(1, dtype=torch.bool)).to(trainer.device))
     audio = sample["audio"].to(trainer.device)
     bare_optimizer = torch.optim.AdamW(trainer.trainable, lr=1e-12)
 
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="timed steps per case")
     parser.add_argument("--skip-full-size", action="store_true", help="only the tiny model")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--precision", choices=["bf16", "fp32"], help="full-size case (default: bf16 on cuda, fp32 on cpu)")
+    parser.add_argument("--precision", choices=["bf16", "fp32"],
+                        help="full-size case (default: bf16 on cuda, fp32 on cpu)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from diffusers import LTXVideoTransformer3DModel

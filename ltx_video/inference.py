@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "--text (or --audio) with a trained avatar checkpoint.")
     parser.add_argument("--image", required=True, help="portrait (PNG/JPEG/WebP/...; any size, >= 64 px per side)")
     speech = parser.add_mutually_exclusive_group(required=True)
-    speech.add_argument("--text", help=f"what the avatar says (spoken by --tts; at most {REQUEST_TEXT_MAX_CHARS} characters)")
+    speech.add_argument("--text",
+                        help=f"what the avatar says (spoken by --tts; at most {REQUEST_TEXT_MAX_CHARS} characters)")
     speech.add_argument("--audio",
                         help="speech recording to lip-sync instead of --text (WAV/MP3/FLAC/OGG/M4A, any rate)")
     parser.add_argument("--checkpoint", required=True,

@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="audio encoder (default: faceformer when --faceformer_ckpt is given, else wav2vec2)")
     parser.add_argument("--faceformer_ckpt", help="official FaceFormer checkpoint (vocaset.pth or biwi.pth)")
     flag("name_or_path", "wav2vec2 hub id or folder for --encoder wav2vec2", model=AudioEncoderSpec, flag="--wav2vec2")
-    parser.add_argument("--layers", help="wav2vec2 hidden states to keep: 0 = transformer input, k = layer k, -1 = last "
-                                         "(default); several as 1,2,...,12")
+    parser.add_argument("--layers", help="wav2vec2 hidden states to keep: 0 = transformer input, k = layer k, "
+                                         "-1 = last (default); several as 1,2,...,12")
     flag("layer_reduce", "how several --layers become one vector per frame", model=AudioEncoderSpec,
          choices=("concat", "mean"))
     flag("device", "torch device for the encoder")

@@ -266,7 +266,8 @@ def test_sigkill_then_rerun_gives_the_same_records_once(reference_run, clips, tm
     assert len(resumed) == len({r["clip_id"] for r in resumed}) == 3
     reference = _records(reference_run["root"])
     for clip_id, record in _records(root).items():
-        differing = {key: (record[key], reference[clip_id][key]) for key in record if record[key] != reference[clip_id][key]}
+        differing = {key: (record[key], reference[clip_id][key]) for key in record
+                     if record[key] != reference[clip_id][key]}
         assert not differing, f"{clip_id}: {json.dumps(differing)}"
     assert _rejections(root) == _rejections(reference_run["root"])
 

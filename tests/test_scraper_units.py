@@ -208,6 +208,6 @@ def test_half_body_crop_stays_inside_the_frame(tmp_path, center, face_box, expec
     crop, scale = Scraper(config)._crop_filter(640, 360, center, face_box)
     width, height, left, top = (int(v) for v in crop.removeprefix("crop=").split(":"))
     assert (width, height, left, top) == expected
-    assert 0 <= left and left + width <= 640 and 0 <= top and top + height <= 360
+    assert left >= 0 and left + width <= 640 and top >= 0 and top + height <= 360
     assert width % 2 == 0 and height % 2 == 0
     assert scale == "scale=128:128:flags=area"

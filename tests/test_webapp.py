@@ -82,7 +82,8 @@ def test_bad_values_are_refused_with_a_clear_message(portrait, changes, message)
 
 
 def test_portrait_checks(tmp_path):
-    assert check_portrait(write_png(tmp_path / "ok.png", MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)) == (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)
+    smallest = (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)
+    assert check_portrait(write_png(tmp_path / "ok.png", MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)) == smallest
     with pytest.raises(UserError, match="both sides must be at least"):
         check_portrait(write_png(tmp_path / "dot.png", 1, 1))
     with pytest.raises(UserError, match="longest side may be at most"):
@@ -182,7 +183,8 @@ def test_generate_handler_passes_the_request_and_maps_errors(portrait, tmp_path)
         reported.append((desc, fraction))
 
     values = request_values(portrait, steps=3.0, guidance=2.5, seed=4.0, voice="en-gb")
-    arguments = [values[name] for name in ("image", "speech_source", "text", "audio", "voice", "steps", "guidance", "seed")]
+    names = ("image", "speech_source", "text", "audio", "voice", "steps", "guidance", "seed")
+    arguments = [values[name] for name in names]
     generator = RecordingGenerator()
     video, download, description = make_generate_handler(generator, tmp_path / "out")(*arguments, progress=progress)
     call = generator.calls[0]

@@ -124,7 +124,8 @@ def upload_files(tmp_path_factory) -> dict:
 
 
 VIDEO_DURATION_JS = """video => new Promise(resolve => {
-    const report = () => resolve({duration: video.duration, width: video.videoWidth, error: video.error && video.error.code});
+    const report = () => resolve({duration: video.duration, width: video.videoWidth,
+                                  error: video.error && video.error.code});
     if (video.readyState >= 1) { report(); return; }
     video.addEventListener('loadedmetadata', report, {once: true});
     video.addEventListener('error', report, {once: true});

@@ -84,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         height, width = args.size if args.size else (None, None)
         config = config_from_flags(
-            ScrapeConfig, args, flags={"height": "--size", "width": "--size", "face_filter": "--no_face_filter",
-                                       "language_filter": "--no_language_filter", "speech_filter": "--no_speech_filter"},
+            ScrapeConfig, args,
+            flags={"height": "--size", "width": "--size", "face_filter": "--no_face_filter",
+                   "language_filter": "--no_language_filter", "speech_filter": "--no_speech_filter"},
             height=height, width=width, face_filter=not args.no_face_filter,
             language_filter=not args.no_language_filter, speech_filter=not args.no_speech_filter)
         scrape(config)

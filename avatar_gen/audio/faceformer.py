@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 import torch
 from torch import nn
@@ -288,7 +289,8 @@ def wav2vec2_config_from_state_dict(state_dict: Mapping[str, torch.Tensor], pref
         raise UserError(f"{source}: no wav2vec2 feature extractor weights under {prefix!r}")
     kernels = tuple(int(weight.shape[2]) for weight in conv_weights)
     if kernels != WAV2VEC2_CONV_KERNELS:
-        raise UserError(f"{source}: wav2vec2 conv kernels {kernels} differ from wav2vec2-base's {WAV2VEC2_CONV_KERNELS}")
+        raise UserError(f"{source}: wav2vec2 conv kernels {kernels} differ from wav2vec2-base's "
+                        f"{WAV2VEC2_CONV_KERNELS}")
     hidden = int(_require(state_dict, f"{prefix}feature_projection.projection.weight", source).shape[0])
     num_layers = 0
     while f"{prefix}encoder.layers.{num_layers}.attention.q_proj.weight" in state_dict:

@@ -30,8 +30,9 @@ without attention masks) changes their features slightly, as in the reference im
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,7 +42,6 @@ from avatar_gen.audio.framing import FrontEndTiming, resample_to_frames
 from avatar_gen.config import StrictModel
 from avatar_gen.errors import UserError
 from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
-from avatar_gen.media.audio import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class AudioEncoderSpec(StrictModel):
         return layers
 
     @model_validator(mode="after")
-    def _faceformer_uses_last_layer(self) -> "AudioEncoderSpec":
+    def _faceformer_uses_last_layer(self) -> AudioEncoderSpec:
         if self.encoder == "faceformer" and self.layers != [-1]:
             raise ValueError("the faceformer encoder's features come from its last layer: layers must be [-1]")
         return self
@@ -86,18 +86,20 @@ def normalise_audio(audio: np.ndarray) -> np.ndarray:
     return (centred / np.sqrt(centred.var() + NORMALISE_EPSILON)).astype(np.float32)
 
 
+@dataclass(eq=False)
 class AudioFeatureEncoder:
     """A loaded audio encoder; see the module docstring.  Build it with :func:`load_audio_encoder`."""
 
-    def __init__(self, spec: AudioEncoderSpec, model: torch.nn.Module, timing: FrontEndTiming, feature_dim: int,
-                 device: torch.device, dtype: torch.dtype, normalise: bool = True):
-        self.spec = spec.model_copy(update={"feature_dim": feature_dim})
-        self.model = model
-        self.timing = timing
-        self.feature_dim = feature_dim
-        self.device = device
-        self.dtype = dtype
-        self.normalise = normalise
+    spec: AudioEncoderSpec
+    model: torch.nn.Module
+    timing: FrontEndTiming
+    feature_dim: int
+    device: torch.device
+    dtype: torch.dtype
+    normalise: bool = True
+
+    def __post_init__(self) -> None:
+        self.spec = self.spec.model_copy(update={"feature_dim": self.feature_dim})
 
     def _prepare(self, audio: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
         audio = np.asarray(audio, dtype=np.float32)

@@ -80,7 +80,7 @@ class AudioLatentsConfig(StrictModel):
     overwrite: bool = False
 
     @model_validator(mode="after")
-    def _check(self) -> "AudioLatentsConfig":
+    def _check(self) -> AudioLatentsConfig:
         if self.shard_index >= self.shard_count:
             raise ValueError(f"shard index {self.shard_index} must be below the shard count {self.shard_count}")
         if self.audio_source != "original" and self.transcripts is None:

@@ -15,5 +15,6 @@ from avatar_gen.inference.schedule import DISTILLED_TIMESTEPS, ChunkPlan, plan_c
 
 __all__ = [
     "AvatarGenerator", "ChunkPlan", "DEFAULT_GUIDANCE", "DEFAULT_STEPS", "DISTILLED_TIMESTEPS", "GenerationResult",
-    "MAX_SPEECH_SECONDS", "REQUEST_TEXT_MAX_CHARS", "MIN_IMAGE_SIDE", "STAGES", "load_portrait", "load_speech", "plan_chunks",
+    "MAX_SPEECH_SECONDS", "REQUEST_TEXT_MAX_CHARS", "MIN_IMAGE_SIDE", "STAGES", "load_portrait", "load_speech",
+    "plan_chunks",
 ]

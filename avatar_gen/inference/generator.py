@@ -28,9 +28,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -248,7 +249,7 @@ class AvatarGenerator:
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike, pretrained: str | os.PathLike | None = None,
-             device: str | torch.device = "cpu", dtype: str = "fp32") -> "AvatarGenerator":
+             device: str | torch.device = "cpu", dtype: str = "fp32") -> AvatarGenerator:
         """Load a training checkpoint and everything around it.
 
         ``checkpoint``: a ``step_XXXXXX`` folder, a ``latest`` link, or a run's (``checkpoints``) folder.
@@ -272,7 +273,8 @@ class AvatarGenerator:
             loaded = load_avatar_checkpoint(folder, pretrained=pretrained, device=torch_device, dtype=torch_dtype)
         except (OSError, RuntimeError, ValueError) as exc:
             # safetensors / torch refuse truncated or corrupt weight files with these; the message names the file.
-            raise UserError(f"checkpoint {folder} could not be loaded (corrupt or incomplete?): {first_line(exc)}") from None
+            raise UserError(f"checkpoint {folder} could not be loaded (corrupt or incomplete?): "
+                            f"{first_line(exc)}") from None
         vae = load_vae(base, revision=revision, dtype=dtype, device=torch_device).vae
         in_channels = loaded.transformer.config["in_channels"]
         if vae.config.latent_channels != in_channels:
@@ -481,6 +483,6 @@ def _load_scheduler(base: str, revision: str | None) -> FixedScheduleFlowMatchSc
 
     try:
         config = FlowMatchEulerDiscreteScheduler.load_config(base, subfolder="scheduler", revision=revision)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         raise UserError(f"cannot load the scheduler of the base model {base}: {first_line(exc)}") from None
     return FixedScheduleFlowMatchScheduler.from_config(config)

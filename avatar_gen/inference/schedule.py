@@ -22,8 +22,8 @@ Distilled schedule
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler

@@ -13,20 +13,22 @@ batch; ``prefetch=0`` decodes in line, for comparison.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from avatar_gen.config import StrictModel
-from avatar_gen.errors import MediaError, UserError, first_line
+from avatar_gen.errors import MediaError, first_line
 from avatar_gen.latents.chunks import Chunk, ClipReport, stream_chunks
 from avatar_gen.latents.sources import ClipSource, absolute, collect_clips, recorded_path, select_shard
 from avatar_gen.latents.vae import (DEFAULT_PRETRAINED, LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION, LoadedVae,
@@ -52,7 +54,8 @@ class LatentsConfig(StrictModel):
     output_dir: Path
     pretrained: str = Field(DEFAULT_PRETRAINED, description="hub id, diffusers pipeline folder or VAE folder")
     revision: str | None = None
-    height: int = Field(768, ge=LTX_SPATIAL_COMPRESSION, description="pixels, multiple of 32; portrait half-body default")
+    height: int = Field(768, ge=LTX_SPATIAL_COMPRESSION,
+                        description="pixels, multiple of 32; portrait half-body default")
     width: int = Field(512, ge=LTX_SPATIAL_COMPRESSION, description="pixels, multiple of 32")
     num_frames: int = Field(97, ge=1, description="frames per chunk, 8k + 1 (97 = 3.88 s at 25 fps)")
     fps: float = Field(25.0, gt=0, le=240)
@@ -81,7 +84,7 @@ class LatentsConfig(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _check_together(self) -> "LatentsConfig":
+    def _check_together(self) -> LatentsConfig:
         if self.shard_index >= self.shard_count:
             raise ValueError(f"shard index {self.shard_index} must be below the shard count {self.shard_count}")
         if self.inputs is None and self.transcripts is None:
@@ -362,10 +365,8 @@ def _prefetched(source: Iterator[object], capacity: int) -> Iterator[object]:
     finally:
         stop.set()
         while worker.is_alive():  # unblock a worker waiting on a full queue
-            try:
+            with contextlib.suppress(queue.Empty):
                 items.get_nowait()
-            except queue.Empty:
-                pass
             worker.join(timeout=0.1)
 
 

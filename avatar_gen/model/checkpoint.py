@@ -165,7 +165,8 @@ def load_base_transformer(pretrained: str | Path, revision: str | None = None, d
 
     source = resolve_pretrained(pretrained, "LTX-Video transformer")
     local = Path(source.source)
-    bare_transformer_folder = source.is_local and (local / "config.json").is_file() and not (local / TRANSFORMER_FOLDER).is_dir()
+    bare_transformer_folder = (source.is_local and (local / "config.json").is_file()
+                               and not (local / TRANSFORMER_FOLDER).is_dir())
     try:
         return LTXVideoTransformer3DModel.from_pretrained(source.source, subfolder=None if bare_transformer_folder
                                                           else TRANSFORMER_FOLDER, revision=revision, torch_dtype=dtype)

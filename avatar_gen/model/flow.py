@@ -8,8 +8,8 @@ Conventions (as LTX-Video and its trainer): ``x_t = (1 - sigma) * x0 + sigma * n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -7,8 +7,8 @@ safetensors metadata (without that metadata diffusers guesses ``lora_alpha = ran
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from peft import LoraConfig
@@ -54,7 +54,8 @@ def save_lora(transformer: torch.nn.Module, lora_config: LoraConfig, directory: 
 
 
 def load_lora(transformer: torch.nn.Module, directory: str | Path, trainable: bool = False) -> None:
-    """Load a LoRA saved by :func:`save_lora` (or any diffusers LTX LoRA) into ``transformer`` as adapter ``default``."""
+    """Load a LoRA saved by :func:`save_lora` (or any diffusers LTX LoRA) into ``transformer`` as adapter
+    ``default``."""
     from diffusers import LTXImageToVideoPipeline
 
     path = Path(directory) / LORA_WEIGHTS
@@ -66,7 +67,8 @@ def load_lora(transformer: torch.nn.Module, directory: str | Path, trainable: bo
         LTXImageToVideoPipeline.load_lora_into_transformer(state, transformer=transformer, adapter_name=ADAPTER_NAME,
                                                            metadata=metadata)
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise UserError(f"LoRA {path} does not fit this transformer (different base model?): {first_line(exc)}") from None
+        raise UserError(f"LoRA {path} does not fit this transformer (different base model?): "
+                        f"{first_line(exc)}") from None
     loaded = [name for name, _ in transformer.named_parameters() if ".lora_" in name]
     if not loaded:
         raise UserError(f"LoRA {path} matched no module of this transformer (different base model?)")

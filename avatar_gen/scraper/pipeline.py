@@ -32,10 +32,11 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -103,7 +104,7 @@ class ScrapeConfig(StrictModel):
     retry_rejected: bool = Field(False, description="redo rejected items (not rows that failed validation)")
 
     @model_validator(mode="after")
-    def _check(self) -> "ScrapeConfig":
+    def _check(self) -> ScrapeConfig:
         if (self.csv_path is None) == (self.input_dir is None):
             raise ValueError("give exactly one of csv_path and input_dir")
         if self.sleep_min > self.sleep_max:
@@ -177,7 +178,7 @@ def state_path_for(transcripts_file: Path) -> Path:
 def _exclusive_lock(lock_file: Path, what: str) -> Iterator[None]:
     """Hold an advisory lock for the run (released by the OS even on SIGKILL)."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_file, "a+")
+    handle = open(lock_file, "a+")  # noqa: SIM115 - held open for the whole run, closed in the finally below
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -448,10 +449,8 @@ class Scraper:
             return Outcome(item, "failed", reason="run stopping")
         work_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{item.clip_id}-", dir=self.output_dir))
         try:
-            if item.row is not None:
-                record = self._process_row(item, work_dir)
-            else:
-                record = self._process_local(item, work_dir)
+            process = self._process_row if item.row is not None else self._process_local
+            record = process(item, work_dir)
             return Outcome(item, "kept", record=record)
         except _Rejected as exc:
             return Outcome(item, "rejected", stage=exc.stage, reason=exc.reason)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from avatar_gen.errors import UserError
 from avatar_gen.tiny.faceformer import TINY_FACEFORMER_FILE, write_tiny_faceformer
@@ -52,8 +52,9 @@ def build_tiny_zoo(out_dir: str | Path, seed: int = 0, only: list[str] | None = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m avatar_gen.tiny",
-                                     description="Write the tiny, seeded, random model zoo (real formats, for tests/demo).")
+    parser = argparse.ArgumentParser(
+        prog="python -m avatar_gen.tiny",
+        description="Write the tiny, seeded, random model zoo (real formats, for tests/demo).")
     parser.add_argument("--out", default="models/tiny", help="output folder (default: models/tiny)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", help=f"subset of: {', '.join(TINY_MODEL_WRITERS)}")
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         unknown = set(args.only or []) - set(TINY_MODEL_WRITERS)
         if unknown:
-            raise UserError(f"unknown tiny model(s): {', '.join(sorted(unknown))}; known: {', '.join(TINY_MODEL_WRITERS)}")
+            raise UserError(f"unknown tiny model(s): {', '.join(sorted(unknown))}; "
+                            f"known: {', '.join(TINY_MODEL_WRITERS)}")
         build_tiny_zoo(args.out, seed=args.seed, only=args.only, overwrite=args.overwrite)
         return 0
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,7 +77,8 @@ def _examples(items: list[str]) -> str:
     return shown + (f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
 
 
-def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int, allow_missing_audio: bool = False) -> list[ChunkRecord]:
+def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int,
+                allow_missing_audio: bool = False) -> list[ChunkRecord]:
     """Pair every complete ``<key>.pt`` + ``<key>.json`` with ``<key>_ff.npy``; raise UserError on any mismatch."""
     vae_latents, audio_latents = Path(vae_latents), Path(audio_latents)
     for folder, what in ((vae_latents, "data.vae_latents"), (audio_latents, "data.audio_latents")):
@@ -118,7 +120,8 @@ def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int, allow_
     if bad_json:
         raise UserError(f"unreadable latent metadata in {vae_latents}: {_examples(bad_json)}")
     if frame_mismatch:
-        raise UserError(f"audio rows != chunk num_frames for {len(frame_mismatch)} chunk(s): {_examples(frame_mismatch)}")
+        raise UserError(f"audio rows != chunk num_frames for {len(frame_mismatch)} chunk(s): "
+                        f"{_examples(frame_mismatch)}")
     if dim_mismatch:
         raise UserError(f"audio feature width != audio.feature_dim={feature_dim} for {len(dim_mismatch)} chunk(s): "
                         f"{_examples(dim_mismatch)}")
@@ -182,7 +185,8 @@ class LatentAudioDataset(Dataset):
         stored = torch.load(record.latents_path, map_location="cpu", weights_only=True)
         latents = stored["latents"] if isinstance(stored, dict) else stored
         if tuple(latents.shape) != record.latent_shape:
-            raise UserError(f"{record.latents_path}: latents {list(latents.shape)}, its JSON says {list(record.latent_shape)}")
+            raise UserError(f"{record.latents_path}: latents {list(latents.shape)}, "
+                            f"its JSON says {list(record.latent_shape)}")
         audio = torch.from_numpy(np.load(record.audio_path).astype(np.float32))
         return {"latents": normalize(latents, record.vae), "audio": audio, "index": index}
 
@@ -234,4 +238,5 @@ def check_uniform_shapes(records: list[ChunkRecord], batch_size: int) -> None:
     """Batches stack chunks: with batch_size > 1 every chunk must have the same latent shape."""
     shapes = {record.latent_shape for record in records}
     if batch_size > 1 and len(shapes) > 1:
-        raise UserError(f"data.batch_size {batch_size} needs chunks of one size, found latent shapes {sorted(shapes)[:4]}")
+        raise UserError(f"data.batch_size {batch_size} needs chunks of one size, "
+                        f"found latent shapes {sorted(shapes)[:4]}")

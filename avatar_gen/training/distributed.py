@@ -11,9 +11,10 @@ import json
 import math
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -142,7 +143,7 @@ class Stepper(Protocol):
     forward: torch.nn.Module  # what the training forward calls
     optimizer: torch.optim.Optimizer
 
-    def autocast(self) -> ContextManager: ...
+    def autocast(self) -> contextlib.AbstractContextManager: ...
 
     def backward(self, loss: torch.Tensor) -> None:
         """Back-propagate one micro-batch's loss (scaled for gradient accumulation)."""
@@ -169,7 +170,7 @@ class PlainStepper:
         self.bf16 = config.acceleration.mixed_precision == "bf16"
         self.load_weights = load_weights
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -206,7 +207,7 @@ class DeepSpeedStepper:
     def __init__(self, engine: Any, optimizer: Any):
         self.engine, self.forward, self.optimizer = engine, engine, optimizer
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()  # the engine holds the model in bf16 itself
 
     def backward(self, loss: torch.Tensor) -> None:

@@ -58,7 +58,8 @@ class MetricsLog:
 
     def record(self, row: dict[str, Any], kind: str, step: int) -> None:
         """Append ``row`` (non-finite numbers become null) under ``kind`` (``train``, ``validation``)."""
-        row = {key: (value if not isinstance(value, float) or math.isfinite(value) else None) for key, value in row.items()}
+        row = {key: (value if not isinstance(value, float) or math.isfinite(value) else None)
+               for key, value in row.items()}
         row["kind"] = kind
         self.history.append(row)
         if not self.is_main:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -274,7 +275,8 @@ class Trainer:
             return None
         self.nonfinite_in_row = 0
         self.step += 1
-        return {"loss": sum(losses) / len(losses), "lr": lr, "grad_norm": norm, "samples": samples * self.dist.world_size}
+        return {"loss": sum(losses) / len(losses), "lr": lr, "grad_norm": norm,
+                "samples": samples * self.dist.world_size}
 
     def _count_nonfinite(self, what: str) -> None:
         self.nonfinite_total += 1
@@ -406,7 +408,8 @@ class Trainer:
         state_dir = folder / TRAINING_STATE_FOLDER
         trainer_state = read_json(state_dir / "trainer.json")
         if trainer_state is None:
-            raise UserError(f"{folder} has no {TRAINING_STATE_FOLDER}/trainer.json: not a resumable training checkpoint")
+            raise UserError(f"{folder} has no {TRAINING_STATE_FOLDER}/trainer.json: "
+                            "not a resumable training checkpoint")
         where = f"checkpoint {folder}"
         mode = "lora" if self.lora_config is not None else "full"
         if metadata.get("transformer_training") != mode:

@@ -6,9 +6,10 @@ the same noise; sample videos run the Euler sampler from a held-out chunk's firs
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, ContextManager
 
 import numpy as np
 import torch
@@ -61,8 +62,8 @@ def audio_gain(records: list[ChunkRecord], loss: LossFn, num_draws: int, seed: i
 class SampleWriter:
     """Sample videos of held-out chunks: the model's latents from the chunk's first frame and speech, decoded."""
 
-    def __init__(self, config: TrainConfig, model: torch.nn.Module, autocast: Callable[[], ContextManager],
-                 device: torch.device):
+    def __init__(self, config: TrainConfig, model: torch.nn.Module,
+                 autocast: Callable[[], contextlib.AbstractContextManager], device: torch.device):
         self.config, self.model, self.autocast, self.device = config, model, autocast, device
         self._vae = None
 

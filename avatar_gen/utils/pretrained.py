@@ -44,4 +44,5 @@ def loading_error(exc: BaseException, source: PretrainedSource, what: str, revis
     where = "folder" if source.is_local else "Hugging Face hub id"
     hint = "" if source.is_local else " (offline? download it and pass the local folder)"
     revision_text = f" (revision {revision})" if revision else ""
-    return UserError(f"cannot load the {what} from {where} {source.name_or_path!r}{revision_text}: {first_line(exc)}{hint}")
+    return UserError(f"cannot load the {what} from {where} {source.name_or_path!r}{revision_text}: "
+                     f"{first_line(exc)}{hint}")
