@@ -3,7 +3,7 @@
     python ltx_video/inference.py --image face.png --text "Hello, I am your avatar." \
         --checkpoint outputs/<run>/checkpoints/latest --output talking.mp4
 
-See docs/inference.md for every flag, the input limits and the distilled schedule.
+``--help`` lists every flag; docs/inference.md explains the input limits and the schedules.
 """
 
 from __future__ import annotations

@@ -1,30 +1,9 @@
 """Per-video-frame speech features: the audio side of the model's caption slot.
 
-``load_audio_encoder(spec)`` loads the model once; ``encoder.encode(audio_16k, num_frames, fps)`` gives
-``[num_frames, feature_dim]`` float32 with row ``i`` describing the audio around ``i / fps`` seconds
-(the timing is explained in :mod:`avatar_gen.audio.framing`).  Two encoders:
-
-``wav2vec2``
-    transformers' ``Wav2Vec2Model.from_pretrained(name_or_path)`` (hub id or local folder; default
-    ``facebook/wav2vec2-base-960h``).  Features are the hidden states of ``layers`` (indices into
-    ``hidden_states``: 0 = the transformer's input, k = output of layer k, negative from the end; the
-    default ``[-1]`` is the last layer), computed at 50 frames/s and then resampled to the video rate.
-    Several layers (Hallo keeps all 12) are concatenated (``layer_reduce="concat"``, D = 768 x len(layers))
-    or averaged (``"mean"``, D = 768).
-
-``faceformer``
-    An official FaceFormer checkpoint (``name_or_path`` = ``vocaset.pth`` or ``biwi.pth``), see
-    :mod:`avatar_gen.audio.faceformer`.  Features are the audio memory its motion decoder reads:
-    ``audio_feature_map`` of the (fine-tuned) wav2vec2 encoder's last hidden state, with the CNN
-    features resampled to the *video* frame rate before the transformer encoder, as FaceFormer does for
-    its 30 fps meshes.  D = feature_dim (64 for vocaset, 128 for BIWI).  This is the part of FaceFormer
-    trained to predict lip and jaw motion, compact and speaker-independent; ``layers`` must be ``[-1]``.
-
-Audio is normalised per clip to zero mean and unit variance (what wav2vec2's feature extractor does
-with ``do_normalize``) and zero-padded at the end to cover the chunk's duration.  ``encode_batch``
-runs equal-length clips (every chunk of a stage run has the same length) as one exact batch; clips of
-different lengths are zero-padded to the longest, which for wav2vec2-base (group-norm front end, trained
-without attention masks) changes their features slightly, as in the reference implementation.
+One interface over two encoders (wav2vec2 hidden states, FaceFormer's lip-motion audio memory), so that the stage,
+training and inference rebuild exactly the encoder an :class:`AudioEncoderSpec` names.  Row ``i`` of the features
+describes the audio around ``i / fps`` (timing in :mod:`avatar_gen.audio.framing`).  The encoders, layers,
+normalisation and batching are described in docs/audio_latents.md ("Encoders and alignment").
 """
 
 from __future__ import annotations

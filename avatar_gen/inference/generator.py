@@ -1,24 +1,9 @@
 """Image + speech -> talking video: :class:`AvatarGenerator` (load once, generate many).
 
-The flow of :meth:`AvatarGenerator.generate`:
-
-1. speech: TTS of the text (or the given audio file, any format and rate) -> 16 kHz for the encoder, 44.1 kHz for
-   the MP4;
-2. audio features: the checkpoint's audio encoder (rebuilt from the spec recorded at training) over the whole speech,
-   one row per video frame, then per chunk the audio projection -> ``prompt_embeds`` [1, tokens, caption_channels].
-   The negative embeddings for audio classifier-free guidance come from silence through the same encoder and
-   projection, so guidance pushes the video away from "a face with no speech";
-3. denoising: diffusers' ``LTXImageToVideoPipeline`` (no text encoder) with the checkpoint's transformer (LoRA
-   applied), the base model's VAE and scheduler, the portrait (cropped around the face) as first frame, and the audio
-   tokens in the caption slot.  With ``alignment: local`` the 3-D frame mask [B, video tokens, audio tokens] goes in
-   as ``prompt_attention_mask``: the pipeline only concatenates it for guidance and hands it to the transformer as
-   ``encoder_attention_mask``, which passes 3-D masks unchanged to attention (see
-   :mod:`avatar_gen.model.alignment`), so no custom loop is needed.  The pipeline returns latents; we decode them
-   ourselves (as the pipeline would) to time the VAE separately and to take each chunk's last frame for the next;
-4. writing: frames -> H.264 MP4 with the speech as AAC, exactly ``round(duration * fps)`` frames, written atomically.
-
-Speech longer than one chunk is generated chunk by chunk (see :mod:`avatar_gen.inference.schedule`).
-The same seed gives the same video: one ``torch.Generator`` seeded once draws every random number of a request.
+The steps (speech, portrait, audio features, denoising through diffusers' ``LTXImageToVideoPipeline``, decoding,
+writing) and why they are done so are in docs/inference.md ("What happens"); long speech is cut into chunks by
+:mod:`avatar_gen.inference.schedule`.  The same seed gives the same video: one ``torch.Generator`` seeded once draws
+every random number of a request.
 """
 
 from __future__ import annotations

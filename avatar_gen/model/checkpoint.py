@@ -1,16 +1,8 @@
 """Training checkpoints: atomic writing, ``latest`` link, pruning, and loading for inference.
 
-Layout of ``<run>/checkpoints/step_XXXXXX/`` (see docs/training.md):
-
-- ``avatar_checkpoint.json``: metadata (base model, LoRA config, audio encoder spec, projection config,
-  video size, alignment, the transformer's dimensions);
-- ``pytorch_lora_weights.safetensors`` (LoRA training) or ``transformer/`` (full fine-tuning, diffusers folder);
-- ``audio_projection.safetensors`` + ``audio_projection.json``;
-- ``training_state/``: what resuming needs beyond the weights (written by the trainer).
-
-A checkpoint is written into a hidden ``.tmp-step_XXXXXX`` folder and renamed into place when complete, and
-the ``latest`` symlink is swapped with ``os.replace``: a run killed mid-checkpoint leaves the previous
-checkpoint and link intact.
+The files of a checkpoint and its metadata are specified in docs/CONTRACTS.md ("Training checkpoints").  A checkpoint
+is written into a hidden ``.tmp-step_XXXXXX`` folder and renamed into place when complete, and the ``latest`` symlink
+is swapped with ``os.replace``: a run killed mid-checkpoint leaves the previous checkpoint and link intact.
 """
 
 from __future__ import annotations

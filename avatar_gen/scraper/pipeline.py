@@ -1,24 +1,8 @@
 """Stage 1: AVSpeech rows (or a folder of local videos) -> normalised clips + ``video_transcripts.json``.
 
-Per item, in a worker thread:
-
-1. validate the row (:mod:`avatar_gen.scraper.rows`; done for all rows up front, it costs nothing);
-2. download a short preview of the segment and run the filters on it (one face, speech within the
-   first second, English);
-3. download only the segment, then cut it exactly, normalise the frame rate, optionally crop around
-   the CSV face point and resize, in one ffmpeg pass to H.264 + AAC; check the decoded length;
-4. transcribe it with word timestamps.
-
-The main thread is the only writer: it appends each kept clip's record to the transcripts file and
-each rejection (row, id, stage, reason) to the sibling state file ``<transcripts>.state.json``, both
-with atomic writes.  A clip's video is moved into place before its record is written, so a record
-never points at a missing file.  On start the run sweeps ``.tmp-*`` leftovers of a killed run and
-skips every item already kept (its clip id is in the transcripts file) or rejected (its key is in the
-state file): killed at any moment and re-run, it ends with each kept clip recorded exactly once.
-
-Faults: transient network errors are retried with backoff; permanent ones reject the row; a bot
-check, or ``max_consecutive_failures`` transient failures in a row, stop the run with the state saved
-and a message naming the row to resume from.
+Workers validate, preview-filter, download, cut and transcribe items (docs/scraper.md, "What happens to one row");
+the main thread is the only writer of the transcripts file and its sibling state file, so that a run killed at any
+moment and re-run ends with each kept clip recorded exactly once and no record pointing at a missing file.
 """
 
 from __future__ import annotations
