@@ -60,15 +60,18 @@ def test_cli_end_to_end(script, capsys, run_dir, face, tmp_path):
     code, err = _run(script, capsys, [
         "--image", str(face), "--text", "Hello, I am your avatar.",
         "--checkpoint", str(run_dir / "checkpoints" / "latest"), "--output", str(output),
-        "--steps", "2", "--seed", "3", "--summary", str(summary_path)])
+        "--steps", "2", "--seed", "3", "--summary", str(summary_path), "--stream_dir", str(tmp_path / "live")])
     assert code == 0, err
+    segments = sorted((tmp_path / "live").glob("segment_*.mp4"))
+    assert len(segments) >= 2 and sum(probe_video(segment).num_frames for segment in segments) == \
+        probe_video(output).num_frames
     info = probe_video(output)
     summary = json.loads(summary_path.read_text())
     assert info.has_audio and (info.width, info.height) == (SIZE, SIZE)
     assert abs(info.duration - summary["duration"]) <= 1 / 25
     assert summary["num_frames"] == info.num_frames == round(summary["duration"] * 25)
     assert summary["seed"] == 3 and summary["steps"] == 2 and summary["video_path"] == str(output)
-    assert set(summary["timings"]) >= {"speech", "audio_features", "denoising", "decoding", "writing"}
+    assert set(summary["timings"]) >= {"speech", "audio_features", "denoising", "decoding", "writing", "first_second"}
 
 
 def test_cli_audio_input_with_run_folder_and_size_flags(script, capsys, run_dir, face, tmp_path):
@@ -149,6 +152,9 @@ BAD_CASES = {
     "one regular step": ({"--steps": "1"}, "at least 2"),
     "bad timesteps": ({"--timesteps": ["500", "900"]}, "strictly decreasing"),
     "not mp4": ({"--output": "{tmp}/talking.avi"}, ".mp4"),
+    "stream dir is a file": ({"--stream_dir": "{corrupt}"}, "is a file"),
+    "fp8 on a CPU": ({"--fp8": []}, "FP8 weights need a CUDA GPU"),
+    "unknown attention backend": ({"--attention_backend": "fastest"}, "unknown attention backend"),
 }
 
 
