@@ -433,11 +433,11 @@ class AvatarGenerator:
         This is :meth:`stream` without segment files, so the MP4 is the one a streamed request writes.
         """
         segment = None
-        for segment in self.stream(image, text=text,  # noqa: B007 - the last segment carries the result audio=audio, output=output, tts=tts, voice=voice, steps=steps,
-                                   guidance=guidance, seed=seed, height=height, width=width, fps=fps,
-                                   distilled=distilled, timesteps=timesteps, progress=progress,
-                                   decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
-                                   overlap=overlap):
+        for segment in self.stream(  # noqa: B007 - the last segment carries the result
+                image, text=text, audio=audio, output=output, tts=tts, voice=voice, steps=steps, guidance=guidance,
+                seed=seed, height=height, width=width, fps=fps, distilled=distilled, timesteps=timesteps,
+                progress=progress, decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
+                overlap=overlap):
             pass
         return segment.result
 

@@ -29,7 +29,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from avatar_gen.errors import UserError
-from avatar_gen.latents.vae import LTX_TEMPORAL_COMPRESSION
+from avatar_gen.ltx import LTX_TEMPORAL_COMPRESSION
 
 MIN_CHUNK_FRAMES = LTX_TEMPORAL_COMPRESSION + 1  # one latent frame besides the given first one
 DISTILLED_TIMESTEPS = (1000.0, 993.0, 987.0, 981.0, 975.0, 909.0, 725.0, 0.03)

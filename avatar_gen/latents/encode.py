@@ -31,8 +31,8 @@ from avatar_gen.config import StrictModel
 from avatar_gen.errors import MediaError, first_line
 from avatar_gen.latents.chunks import Chunk, ClipReport, stream_chunks
 from avatar_gen.latents.sources import ClipSource, absolute, collect_clips, recorded_path, select_shard
-from avatar_gen.latents.vae import (DEFAULT_PRETRAINED, LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION, LoadedVae,
-                                    encode_frames, latent_shape, load_vae, vae_compression)
+from avatar_gen.latents.vae import DEFAULT_PRETRAINED, LoadedVae, encode_frames, latent_shape, load_vae, vae_compression
+from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
 from avatar_gen.media.video import probe_video
 from avatar_gen.utils.io import atomic_path, atomic_write_json, read_json, remove_stale_temporaries
 from avatar_gen.utils.progress import progress

@@ -3,7 +3,7 @@
 Pixels go in and out of the VAE as float tensors [B, 3, F, H, W] in [-1, 1]; frames on disk and in the
 media layer are uint8 RGB [F, H, W, 3].  A VAE compresses ``s`` x in space and ``t`` x in time (plus the first
 frame): F = t k + 1 frames of H x W give latents [B, C, k + 1, H / s, W / s]; LTX's factors are below, code with a
-loaded VAE reads its own (:func:`vae_compression`).
+loaded VAE reads its own (:func:`vae_compression`); LTX's are in :mod:`avatar_gen.ltx`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from avatar_gen.errors import UserError
+from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
 from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
 from avatar_gen.media.frames import resize_frames
 
@@ -24,10 +25,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PRETRAINED = "Lightricks/LTX-Video"
 DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp32": torch.float32}
-# LTX-Video's VAE compression: the one place these numbers live.  Sides must be multiples of the spatial factor,
-# frame counts 8k + 1.  They are defaults: a loaded VAE and a checkpoint's metadata carry the factors in use.
-LTX_SPATIAL_COMPRESSION = 32
-LTX_TEMPORAL_COMPRESSION = 8
 
 
 def vae_compression(vae: Any) -> tuple[int, int]:

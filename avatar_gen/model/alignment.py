@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from avatar_gen.latents.vae import LTX_TEMPORAL_COMPRESSION
+from avatar_gen.ltx import LTX_TEMPORAL_COMPRESSION
 
 Alignment = Literal["global", "local"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avatar_gen.latents.vae import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
+from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
 from avatar_gen.model.alignment import Alignment, encoder_attention_mask
 from avatar_gen.model.audio_projection import AudioProjection
 from avatar_gen.model.flow import pack_latents, unpack_latents

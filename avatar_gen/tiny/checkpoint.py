@@ -15,7 +15,7 @@ import torch
 
 from avatar_gen.audio.features import AudioEncoderSpec, load_audio_encoder
 from avatar_gen.model.audio_projection import AudioProjection, AudioProjectionConfig
-from avatar_gen.latents.vae import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
+from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
 from avatar_gen.model.checkpoint import checkpoint_metadata, export_model, load_base_transformer
 from avatar_gen.model.lora import attach_lora, lora_parameters, make_lora_config
 

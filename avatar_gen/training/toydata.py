@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avatar_gen.latents.vae import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
+from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
 from avatar_gen.model.alignment import latent_frame_pixel_window
 from avatar_gen.utils.io import atomic_path, atomic_write_json
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from avatar_gen.config import dump_config
 from avatar_gen.errors import UserError
 from avatar_gen.layout import SPLIT_FILE
-from avatar_gen.latents.vae import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
+from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
 from avatar_gen.model.audio_projection import AudioProjection, AudioProjectionConfig
 from avatar_gen.model.checkpoint import (
     TRAINING_STATE_FOLDER, check_signature, checkpoint_metadata, export_model, finalize_checkpoint,
