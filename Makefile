@@ -25,7 +25,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m avatar_gen.demo --out outputs/demo
 
+# Lint rules (ruff.toml) and the import layering (.importlinter) first: seconds, and they name the file to fix.
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)

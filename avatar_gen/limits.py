@@ -18,5 +18,5 @@ MAX_VIDEO_PIXELS = 3000 * 768 * 512
 MAX_SEED = 2**64 - 1  # torch.Generator takes a 64-bit seed
 MIN_IMAGE_SIDE = 64  # px, shorter side: below this a portrait holds too little of a face to animate
 MAX_IMAGE_SIDE = 8192  # px, longer side: a 48-megapixel phone photo fits; larger ones only cost decoding memory
-MAX_TEXT_CHARS = 1000  # about 170 words, a minute of speech at espeak's 175 words per minute
+REQUEST_TEXT_MAX_CHARS = 1000  # about 170 words, a minute of speech at espeak's 175 words per minute
 MAX_SPEECH_SECONDS = 120.0  # longer speech would be generated chunk by chunk; this bounds one request's cost

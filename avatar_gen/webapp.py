@@ -17,9 +17,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
@@ -40,7 +41,7 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_SIZE_TEXT = "20 MB"
 IMAGE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "BMP": "BMP"}  # Pillow format -> display name
 SPEECH_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
-MAX_TEXT_CHARS = 300  # about 20 s of speech at espeak's default rate: a caption keeps the page's queue moving
+WEB_TEXT_MAX_CHARS = 300  # about 20 s of speech at espeak's default rate: a caption keeps the page's queue moving
 
 TEXT_SOURCE = "Type text"
 AUDIO_SOURCE = "Upload speech"
@@ -166,7 +167,8 @@ def check_speech_file(path: Path) -> None:
     if not path.is_file():
         raise UserError("the speech upload did not arrive; upload it again")
     if path.suffix.lower() not in SPEECH_EXTENSIONS:
-        raise UserError(f"the speech file must be one of {', '.join(SPEECH_EXTENSIONS)}, got {path.suffix or 'no extension'}")
+        raise UserError(f"the speech file must be one of {', '.join(SPEECH_EXTENSIONS)}, "
+                        f"got {path.suffix or 'no extension'}")
     check_upload_size(path, "speech file")
     seconds = declared_audio_duration(path)
     if seconds is not None and seconds > MAX_SPEECH_SECONDS:
@@ -199,8 +201,8 @@ def validate_request(image: Any, speech_source: Any, text: Any, audio: Any, voic
         spoken_text = (text or "").strip()
         if not spoken_text:
             raise UserError("type the text to speak (or choose 'Upload speech')")
-        if len(spoken_text) > MAX_TEXT_CHARS:
-            raise UserError(f"the text has {len(spoken_text)} characters; the limit is {MAX_TEXT_CHARS}")
+        if len(spoken_text) > WEB_TEXT_MAX_CHARS:
+            raise UserError(f"the text has {len(spoken_text)} characters; the limit is {WEB_TEXT_MAX_CHARS}")
     else:
         speech_path = uploaded_path(audio)
         if speech_path is None:
@@ -290,7 +292,7 @@ def make_generate_handler(generator: Any, output_dir: Path, streaming: bool = Tr
     """
 
     def generate(image, speech_source, text, audio, voice, steps, guidance, seed,
-                 progress=gr.Progress()) -> Iterator[tuple[str | None, str | None, str]]:
+                 progress=gr.Progress()) -> Iterator[tuple[str | None, str | None, str]]:  # noqa: B008 - gradio injects it
         try:
             request = validate_request(image, speech_source, text, audio, voice, steps, guidance, seed)
             progress(0.0, desc="starting")
@@ -353,7 +355,7 @@ Upload a portrait, type what the person should say (or upload a recording of the
 **Generate**: the model animates the portrait into a short video with the speech as its sound track.
 One generation runs at a time; others wait in the queue.
 Limits: PNG, JPEG, WebP or BMP up to {MAX_UPLOAD_SIZE_TEXT}, {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} pixels a side;
-text up to {MAX_TEXT_CHARS} characters; speech as {', '.join(SPEECH_EXTENSIONS)} up to {MAX_UPLOAD_SIZE_TEXT}.
+text up to {WEB_TEXT_MAX_CHARS} characters; speech as {', '.join(SPEECH_EXTENSIONS)} up to {MAX_UPLOAD_SIZE_TEXT}.
 """
 
 
@@ -378,8 +380,9 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
             with gr.Column():
                 portrait = gr.Image(label="Portrait", type="filepath", sources=["upload", "clipboard"], height=320,
                                     elem_id="portrait")
-                speech_source = gr.Radio(list(SPEECH_SOURCES), value=TEXT_SOURCE, label="Speech", elem_id="speech-source")
-                text = gr.Textbox(label="Text to speak", lines=3, max_length=MAX_TEXT_CHARS, elem_id="text",
+                speech_source = gr.Radio(list(SPEECH_SOURCES), value=TEXT_SOURCE, label="Speech",
+                                         elem_id="speech-source")
+                text = gr.Textbox(label="Text to speak", lines=3, max_length=WEB_TEXT_MAX_CHARS, elem_id="text",
                                   placeholder="What should the person say?")
                 voice = gr.Dropdown(list(VOICES), value=defaults.voice, label="Voice (espeak-ng)", elem_id="voice")
                 speech_audio = gr.Audio(label="Speech recording", type="filepath", sources=["upload"], visible=False,
@@ -400,7 +403,8 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
         if examples:
             gr.Examples(
                 examples=[[str(example.image), TEXT_SOURCE, example.text, example.voice] for example in examples],
-                inputs=[portrait, speech_source, text, voice], label="Examples (synthetic faces): click one, then Generate",
+                inputs=[portrait, speech_source, text, voice],
+                label="Examples (synthetic faces): click one, then Generate",
                 cache_examples=False,
             )
 

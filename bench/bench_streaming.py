@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> None:
 
         def streamed(overlap: bool = True, name: str = "streamed"):
             segment = None
-            for segment in generator.stream(portrait, output=folder / f"{name}.mp4", segment_dir=folder / name,
-                                            overlap=overlap, **request):
+            for segment in generator.stream(  # noqa: B007 - the last segment carries the result
+                    portrait, output=folder / f"{name}.mp4", segment_dir=folder / name, overlap=overlap, **request):
                 pass
             return segment.result
 

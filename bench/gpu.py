@@ -38,7 +38,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -281,7 +282,8 @@ def inference_figures(models: dict, profile: Profile, device: torch.device, dtyp
     transformer = models["transformer"]
     compile_seconds, _ = timed(device, lambda: compile_transformer(transformer, backend=compile_backend))
     for name, (steps, guidance, timesteps) in list(schedules.items())[:None if profile.compile_all_schedules else 1]:
-        first, _ = timed(device, lambda: run_inference(models, profile, device, dtype, steps, guidance, timesteps))
+        first, _ = timed(device, lambda steps=steps, guidance=guidance, timesteps=timesteps: run_inference(
+            models, profile, device, dtype, steps, guidance, timesteps))
         figures[f"{name}/compile_on"] = run_inference(models, profile, device, dtype, steps, guidance, timesteps)
         figures[f"{name}/compile_on"]["first_call_s"] = round(first, 2)
         figures[f"lever_compile_off_over_on/{name}"] = round(

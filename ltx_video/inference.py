@@ -3,7 +3,7 @@
     python ltx_video/inference.py --image face.png --text "Hello, I am your avatar." \
         --checkpoint outputs/<run>/checkpoints/latest --output talking.mp4
 
-See docs/inference.md for every flag, the input limits and the distilled schedule.
+``--help`` lists every flag; docs/inference.md explains the input limits and the schedules.
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ log = logging.getLogger("ltx_video.inference")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, DISTILLED_TIMESTEPS, MAX_TEXT_CHARS
+    from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, DISTILLED_TIMESTEPS, REQUEST_TEXT_MAX_CHARS
     from avatar_gen.limits import MAX_FPS, MAX_SEED, MAX_SIDE, MAX_SPEECH_SECONDS, MAX_STEPS
 
     parser = argparse.ArgumentParser(description="Generate a talking video of the person in --image speaking "
                                                  "--text (or --audio) with a trained avatar checkpoint.")
     parser.add_argument("--image", required=True, help="portrait (PNG/JPEG/WebP/...; any size, >= 64 px per side)")
     speech = parser.add_mutually_exclusive_group(required=True)
-    speech.add_argument("--text", help=f"what the avatar says (spoken by --tts; at most {MAX_TEXT_CHARS} characters)")
+    speech.add_argument("--text",
+                        help=f"what the avatar says (spoken by --tts; at most {REQUEST_TEXT_MAX_CHARS} characters)")
     speech.add_argument("--audio",
                         help="speech recording to lip-sync instead of --text (WAV/MP3/FLAC/OGG/M4A, any rate, at most "
                              f"{MAX_SPEECH_SECONDS:g} s)")

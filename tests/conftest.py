@@ -51,7 +51,7 @@ def synthetic_dataset(tmp_path_factory):
 def webapp_checkpoint(tiny_zoo, tmp_path_factory) -> Path:
     """An untrained LoRA checkpoint over the tiny zoo (tiny wav2vec2 features), 64x64 video in 17-frame chunks."""
     from avatar_gen.audio.features import AudioEncoderSpec
-    from avatar_gen.inference.untrained import write_untrained_checkpoint
+    from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
 
     spec = AudioEncoderSpec(encoder="wav2vec2", name_or_path=str(tiny_zoo / "wav2vec2"))
     return write_untrained_checkpoint(tmp_path_factory.mktemp("webapp_run") / "step_000000", tiny_zoo / "ltx-video",

@@ -12,7 +12,7 @@ from avatar_gen.audio.tts import synthesize
 from avatar_gen.inference import DISTILLED_TIMESTEPS, STAGES, AvatarGenerator, plan_chunks
 from avatar_gen.inference.inputs import fit_portrait, load_portrait
 from avatar_gen.inference.schedule import FixedScheduleFlowMatchScheduler, covering_frame_count
-from avatar_gen.inference.untrained import write_untrained_checkpoint
+from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
 from avatar_gen.media import probe_video, read_audio, read_frames, run_ffmpeg
 from avatar_gen.synthetic.dataset import make_portrait
 

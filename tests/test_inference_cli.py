@@ -15,8 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from avatar_gen.audio.features import AudioEncoderSpec
-from avatar_gen.inference import MAX_TEXT_CHARS
-from avatar_gen.inference.untrained import write_untrained_checkpoint
+from avatar_gen.inference import REQUEST_TEXT_MAX_CHARS
+from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
 from avatar_gen.media import probe_video
 from avatar_gen.synthetic.dataset import make_portrait
 
@@ -166,7 +166,7 @@ BAD_CASES = {
     "not an image": ({"--image": "{not_image}"}, "not an image file"),
     "image too small": ({"--image": "{tiny}"}, "at least 64 px"),
     "empty text": ({"--text": "   "}, "text is empty"),
-    "text too long": ({"--text": "la " * (MAX_TEXT_CHARS // 2)}, f"limit is {MAX_TEXT_CHARS}"),
+    "text too long": ({"--text": "la " * (REQUEST_TEXT_MAX_CHARS // 2)}, f"limit is {REQUEST_TEXT_MAX_CHARS}"),
     "silent audio": ({"--text": None, "--audio": "{silent}"}, "silent"),
     "unreadable audio": ({"--text": None, "--audio": "{garbage}"}, "audio"),
     "missing audio": ({"--text": None, "--audio": "{tmp}/nowhere.wav"}, "audio file not found"),

@@ -104,6 +104,7 @@ def test_resaving_a_step_never_leaves_latest_dangling(tmp_path, monkeypatch):
     from pathlib import Path
 
     from avatar_gen.model import checkpoint
+    from avatar_gen.utils import io
     from avatar_gen.utils.io import exchange_paths
 
     probe_a, probe_b = tmp_path / "probe_a", tmp_path / "probe_b"
@@ -111,7 +112,7 @@ def test_resaving_a_step_never_leaves_latest_dangling(tmp_path, monkeypatch):
     probe_b.mkdir()
     if not exchange_paths(probe_a, probe_b):
         pytest.skip("this filesystem cannot exchange two paths atomically")
-    real = {"exchange_paths": checkpoint.exchange_paths, "symlink": os.symlink, "replace": os.replace,
+    real = {"exchange_paths": io.exchange_paths, "symlink": os.symlink, "replace": os.replace,
             "rmtree": checkpoint.shutil.rmtree, "rename": Path.rename}
     for kill_after in range(12):
         folder = tmp_path / f"run{kill_after}"
@@ -128,7 +129,7 @@ def test_resaving_a_step_never_leaves_latest_dangling(tmp_path, monkeypatch):
             return call
 
         with monkeypatch.context() as patch:
-            patch.setattr(checkpoint, "exchange_paths", counted("exchange_paths"))
+            patch.setattr(io, "exchange_paths", counted("exchange_paths"))
             patch.setattr(checkpoint.os, "symlink", counted("symlink"))
             patch.setattr(checkpoint.os, "replace", counted("replace"))
             patch.setattr(checkpoint.shutil, "rmtree", counted("rmtree"))

@@ -99,19 +99,22 @@ def test_dataset_pairs_and_fails_loudly(tmp_path, toy_root):
         scan_chunks(toy_root / "vae_latents", toy_root / "audio_latents", 5)
     broken = write_toy_chunks(tmp_path / "broken", num_clips=3, feature_dim=FEATURE_DIM)
     np.save(broken / "audio_latents" / "toyclip001_0_ff.npy", np.zeros((30, FEATURE_DIM), np.float32))
-    with pytest.raises(UserError, match=r"audio rows != chunk num_frames .*toyclip001_0 \(audio \[30, 4\], chunk has 33"):
+    with pytest.raises(UserError,
+                       match=r"audio rows != chunk num_frames .*toyclip001_0 \(audio \[30, 4\], chunk has 33"):
         scan_chunks(broken / "vae_latents", broken / "audio_latents", FEATURE_DIM)
     (broken / "audio_latents" / "toyclip001_0_ff.npy").unlink()
     with pytest.raises(UserError, match=r"1 chunk\(s\) .* have no _ff.npy .*toyclip001_0"):
         scan_chunks(broken / "vae_latents", broken / "audio_latents", FEATURE_DIM)
-    assert len(scan_chunks(broken / "vae_latents", broken / "audio_latents", FEATURE_DIM, allow_missing_audio=True)) == 2
+    assert len(scan_chunks(broken / "vae_latents", broken / "audio_latents", FEATURE_DIM,
+                           allow_missing_audio=True)) == 2
 
 
 def test_held_out_split_is_by_clip_and_stable():
     clips = [f"clip{i}" for i in range(200)]
     train, held_out = split_clips(clips, 0.1)
     assert 8 <= len(held_out) <= 35 and not set(train) & set(held_out) and len(train) + len(held_out) == 200
-    assert split_clips(clips + ["new_clip"], 0.1)[1] == sorted(set(held_out) | ({"new_clip"} if held_out_score("new_clip") < 0.1 else set()))
+    new_held_out = {"new_clip"} if held_out_score("new_clip") < 0.1 else set()
+    assert split_clips(clips + ["new_clip"], 0.1)[1] == sorted(set(held_out) | new_held_out)
     assert len(split_clips(["a", "b"], 0.01)[1]) == 1  # a fraction > 0 always holds out something
 
 
@@ -239,7 +242,8 @@ def test_local_alignment_gives_zero_attention_outside_the_window(lora_checkpoint
     for weights in recorded:
         assert weights.shape == (1, 2, frames * height * width, num_frames)
         for latent_frame in range(frames):
-            window = list(range(0, 2)) if latent_frame == 0 else list(range(8 * latent_frame - 8, min(8 * latent_frame + 2, 33)))
+            window = (list(range(0, 2)) if latent_frame == 0
+                      else list(range(8 * latent_frame - 8, min(8 * latent_frame + 2, 33))))
             outside = [token for token in range(num_frames) if token not in window]
             rows = weights[0, :, latent_frame * height * width:(latent_frame + 1) * height * width]
             assert rows[..., outside].abs().max() == 0.0
@@ -259,6 +263,70 @@ def test_nonfinite_losses_stop_with_a_usable_checkpoint(tmp_path, tiny_zoo):
     assert trainer.nonfinite_total == 3
     loaded = load_avatar_checkpoint(resolve_checkpoint(tmp_path / "run"))
     assert all(torch.isfinite(parameter).all() for parameter in loaded.transformer.parameters())
+
+
+def test_a_second_training_on_the_same_folder_stops_with_one_line(tmp_path, tiny_zoo, toy_root):
+    config = make_config(tmp_path / "run", tiny_zoo, toy_root)
+    first = Trainer(config)
+    with pytest.raises(UserError, match=f"another training is running in {tmp_path / 'run'}"):
+        Trainer(config)
+    first.train(stop_after_step=1)  # undisturbed, and it frees the folder when it is done
+    resumed = Trainer(make_config(tmp_path / "run", tiny_zoo, toy_root, checkpoints={"resume": "latest"}))
+    assert resumed.step == 1
+    resumed.release_run_folder()
+
+
+def test_resume_applies_the_new_learning_rate_and_a_diverged_run_never_saves(tmp_path, tiny_zoo, toy_root, caplog):
+    """Resumed with another learning rate, the run uses it (as config.yaml says) and logs the change; a far too large
+    one makes the next losses NaN, and the run stops without saving the diverged weights: latest stays on the last
+    checkpoint that gave finite losses."""
+    run = tmp_path / "run"
+    sections = {"lora": {"train_mode": "lora"}, "checkpoints": {"every_n_steps": 1, "keep_last": 5}}
+    Trainer(make_config(run, tiny_zoo, toy_root, **sections)).train(stop_after_step=2)
+    huge = make_config(run, tiny_zoo, toy_root, lora={"train_mode": "lora"},
+                       optimization={"learning_rate": 1e37, "warmup_steps": 0, "max_consecutive_nonfinite": 2},
+                       checkpoints={"every_n_steps": 10, "keep_last": 5, "resume": "latest"})
+    with caplog.at_level("INFO", logger="avatar_gen.training.trainer"):
+        resumed = Trainer(huge)
+    assert "learning_rate 0.002 -> 1e+37" in caplog.text
+    assert resumed.stepper.optimizer.param_groups[0]["lr"] > 1e36  # what runs is what config.yaml records
+    assert "learning_rate: 1.0e+37" in (run / "config.yaml").read_text()
+    with pytest.raises(NonFiniteLossError, match=r"the weights of step 3 are not saved .*/step_000002 stays"):
+        resumed.train()
+    assert resolve_checkpoint(run).name == "step_000002"
+    loaded = load_avatar_checkpoint(resolve_checkpoint(run))
+    assert all(torch.isfinite(parameter).all() for parameter in loaded.transformer.parameters())
+
+
+def test_weights_that_are_no_longer_numbers_are_never_saved(tmp_path, tiny_zoo, toy_root):
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, toy_root))
+    with torch.no_grad():
+        next(parameter for parameter in trainer.model.parameters() if parameter.requires_grad).fill_(float("inf"))
+    with pytest.raises(NonFiniteLossError, match="became NaN/inf by step 0 .* not saved, no checkpoint was saved"):
+        trainer.save_checkpoint()
+    assert not list((tmp_path / "run" / "checkpoints").glob("step_*"))
+    trainer.release_run_folder()
+
+
+def test_a_restart_before_the_first_checkpoint_logs_each_step_once(tmp_path, tiny_zoo, toy_root, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    config = make_config(run, tiny_zoo, toy_root, logging={"log_every_n_steps": 1, "tensorboard": True},
+                         optimization={"max_steps": 3}, checkpoints={"every_n_steps": 3, "resume": "latest"})
+    killed = Trainer(config)
+
+    def killed_at_the_first_checkpoint():
+        killed.metrics.flush()  # what a killed run leaves: the events written so far
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(killed, "save_checkpoint", killed_at_the_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    Trainer(config).train()  # starts again from step 0: no checkpoint was written
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3]
 
 
 def test_stage_script_runs_and_reports_errors(tmp_path, tiny_zoo, toy_root, capsys):

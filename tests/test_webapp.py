@@ -13,7 +13,7 @@ from PIL import Image
 
 from avatar_gen.errors import UserError
 from avatar_gen.webapp import (
-    AUDIO_SOURCE, MAX_IMAGE_SIDE, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, MIN_IMAGE_SIDE, TEXT_SOURCE, PageDefaults,
+    AUDIO_SOURCE, MAX_IMAGE_SIDE, WEB_TEXT_MAX_CHARS, MAX_UPLOAD_BYTES, MIN_IMAGE_SIDE, TEXT_SOURCE, PageDefaults,
     build_app, check_portrait, describe_result, prepare_examples, prune_outputs, validate_request,
 )
 
@@ -64,7 +64,7 @@ def test_speech_upload_replaces_the_text(portrait, tmp_path):
 
 @pytest.mark.parametrize("changes, message", [
     ({"text": ""}, "type the text"),
-    ({"text": "x" * (MAX_TEXT_CHARS + 1)}, f"the limit is {MAX_TEXT_CHARS}"),
+    ({"text": "x" * (WEB_TEXT_MAX_CHARS + 1)}, f"the limit is {WEB_TEXT_MAX_CHARS}"),
     ({"text": 5}, "must be a string"),
     ({"voice": "klingon"}, "unknown voice"),
     ({"steps": 0}, "steps must be"),
@@ -82,7 +82,8 @@ def test_bad_values_are_refused_with_a_clear_message(portrait, changes, message)
 
 
 def test_portrait_checks(tmp_path):
-    assert check_portrait(write_png(tmp_path / "ok.png", MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)) == (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)
+    smallest = (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)
+    assert check_portrait(write_png(tmp_path / "ok.png", MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)) == smallest
     with pytest.raises(UserError, match="both sides must be at least"):
         check_portrait(write_png(tmp_path / "dot.png", 1, 1))
     with pytest.raises(UserError, match="longest side may be at most"):
@@ -189,7 +190,8 @@ def test_generate_handler_passes_the_request_and_maps_errors(portrait, tmp_path)
         reported.append((desc, fraction))
 
     values = request_values(portrait, steps=3.0, guidance=2.5, seed=4.0, voice="en-gb")
-    arguments = [values[name] for name in ("image", "speech_source", "text", "audio", "voice", "steps", "guidance", "seed")]
+    names = ("image", "speech_source", "text", "audio", "voice", "steps", "guidance", "seed")
+    arguments = [values[name] for name in names]
     generator = RecordingGenerator()
     updates = list(make_generate_handler(generator, tmp_path / "out")(*arguments, progress=progress))
     # streamed: each segment as it comes, the download link and the description with the last one

@@ -13,7 +13,7 @@ import importlib
 _HOMES = {
     "AvatarGenerator": "generator", "DEFAULT_GUIDANCE": "generator", "DEFAULT_STEPS": "generator",
     "GenerationResult": "generator", "STAGES": "generator", "Segment": "generator",
-    "MAX_SPEECH_SECONDS": "inputs", "MAX_TEXT_CHARS": "inputs", "MIN_IMAGE_SIDE": "inputs",
+    "MAX_SPEECH_SECONDS": "inputs", "REQUEST_TEXT_MAX_CHARS": "inputs", "MIN_IMAGE_SIDE": "inputs",
     "load_portrait": "inputs", "load_speech": "inputs",
     "DISTILLED_TIMESTEPS": "schedule", "ChunkPlan": "schedule", "plan_chunks": "schedule",
 }

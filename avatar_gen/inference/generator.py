@@ -1,26 +1,11 @@
 """Image + speech -> talking video: :class:`AvatarGenerator` (load once, generate many).
 
-The flow of :meth:`AvatarGenerator.generate`:
-
-1. speech: TTS of the text (or the given audio file, any format and rate) -> 16 kHz for the encoder, 44.1 kHz for
-   the MP4;
-2. audio features: the checkpoint's audio encoder (rebuilt from the spec recorded at training) over the whole speech,
-   one row per video frame, then per chunk the audio projection -> ``prompt_embeds`` [1, tokens, caption_channels].
-   The negative embeddings for audio classifier-free guidance come from silence through the same encoder and
-   projection, so guidance pushes the video away from "a face with no speech";
-3. denoising: diffusers' ``LTXImageToVideoPipeline`` (no text encoder) with the checkpoint's transformer (LoRA
-   applied), the base model's VAE and scheduler, the portrait (cropped around the face) as first frame, and the audio
-   tokens in the caption slot.  With ``alignment: local`` the 3-D frame mask [B, video tokens, audio tokens] goes in
-   as ``prompt_attention_mask``: the pipeline only concatenates it for guidance and hands it to the transformer as
-   ``encoder_attention_mask``, which passes 3-D masks unchanged to attention (see
-   :mod:`avatar_gen.model.alignment`), so no custom loop is needed.  The pipeline returns latents; we decode them
-   ourselves (as the pipeline would) to time the VAE separately and to take each chunk's last frame for the next;
-4. writing: frames -> H.264 MP4 with the speech as AAC, exactly ``round(duration * fps)`` frames, written atomically.
-
-Speech longer than one chunk is generated chunk by chunk (see :mod:`avatar_gen.inference.schedule`).
-:meth:`AvatarGenerator.stream` yields every chunk as a playable segment while later chunks are still being made
-(:mod:`avatar_gen.inference.streaming`); :meth:`AvatarGenerator.generate` is that stream without segment files.
-The same seed gives the same video: one ``torch.Generator`` seeded once draws every random number of a request.
+The steps (speech, portrait, audio features, denoising through diffusers' ``LTXImageToVideoPipeline``, decoding,
+writing) and why they are done so are in docs/inference.md ("What happens"); long speech is cut into chunks by
+:mod:`avatar_gen.inference.schedule`.  :meth:`AvatarGenerator.stream` yields every chunk as a playable segment while
+later chunks are still being made (:mod:`avatar_gen.inference.streaming`); :meth:`AvatarGenerator.generate` is that
+stream without segment files.  The same seed gives the same video: one ``torch.Generator`` seeded once draws every
+random number of a request.
 """
 
 from __future__ import annotations
@@ -32,15 +17,16 @@ import queue
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from avatar_gen.audio.tts import DEFAULT_VOICE
-from avatar_gen.errors import UserError
+from avatar_gen.errors import UserError, first_line
 from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, load_portrait, load_speech,
                                          MUX_SAMPLE_RATE)
 from avatar_gen.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_STEPS, MAX_VIDEO_PIXELS,
@@ -162,7 +148,8 @@ class SegmentWriter:
 
     def audio_slice(self, start_frame: int, end_frame: int) -> np.ndarray:
         first = int(round(start_frame / self.fps * self.sample_rate))
-        last = len(self.audio) if end_frame >= self.total_frames else int(round(end_frame / self.fps * self.sample_rate))
+        last = (len(self.audio) if end_frame >= self.total_frames
+                else int(round(end_frame / self.fps * self.sample_rate)))
         return self.audio[first:last]
 
     def write(self, chunk: DecodedChunk) -> Path:
@@ -409,7 +396,7 @@ class AvatarGenerator:
     @classmethod
     def load(cls, checkpoint: str | os.PathLike, pretrained: str | os.PathLike | None = None,
              device: str | torch.device = "cpu", dtype: str = "fp32", attention_backend: str | None = None,
-             compile: bool = False, fp8: bool = False, vae_tiling: bool = False) -> "AvatarGenerator":
+             compile: bool = False, fp8: bool = False, vae_tiling: bool = False) -> AvatarGenerator:
         """Load a training checkpoint and everything around it.
 
         ``checkpoint``: a ``step_XXXXXX`` folder, a ``latest`` link, or a run's (``checkpoints``) folder.
@@ -439,8 +426,8 @@ class AvatarGenerator:
             loaded = load_avatar_checkpoint(folder, pretrained=pretrained, device=torch_device, dtype=torch_dtype)
         except (OSError, RuntimeError, ValueError) as exc:
             # safetensors / torch refuse truncated or corrupt weight files with these; the message names the file.
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"checkpoint {folder} could not be loaded (corrupt or incomplete?): {first_line}") from None
+            raise UserError(f"checkpoint {folder} could not be loaded (corrupt or incomplete?): "
+                            f"{first_line(exc)}") from None
         vae = load_vae(base, revision=revision, dtype=dtype, device=torch_device).vae
         in_channels = loaded.transformer.config["in_channels"]
         if vae.config.latent_channels != in_channels:
@@ -492,11 +479,11 @@ class AvatarGenerator:
         This is :meth:`stream` without segment files, so the MP4 is the one a streamed request writes.
         """
         segment = None
-        for segment in self.stream(image, text=text, audio=audio, output=output, tts=tts, voice=voice, steps=steps,
-                                   guidance=guidance, seed=seed, height=height, width=width, fps=fps,
-                                   distilled=distilled, timesteps=timesteps, progress=progress,
-                                   decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
-                                   overlap=overlap):
+        for segment in self.stream(  # noqa: B007 - the last segment carries the result
+                image, text=text, audio=audio, output=output, tts=tts, voice=voice, steps=steps, guidance=guidance,
+                seed=seed, height=height, width=width, fps=fps, distilled=distilled, timesteps=timesteps,
+                progress=progress, decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
+                overlap=overlap):
             pass
         return segment.result
 
@@ -710,7 +697,6 @@ def _load_scheduler(base: str, revision: str | None) -> FixedScheduleFlowMatchSc
 
     try:
         config = FlowMatchEulerDiscreteScheduler.load_config(base, subfolder="scheduler", revision=revision)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load the scheduler of the base model {base}: {first_line}") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load the scheduler of the base model {base}: {first_line(exc)}") from None
     return FixedScheduleFlowMatchScheduler.from_config(config)

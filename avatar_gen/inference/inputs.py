@@ -5,7 +5,7 @@ Limits a user can hit, each reported as one :class:`~avatar_gen.errors.UserError
 - the portrait must be a readable image (PNG, JPEG, WebP, BMP, ... anything Pillow opens) whose shorter side is at
   least :data:`MIN_IMAGE_SIDE` pixels and whose longer side is at most :data:`MAX_IMAGE_SIDE` (read from the header,
   before decoding); smaller targets are fine, larger ones are up-scaled (with a warning);
-- text must be non-empty and at most :data:`MAX_TEXT_CHARS` characters (about a minute of speech);
+- text must be non-empty and at most :data:`REQUEST_TEXT_MAX_CHARS` characters (about a minute of speech);
 - audio must be readable by libsndfile or ffmpeg (WAV, FLAC, OGG, MP3, M4A, the sound of a video, any sample rate),
   not silent (peak above :data:`SILENCE_PEAK`, -60 dBFS), and between one video frame and
   :data:`MAX_SPEECH_SECONDS` long (the length the header declares is checked before decoding, and decoding stops
@@ -26,7 +26,7 @@ import numpy as np
 
 from avatar_gen.audio.tts import DEFAULT_VOICE, synthesize
 from avatar_gen.errors import UserError
-from avatar_gen.limits import MAX_IMAGE_SIDE, MAX_SPEECH_SECONDS, MAX_TEXT_CHARS, MIN_IMAGE_SIDE
+from avatar_gen.limits import MAX_IMAGE_SIDE, MAX_SPEECH_SECONDS, MIN_IMAGE_SIDE, REQUEST_TEXT_MAX_CHARS
 from avatar_gen.media.audio import SAMPLE_RATE, read_audio, resample_audio
 from avatar_gen.media.frames import fit_frames
 
@@ -139,14 +139,14 @@ class SpeechInput:
 
 
 def check_text(text: str) -> str:
-    """The text with whitespace runs collapsed; UserError when it is empty or longer than ``MAX_TEXT_CHARS``."""
+    """The text with whitespace runs collapsed; UserError when it is empty or longer than ``REQUEST_TEXT_MAX_CHARS``."""
     if not isinstance(text, str):
         raise UserError(f"text must be a string, got {type(text).__name__}")
     cleaned = " ".join(text.split())
     if not cleaned:
         raise UserError("text is empty: give the sentence the avatar should speak")
-    if len(cleaned) > MAX_TEXT_CHARS:
-        raise UserError(f"text is {len(cleaned)} characters long; the limit is {MAX_TEXT_CHARS} "
+    if len(cleaned) > REQUEST_TEXT_MAX_CHARS:
+        raise UserError(f"text is {len(cleaned)} characters long; the limit is {REQUEST_TEXT_MAX_CHARS} "
                         "(split it into several videos)")
     return cleaned
 

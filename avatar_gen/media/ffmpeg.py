@@ -80,8 +80,7 @@ def run_ffmpeg(args: list[str], input_bytes: bytes | None = None, timeout: float
     """Run ``ffmpeg <args>`` (no shell); return stdout; raise MediaError with ffmpeg's reason on failure."""
     command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *[os.fspath(a) for a in args]]
     try:
-        completed = subprocess.run(command, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   timeout=timeout, check=False)
+        completed = subprocess.run(command, input=input_bytes, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise MediaError(f"ffmpeg timed out after {timeout} s") from None
     if completed.returncode != 0:

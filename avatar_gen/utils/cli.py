@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from avatar_gen.errors import UserError
 
