@@ -308,7 +308,7 @@ def _process_memory(pid: int, key: str) -> int:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith(key + ":"))
 
 
-def test_the_web_server_refuses_audio_bombs_and_keeps_answering(webapp_server, hostile, tmp_path):
+def test_the_web_server_refuses_audio_bombs_and_keeps_answering(webapp_server, hostile, tmp_path, artifacts_dir):
     """Uploads through the page's API (any HTTP client can skip the browser's checks): the declared length is refused
     by the page's check, a hidden one by the generator's capped decoding; the server's memory stays bounded, and it
     goes on answering (and, checked by the session fixture at the end, stops cleanly without a logged traceback)."""
@@ -330,6 +330,7 @@ def test_the_web_server_refuses_audio_bombs_and_keeps_answering(webapp_server, h
             client.predict(handle_file(str(portrait)), "Upload speech", "", handle_file(str(bomb)), "en-us", 2, 2.0, 0,
                            api_name="/generate")
     growth_mb = (_process_memory(pid, "VmHWM") - baseline) / 2**20
+    (artifacts_dir / "hostile_inputs_webapp.json").write_text(json.dumps({"server_peak_growth_mb": growth_mb}) + "\n")
     assert growth_mb < MAX_GROWTH_MB, f"the server's peak memory grew {growth_mb:.0f} MB"
     assert client.predict(handle_file(str(portrait)), api_name="/check_uploaded_portrait") in (None, ())
     assert webapp_server.process.poll() is None
