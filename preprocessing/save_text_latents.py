@@ -13,7 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
-from avatar_gen.audio.features import DEFAULT_WAV2VEC2, AudioEncoderSpec
+from avatar_gen.audio.features import DEFAULT_WAV2VEC2, LOGMEL_NAME, AudioEncoderSpec
 from avatar_gen.audio.pipeline import AUDIO_SOURCES, make_config, parse_layers, save_audio_latents
 from avatar_gen.errors import UserError
 from avatar_gen.utils.cli import add_common_arguments, parse_shard, run_main
@@ -32,8 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tts", choices=("espeak", "gtts"), default="espeak",
                         help="TTS back-end: espeak (offline, default) or gtts (needs the network)")
     parser.add_argument("--voice", default="en-us", help="espeak voice or gTTS language (default en-us)")
-    parser.add_argument("--encoder", choices=("faceformer", "wav2vec2"),
-                        help="audio encoder (default: faceformer when --faceformer_ckpt is given, else wav2vec2)")
+    parser.add_argument("--encoder", choices=("faceformer", "wav2vec2", "logmel"),
+                        help="audio encoder (default: faceformer when --faceformer_ckpt is given, else wav2vec2; "
+                             "logmel needs no weights: log-mel energies, the toy world's encoder)")
+    parser.add_argument("--mel_bands", type=int, default=None,
+                        help="mel bands of --encoder logmel (default 40)")
     parser.add_argument("--faceformer_ckpt", help="official FaceFormer checkpoint (vocaset.pth or biwi.pth)")
     parser.add_argument("--wav2vec2", default=DEFAULT_WAV2VEC2,
                         help=f"wav2vec2 hub id or folder for --encoder wav2vec2 (default {DEFAULT_WAV2VEC2})")
@@ -70,6 +73,12 @@ def encoder_spec(args: argparse.Namespace) -> AudioEncoderSpec:
         if layers != [-1]:
             raise UserError("--layers applies to --encoder wav2vec2; FaceFormer features come from its last layer")
         return AudioEncoderSpec(encoder="faceformer", name_or_path=_absolute_if_local(args.faceformer_ckpt))
+    if encoder == "logmel":
+        if layers != [-1]:
+            raise UserError("--layers applies to --encoder wav2vec2; logmel has one feature layer")
+        return AudioEncoderSpec(encoder="logmel", name_or_path=LOGMEL_NAME, mel_bands=args.mel_bands)
+    if args.mel_bands is not None:
+        raise UserError("--mel_bands applies to --encoder logmel")
     return AudioEncoderSpec(encoder="wav2vec2", name_or_path=_absolute_if_local(args.wav2vec2), layers=layers,
                             layer_reduce=args.layer_reduce)
 

@@ -49,6 +49,8 @@ class AudioSection(StrictModel):
     max_tokens: int = Field(default=128, ge=1, description="num_frames * tokens_per_frame must fit (128 for the real model)")
     hidden_dim: int = Field(default=1024, ge=1)
     position_embedding: Literal["learned", "sinusoidal", "none"] = "learned"
+    input_norm: Literal["layer", "none"] = Field(
+        default="layer", description="per-frame LayerNorm of the features; none for the logmel encoder (keeps loudness)")
     alignment: Literal["global", "local"] = Field(
         default="global", description="global: every video token sees all audio tokens; local: only its frames' +- margin")
     local_margin_frames: int = Field(default=2, ge=0, description="local alignment: extra pixel frames on each side")
