@@ -1,13 +1,16 @@
-"""Typed configs loaded from YAML.
+"""Typed configs, loaded from YAML or built from a stage script's flags.
 
 Every config is a :class:`StrictModel` (pydantic, ``extra="forbid"``): an unknown or misspelt key is an
 error, not a silently ignored setting.  Path fields typed :data:`ConfigPath` are resolved against the
 folder of the YAML file they came from, so ``python ltx_video/training.py --config configs/x.yaml`` and
-``cd ltx_video && python training.py --config ../configs/x.yaml`` read the same files.
+``cd ltx_video && python training.py --config ../configs/x.yaml`` read the same files.  A stage configured by
+flags declares them with :func:`add_field_flag` and builds its config with :func:`config_from_flags`: the
+defaults live only in the model.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -15,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 
-from avatar_gen.errors import ConfigError
+from avatar_gen.errors import ConfigError, first_line
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -66,7 +69,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot parse config {path}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"cannot parse config {path}: {first_line(exc)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -104,3 +107,43 @@ def load_config(model: type[ModelT], path: str | os.PathLike, overrides: list[st
 def dump_config(config: BaseModel) -> str:
     """The resolved config as YAML (absolute paths), for saving beside a run."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------- from flags
+
+def field_default(model: type[BaseModel], name: str) -> Any:
+    """The default of field ``name`` of ``model``."""
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
+def add_field_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, model: type[BaseModel], name: str,
+                   help: str, flag: str | None = None, **kwargs: Any) -> None:
+    """Add ``--name`` (or ``flag``) for field ``name`` of ``model``; ``--help`` shows the model's default.
+
+    The parsed value is None when the flag is not given, so :func:`config_from_flags` leaves the model's default.
+    """
+    default = None if model.model_fields[name].is_required() else field_default(model, name)
+    shown = "" if default is None or isinstance(default, bool) else f" (default: {default})"
+    parser.add_argument(flag or f"--{name}", dest=name, default=None, help=help + shown, **kwargs)
+
+
+def config_from_flags(model: type[ModelT], args: argparse.Namespace, flags: dict[str, str] | None = None,
+                      **values: Any) -> ModelT:
+    """``model`` from the parsed flags named like its fields, plus ``values`` (fields given another way).
+
+    None means "not given" (the model's default applies).  A bad value raises a :class:`ConfigError` of one line,
+    ``--flag: message``; ``flags`` names the flag of a field whose flag is not ``--<field>``.
+    """
+    data = {name: value for name, value in vars(args).items() if name in model.model_fields}
+    data.update(values)
+    try:
+        return model.model_validate({name: value for name, value in data.items() if value is not None},
+                                    context={"base_dir": None})
+    except ValidationError as exc:
+        problems = []
+        for item in exc.errors():
+            field = str(item["loc"][0]) if item["loc"] else None
+            message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+            where = (flags or {}).get(field, f"--{field}") if field else None
+            problems.append(f"{where}: {message}" if where else message)
+        raise ConfigError("; ".join(problems)) from None

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from avatar_gen.errors import UserError
-from avatar_gen.training.trainer import read_metrics
+from avatar_gen.training.metrics import METRICS_FILE, read_metrics
 from avatar_gen.utils.cli import run_main
 from avatar_gen.utils.io import atomic_write_json, atomic_write_text, read_json
 
@@ -161,13 +161,13 @@ def run_demo(settings: DemoSettings) -> list[StageResult]:
         "--input_images", str(portrait.parent), "--overwrite",
     ], counts=lambda: _evaluation_counts(out / "evaluation"))
 
-    plot_training_curves(run_dir / "metrics.jsonl", out / "training_curves.png")
+    plot_training_curves(run_dir / METRICS_FILE, out / "training_curves.png")
     write_summary(settings, runner.results, video)
     return runner.results
 
 
 def _training_counts(run_dir: Path) -> dict[str, Any]:
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    rows = read_metrics(run_dir / METRICS_FILE)
     train = [row for row in rows if row.get("kind") == "train" and row.get("loss") is not None]
     validation = [row for row in rows if row.get("kind") == "validation"]
     counts: dict[str, Any] = {"steps": train[-1]["step"] if train else 0}
@@ -257,7 +257,8 @@ def write_summary(settings: DemoSettings, results: list[StageResult], video: Pat
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run every pipeline stage on synthetic data with tiny models (CPU).")
     parser.add_argument("--out", default="outputs/demo", help="results folder (default outputs/demo)")
-    parser.add_argument("--models", default="models/tiny", help="where the tiny model zoo is written (default models/tiny)")
+    parser.add_argument("--models", default="models/tiny",
+                        help="where the tiny model zoo is written (default models/tiny)")
     parser.add_argument("--clips", type=int, default=8, help="synthetic clips to scrape and train on (default 8)")
     parser.add_argument("--train_steps", type=int, default=300, help="training steps (default 300)")
     parser.add_argument("--inference_steps", type=int, default=12, help="denoising steps (default 12)")

@@ -14,3 +14,9 @@ class MediaError(UserError):
 
 class ConfigError(UserError):
     """A config file is missing, unparsable or invalid."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name when the message is empty), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -17,9 +17,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
@@ -38,7 +39,7 @@ MAX_IMAGE_SIDE = 4096  # pixels; larger photos only cost decoding time, the mode
 # MIN_IMAGE_SIDE (64 px, shorter side) comes from inference: below it a portrait holds too little of a face.
 IMAGE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "BMP": "BMP"}  # Pillow format -> display name
 SPEECH_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
-MAX_TEXT_CHARS = 300  # about 20 s of speech at espeak's default rate; a caption, not a speech
+WEB_TEXT_MAX_CHARS = 300  # about 20 s of speech at espeak's default rate; a caption, not a speech
 MAX_SEED = 2**31 - 1
 MAX_STEPS = 100  # MIN_STEPS (2) comes from inference: one regular flow step does not denoise
 MIN_GUIDANCE, MAX_GUIDANCE = 1.0, 15.0  # 1 = no classifier-free guidance
@@ -63,6 +64,7 @@ EXAMPLE_TEXTS = (
 )
 # Generated videos kept in the output folder; older ones are deleted (Gradio serves its own copies).
 KEEP_OUTPUTS = 20
+SEGMENTS_FOLDER = "segments"  # under the output folder: each request's playable pieces while it streams
 
 
 @dataclass
@@ -164,7 +166,8 @@ def check_speech_file(path: Path) -> None:
     if not path.is_file():
         raise UserError("the speech upload did not arrive; upload it again")
     if path.suffix.lower() not in SPEECH_EXTENSIONS:
-        raise UserError(f"the speech file must be one of {', '.join(SPEECH_EXTENSIONS)}, got {path.suffix or 'no extension'}")
+        raise UserError(f"the speech file must be one of {', '.join(SPEECH_EXTENSIONS)}, "
+                        f"got {path.suffix or 'no extension'}")
     check_upload_size(path, "speech file")
 
 
@@ -194,8 +197,8 @@ def validate_request(image: Any, speech_source: Any, text: Any, audio: Any, voic
         spoken_text = (text or "").strip()
         if not spoken_text:
             raise UserError("type the text to speak (or choose 'Upload speech')")
-        if len(spoken_text) > MAX_TEXT_CHARS:
-            raise UserError(f"the text has {len(spoken_text)} characters; the limit is {MAX_TEXT_CHARS}")
+        if len(spoken_text) > WEB_TEXT_MAX_CHARS:
+            raise UserError(f"the text has {len(spoken_text)} characters; the limit is {WEB_TEXT_MAX_CHARS}")
     else:
         speech_path = uploaded_path(audio)
         if speech_path is None:
@@ -239,31 +242,53 @@ def describe_result(result: Any) -> str:
     return line
 
 
-def run_generation(generator: Any, request: GenerationRequest, output_dir: Path,
-                   progress: Callable[[str, float], None] | None = None) -> tuple[Path, str]:
-    """Generate one video for ``request`` into ``output_dir``; returns its path and a description."""
+def stream_generation(generator: Any, request: GenerationRequest, output_dir: Path,
+                      progress: Callable[[str, float], None] | None = None
+                      ) -> Iterator[tuple[Path, Path | None, str | None]]:
+    """Generate one video for ``request`` into ``output_dir`` with ``generator.stream``.
+
+    Yields ``(segment MP4, None, None)`` for every segment as soon as it is playable, and for the last one
+    ``(segment MP4, final MP4, description)``.  The segment files live in ``output_dir/segments/<name>/`` until
+    the stream has been read to its end (the page has its own copies by then) and are removed afterwards.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
     prune_outputs(output_dir, keep=KEEP_OUTPUTS - 1)
-    output = output_dir / f"avatar-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.mp4"
+    name = f"avatar-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    output = output_dir / f"{name}.mp4"
+    segment_dir = output_dir / SEGMENTS_FOLDER / name
     started = time.perf_counter()
-    result = generator.generate(
-        str(request.image), text=request.text, audio=None if request.audio is None else str(request.audio),
-        output=str(output), tts="espeak", voice=request.voice, steps=request.steps, guidance=request.guidance,
-        seed=request.seed, progress=progress,
-    )
-    log.info("generated %s in %.1f s", result.video_path, time.perf_counter() - started)
-    return Path(result.video_path), describe_result(result)
+    try:
+        for segment in generator.stream(
+                str(request.image), text=request.text, audio=None if request.audio is None else str(request.audio),
+                output=str(output), segment_dir=str(segment_dir), tts="espeak", voice=request.voice,
+                steps=request.steps, guidance=request.guidance, seed=request.seed, progress=progress):
+            if segment.result is None:
+                yield Path(segment.path), None, None
+                continue
+            log.info("generated %s in %.1f s (first second playable after %.1f s)", segment.result.video_path,
+                     time.perf_counter() - started, segment.result.timings.get("first_second", float("nan")))
+            yield Path(segment.path), Path(segment.result.video_path), describe_result(segment.result)
+    finally:
+        shutil.rmtree(segment_dir, ignore_errors=True)
 
 
-def make_generate_handler(generator: Any, output_dir: Path) -> Callable[..., tuple[str, str, str]]:
-    """The Generate button's handler: raw page values in, (video, download, description) out.
+def can_stream_video() -> bool:
+    """Gradio's streaming video output muxes HLS segments with the ``ffmpeg`` and ``ffprobe`` on PATH."""
+    return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 
-    It runs with ``preprocess=False`` so that an upload Pillow cannot open reaches :func:`check_portrait`
-    (and becomes a clear message) instead of failing inside Gradio's own image decoding.
+
+def make_generate_handler(generator: Any, output_dir: Path, streaming: bool = True) -> Callable[..., Iterator[tuple]]:
+    """The Generate button's handler: raw page values in, (video, download, description) out, as a generator.
+
+    With ``streaming`` the video output gets every segment as soon as it is playable (the page starts playing
+    the first while the rest is generated); the download link and the description come with the last one.
+    Without it the video comes once, whole.  It runs with ``preprocess=False`` so that an upload Pillow cannot
+    open reaches :func:`check_portrait` (and becomes a clear message) instead of failing inside Gradio's own
+    image decoding.
     """
 
     def generate(image, speech_source, text, audio, voice, steps, guidance, seed,
-                 progress=gr.Progress()) -> tuple[str, str, str]:
+                 progress=gr.Progress()) -> Iterator[tuple[str | None, str | None, str]]:  # noqa: B008 - gradio injects it
         try:
             request = validate_request(image, speech_source, text, audio, voice, steps, guidance, seed)
             progress(0.0, desc="starting")
@@ -271,7 +296,11 @@ def make_generate_handler(generator: Any, output_dir: Path) -> Callable[..., tup
             def report(stage: str, fraction: float) -> None:
                 progress(min(max(float(fraction), 0.0), 1.0), desc=stage)
 
-            video, description = run_generation(generator, request, output_dir, progress=report)
+            for segment, video, description in stream_generation(generator, request, output_dir, progress=report):
+                if video is not None:
+                    yield str(segment if streaming else video), str(video), description
+                elif streaming:
+                    yield str(segment), None, ""
         except UserError as exc:
             raise gr.Error(str(exc), title="Cannot generate", print_exception=False) from None
         except Exception as exc:
@@ -279,7 +308,6 @@ def make_generate_handler(generator: Any, output_dir: Path) -> Callable[..., tup
             log.exception("generation failed")
             raise gr.Error(f"generation failed ({type(exc).__name__}: {exc}); see the server log",
                            title="Generation failed", print_exception=False) from None
-        return str(video), str(video), description
 
     return generate
 
@@ -323,7 +351,7 @@ Upload a portrait, type what the person should say (or upload a recording of the
 **Generate**: the model animates the portrait into a short video with the speech as its sound track.
 One generation runs at a time; others wait in the queue.
 Limits: PNG, JPEG, WebP or BMP up to {MAX_UPLOAD_SIZE_TEXT}, {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} pixels a side;
-text up to {MAX_TEXT_CHARS} characters; speech as {', '.join(SPEECH_EXTENSIONS)} up to {MAX_UPLOAD_SIZE_TEXT}.
+text up to {WEB_TEXT_MAX_CHARS} characters; speech as {', '.join(SPEECH_EXTENSIONS)} up to {MAX_UPLOAD_SIZE_TEXT}.
 """
 
 
@@ -337,7 +365,10 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
     """
     defaults = defaults or PageDefaults()
     output_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="avatar-webapp-"))
-    generate = make_generate_handler(generator, output_dir)
+    streaming = can_stream_video()
+    if not streaming:
+        log.warning("ffmpeg and ffprobe are not both on PATH: videos appear when complete instead of streaming")
+    generate = make_generate_handler(generator, output_dir, streaming=streaming)
     # Gradio copies every served file into its cache; delete those copies after a day, checking hourly.
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         gr.Markdown(INTRO)
@@ -345,8 +376,9 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
             with gr.Column():
                 portrait = gr.Image(label="Portrait", type="filepath", sources=["upload", "clipboard"], height=320,
                                     elem_id="portrait")
-                speech_source = gr.Radio(list(SPEECH_SOURCES), value=TEXT_SOURCE, label="Speech", elem_id="speech-source")
-                text = gr.Textbox(label="Text to speak", lines=3, max_length=MAX_TEXT_CHARS, elem_id="text",
+                speech_source = gr.Radio(list(SPEECH_SOURCES), value=TEXT_SOURCE, label="Speech",
+                                         elem_id="speech-source")
+                text = gr.Textbox(label="Text to speak", lines=3, max_length=WEB_TEXT_MAX_CHARS, elem_id="text",
                                   placeholder="What should the person say?")
                 voice = gr.Dropdown(list(VOICES), value=defaults.voice, label="Voice (espeak-ng)", elem_id="voice")
                 speech_audio = gr.Audio(label="Speech recording", type="filepath", sources=["upload"], visible=False,
@@ -360,13 +392,15 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
                                      elem_id="seed")
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
-                video = gr.Video(label="Talking video", interactive=False, elem_id="result-video")
+                video = gr.Video(label="Talking video", interactive=False, elem_id="result-video", streaming=streaming,
+                                 autoplay=streaming)
                 download = gr.File(label="Download the video", interactive=False, elem_id="download")
                 summary = gr.Markdown(elem_id="summary")
         if examples:
             gr.Examples(
                 examples=[[str(example.image), TEXT_SOURCE, example.text, example.voice] for example in examples],
-                inputs=[portrait, speech_source, text, voice], label="Examples (synthetic faces): click one, then Generate",
+                inputs=[portrait, speech_source, text, voice],
+                label="Examples (synthetic faces): click one, then Generate",
                 cache_examples=False,
             )
 

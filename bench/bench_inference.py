@@ -34,7 +34,7 @@ TEXT = "Hello, I am your avatar."  # about 1.4 s of espeak speech: one chunk at 
 
 def build_tiny_checkpoint(folder: Path, height: int, width: int, chunk_frames: int) -> Path:
     from avatar_gen.audio.features import AudioEncoderSpec
-    from avatar_gen.inference.untrained import write_untrained_checkpoint
+    from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
     from avatar_gen.tiny import build_tiny_zoo
 
     zoo = build_tiny_zoo(folder / "zoo", seed=0)

@@ -28,7 +28,8 @@ from avatar_gen.config import validate_config
 from avatar_gen.model.flow import first_frame_token_mask, make_flow_inputs, pack_latents
 from avatar_gen.training.config import TrainConfig
 from avatar_gen.training.toydata import write_toy_chunks
-from avatar_gen.training.trainer import Trainer, peak_memory_mb
+from avatar_gen.training.metrics import peak_memory_mb
+from avatar_gen.training.trainer import Trainer
 
 FEATURE_DIM = 64
 
@@ -61,12 +62,13 @@ def bench_case(work: Path, name: str, pretrained: str, transformer: torch.nn.Mod
     frames, height, width = latents.shape[2:]
     clean = pack_latents(latents).to(trainer.device)
     inputs = make_flow_inputs(clean, torch.randn_like(clean), torch.full((1,), 0.5, device=trainer.device),
-                              first_frame_token_mask(1, frames, height * width, torch.ones(1, dtype=torch.bool)).to(trainer.device))
+                              first_frame_token_mask(1, frames, height * width,
+                                                     torch.ones(1, dtype=torch.bool)).to(trainer.device))
     audio = sample["audio"].to(trainer.device)
     bare_optimizer = torch.optim.AdamW(trainer.trainable, lr=1e-12)
 
     def bare_step() -> None:
-        with trainer._autocast():
+        with trainer.stepper.autocast():
             prediction = trainer.model(inputs.noisy, audio, inputs.timestep, frames, height, width, 25.0)
         loss = (prediction.float() - inputs.target).pow(2).mean()
         loss.backward()
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="timed steps per case")
     parser.add_argument("--skip-full-size", action="store_true", help="only the tiny model")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--precision", choices=["bf16", "fp32"], help="full-size case (default: bf16 on cuda, fp32 on cpu)")
+    parser.add_argument("--precision", choices=["bf16", "fp32"],
+                        help="full-size case (default: bf16 on cuda, fp32 on cpu)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from diffusers import LTXVideoTransformer3DModel

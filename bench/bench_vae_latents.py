@@ -54,7 +54,8 @@ def _child(args: argparse.Namespace) -> None:
     import torch
     from diffusers import AutoencoderKLLTXVideo
 
-    from avatar_gen.latents import LoadedVae, encode_dataset, encode_frames, make_config
+    from avatar_gen.config import validate_config
+    from avatar_gen.latents import LatentsConfig, LoadedVae, encode_dataset, encode_frames
     from avatar_gen.latents.vae import DTYPES
 
     device = torch.device(args.device)
@@ -66,9 +67,10 @@ def _child(args: argparse.Namespace) -> None:
     encode_frames(vae, torch.zeros(1, 3, args.num_frames, args.height, args.width))
     loaded = LoadedVae(vae=vae, name_or_path="AutoencoderKLLTXVideo() random init", revision=None,
                        dtype_name=args.dtype, device=device)
-    config = make_config(inputs=Path(args.videos), output_dir=Path(args.output), pretrained="unused",
-                         height=args.height, width=args.width, num_frames=args.num_frames, fps=args.fps,
-                         batch_size=args.batch_size, dtype=args.dtype, device=args.device, prefetch=args.prefetch)
+    config = validate_config(LatentsConfig, dict(
+        inputs=Path(args.videos), output_dir=Path(args.output), pretrained="unused", height=args.height,
+        width=args.width, num_frames=args.num_frames, fps=args.fps, batch_size=args.batch_size, dtype=args.dtype,
+        device=args.device, prefetch=args.prefetch))
     started = time.perf_counter()
     summary = encode_dataset(config, loaded_vae=loaded)
     wall = time.perf_counter() - started

@@ -3,7 +3,7 @@
     python ltx_video/inference.py --image face.png --text "Hello, I am your avatar." \
         --checkpoint outputs/<run>/checkpoints/latest --output talking.mp4
 
-See docs/inference.md for every flag, the input limits and the distilled schedule.
+``--help`` lists every flag; docs/inference.md explains the input limits and the schedules.
 """
 
 from __future__ import annotations
@@ -11,21 +11,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 from avatar_gen.audio.tts import BACKENDS, DEFAULT_VOICE
+from avatar_gen.errors import UserError
 from avatar_gen.utils.cli import add_common_arguments, run_main
 
 log = logging.getLogger("ltx_video.inference")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, DISTILLED_TIMESTEPS, MAX_TEXT_CHARS
+    from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, DISTILLED_TIMESTEPS, REQUEST_TEXT_MAX_CHARS
 
     parser = argparse.ArgumentParser(description="Generate a talking video of the person in --image speaking "
                                                  "--text (or --audio) with a trained avatar checkpoint.")
     parser.add_argument("--image", required=True, help="portrait (PNG/JPEG/WebP/...; any size, >= 64 px per side)")
     speech = parser.add_mutually_exclusive_group(required=True)
-    speech.add_argument("--text", help=f"what the avatar says (spoken by --tts; at most {MAX_TEXT_CHARS} characters)")
+    speech.add_argument("--text",
+                        help=f"what the avatar says (spoken by --tts; at most {REQUEST_TEXT_MAX_CHARS} characters)")
     speech.add_argument("--audio",
                         help="speech recording to lip-sync instead of --text (WAV/MP3/FLAC/OGG/M4A, any rate)")
     parser.add_argument("--checkpoint", required=True,
@@ -53,6 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timesteps", type=float, nargs="+", default=None,
                         help="a fixed schedule of your own (decreasing, in (0, 1000]); overrides --steps")
     parser.add_argument("--summary", default=None, help="also write the run's summary (sizes, timings) as JSON here")
+    parser.add_argument("--stream_dir", default=None,
+                        help="also write each chunk as a playable segment_NNNN.mp4 (with its speech) into this folder "
+                             "as soon as it is made, before the whole video is done")
+    parser.add_argument("--attention_backend", default=None,
+                        help="diffusers attention backend, e.g. native (torch SDPA, default), _native_flash, "
+                             "_native_cudnn, flash (needs flash-attn)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the transformer (the first step compiles; faster for long videos)")
+    parser.add_argument("--fp8", action="store_true",
+                        help="FP8 transformer weights (torchao; GPUs with compute capability >= 8.9 such as H100)")
+    parser.add_argument("--vae_tiling", action="store_true",
+                        help="decode in tiles (less memory at large sizes; frames differ slightly)")
+    parser.add_argument("--no_overlap", action="store_true",
+                        help="run denoising, decoding and writing strictly in turn (slower; for measurements)")
     add_common_arguments(parser)
     return parser
 
@@ -68,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # Cheap checks first, so that a typo does not wait for the model to load.
         check_output_path(args.output)
+        if args.stream_dir is not None and Path(args.stream_dir).is_file():
+            raise UserError(f"--stream_dir {args.stream_dir} is a file, not a folder")
         resolve_settings(args.steps, args.guidance, args.height, args.width, args.fps, args.distilled, args.timesteps)
         load_portrait(args.image)
         if args.text is not None:
@@ -75,11 +94,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             load_speech(audio=args.audio, fps=args.fps)
         generator = AvatarGenerator.load(args.checkpoint, pretrained=args.pretrained, device=args.device,
-                                         dtype=args.dtype)
-        result = generator.generate(
-            args.image, text=args.text, audio=args.audio, output=args.output, tts=args.tts, voice=args.voice,
-            steps=args.steps, guidance=args.guidance, seed=args.seed, height=args.height, width=args.width,
-            fps=args.fps, distilled=args.distilled, timesteps=args.timesteps)
+                                         dtype=args.dtype, attention_backend=args.attention_backend,
+                                         compile=args.compile, fp8=args.fp8, vae_tiling=args.vae_tiling)
+        request = dict(text=args.text, audio=args.audio, output=args.output, tts=args.tts, voice=args.voice,
+                       steps=args.steps, guidance=args.guidance, seed=args.seed, height=args.height, width=args.width,
+                       fps=args.fps, distilled=args.distilled, timesteps=args.timesteps, overlap=not args.no_overlap)
+        if args.stream_dir is None:
+            result = generator.generate(args.image, **request)
+        else:
+            for segment in generator.stream(args.image, segment_dir=args.stream_dir, **request):
+                log.info("segment %d playable: %s (%.2f-%.2f s)", segment.index, segment.path, segment.start_time,
+                         segment.end_time)
+            result = segment.result
         summary = result.summary()
         if args.summary:
             atomic_write_json(args.summary, summary)

@@ -14,7 +14,8 @@ from avatar_gen.utils.cli import add_common_arguments, run_main
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the avatar model (LoRA/full + audio projection) on LTX-Video.")
-    parser.add_argument("--config", required=True, help="training YAML (configs/train-avatars.yaml, configs/train-tiny.yaml)")
+    parser.add_argument("--config", required=True,
+                        help="training YAML (configs/train-avatars.yaml, configs/train-tiny.yaml)")
     parser.add_argument("--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="change one config value (YAML syntax), e.g. optimization.max_steps=100; repeatable")
     parser.add_argument("--resume", metavar="latest|PATH", help="shorthand for --override checkpoints.resume=...")

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from avatar_gen.audio.faceformer import (BIWI_CONFIG, VOCASET_CONFIG, FaceFormer, faceformer_from_state_dict,
-                                         load_faceformer, tiny_faceformer)
+                                         load_faceformer)
 from avatar_gen.audio.features import AudioEncoderSpec, load_audio_encoder
 from avatar_gen.audio.framing import FrontEndTiming, frame_weights
+from avatar_gen.tiny.faceformer import tiny_faceformer
 from avatar_gen.errors import UserError
 
 SAMPLE_RATE = 16_000

@@ -12,10 +12,15 @@ import pytest
 
 from avatar_gen.audio.alignment import fit_speech_to_window, time_stretch, trim_silence, tts_aligned
 from avatar_gen.audio.features import AudioEncoderSpec, load_audio_encoder
-from avatar_gen.audio.pipeline import make_config, save_audio_latents, words_in_window
+from avatar_gen.audio.pipeline import AudioLatentsConfig, save_audio_latents, words_in_window
+from avatar_gen.config import validate_config
 from avatar_gen.errors import ConfigError
 from avatar_gen.media.audio import SAMPLE_RATE, read_audio, rms_envelope
 from avatar_gen.media.video import write_video
+
+def make_config(**values) -> AudioLatentsConfig:
+    return validate_config(AudioLatentsConfig, values)
+
 
 SCRIPT_DIR = Path(__file__).resolve().parent.parent / "preprocessing"
 CHUNK_FRAMES = 33  # 1.32 s at 25 fps, an 8k+1 chunk as the VAE stage makes them

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Literal
 
 import pytest
 from pydantic import Field
 
-from avatar_gen.config import ConfigPath, StrictModel, apply_overrides, dump_config, load_config
+from avatar_gen.config import (ConfigPath, StrictModel, add_field_flag, apply_overrides, config_from_flags, dump_config,
+                               load_config)
 from avatar_gen.errors import ConfigError
 
 
@@ -70,3 +72,25 @@ def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
         load_config(ExampleConfig, path, overrides=["data.batch_size=1000"])
     with pytest.raises(ConfigError, match="section.key=value"):
         apply_overrides({}, ["no-equals-sign"])
+
+
+class FlagsConfig(StrictModel):
+    output_dir: Path
+    fps: float = Field(25.0, gt=0)
+    face_filter: bool = True
+
+
+def test_flags_take_defaults_from_the_model_and_bad_values_name_the_flag(capsys):
+    parser = argparse.ArgumentParser()
+    add_field_flag(parser, FlagsConfig, "output_dir", "where", required=True)
+    add_field_flag(parser, FlagsConfig, "fps", "frame rate", type=float)
+    parser.add_argument("--no_face_filter", action="store_true")
+    assert "frame rate (default: 25.0)" in " ".join(parser.format_help().split())
+    args = parser.parse_args(["--output_dir", "out"])
+    config = config_from_flags(FlagsConfig, args, face_filter=not args.no_face_filter)
+    assert (config.output_dir, config.fps, config.face_filter) == (Path("out"), 25.0, True)
+    args = parser.parse_args(["--output_dir", "out", "--fps", "-1", "--no_face_filter"])
+    with pytest.raises(ConfigError) as error:
+        config_from_flags(FlagsConfig, args, flags={"face_filter": "--no_face_filter"}, face_filter="maybe")
+    assert str(error.value).startswith("--fps: Input should be greater than 0; --no_face_filter: ")
+    assert "\n" not in str(error.value)

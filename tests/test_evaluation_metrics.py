@@ -169,7 +169,7 @@ def test_heldout_file_formats(tmp_path):
     with pytest.raises(UserError, match="expected one of the keys"):
         read_heldout_ids(tmp_path / "bad.json")
     # What training records in its run folder (a run folder works as --heldout too).
-    from avatar_gen.training.trainer import SPLIT_FILE
+    from avatar_gen.layout import SPLIT_FILE
 
     run = tmp_path / "run"
     run.mkdir()

@@ -12,7 +12,7 @@ from avatar_gen.audio.tts import synthesize
 from avatar_gen.inference import DISTILLED_TIMESTEPS, STAGES, AvatarGenerator, plan_chunks
 from avatar_gen.inference.inputs import fit_portrait, load_portrait
 from avatar_gen.inference.schedule import FixedScheduleFlowMatchScheduler, covering_frame_count
-from avatar_gen.inference.untrained import write_untrained_checkpoint
+from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
 from avatar_gen.media import probe_video, read_audio, read_frames, run_ffmpeg
 from avatar_gen.synthetic.dataset import make_portrait
 
@@ -75,7 +75,8 @@ def test_video_has_both_streams_speech_duration_and_size(generator, portrait, tm
     assert info.num_frames == result.num_frames == round(speech_seconds * FPS)
     assert result.num_chunks == 1 and result.steps == STEPS and result.guidance == 3.0
     assert result.face_center is not None and result.face_center[0] > 0.7  # the face sits right of centre
-    assert set(result.timings) == {*STAGES, "total"} and all(value >= 0 for value in result.timings.values())
+    assert set(result.timings) == {*STAGES, "first_second", "total"}
+    assert all(value >= 0 for value in result.timings.values())
     # progress: every stage in order, denoising once per step, each stage ending at 1.0
     assert [stage for stage, _ in stages if _ == 0.0] == list(STAGES)
     denoising = [fraction for stage, fraction in stages if stage == "denoising"]
@@ -124,6 +125,67 @@ def test_speech_longer_than_a_chunk_is_one_continuous_video(chunked_generator, p
     written = _frames(output).astype(np.int16)
     nearest = [int(np.argmin(np.abs(joined - frame).mean(axis=(1, 2, 3)))) for frame in written]
     assert nearest == list(range(expected_frames))
+
+
+def test_streamed_mp4_is_frame_identical_and_segments_play_before_the_end(generator, portrait, tmp_path,
+                                                                          monkeypatch):
+    """stream() with segment files (denoising in a worker thread) and generate() without overlap: the same MP4
+    frames; each segment is a playable MP4 with its slice of the speech, the first one ready while chunks remain."""
+    denoised = []
+    real_denoise = generator.denoise
+
+    def counting_denoise(*args, **kwargs):
+        denoised.append(1)
+        return real_denoise(*args, **kwargs)
+
+    monkeypatch.setattr(generator, "denoise", counting_denoise)
+    streamed_path, plain_path = tmp_path / "streamed.mp4", tmp_path / "plain.mp4"
+    segments, denoised_when_ready = [], []
+    for segment in generator.stream(portrait, text=LONG_TEXT, output=streamed_path, segment_dir=tmp_path / "parts",
+                                    steps=STEPS, seed=4):
+        assert segment.path.is_file()
+        assert streamed_path.exists() == (segment.result is not None)  # the MP4 appears with the last segment
+        denoised_when_ready.append(len(denoised))
+        segments.append(segment)
+    result = segments[-1].result
+    assert result is not None and all(segment.result is None for segment in segments[:-1])
+    assert len(segments) == result.num_chunks > 3
+    assert denoised_when_ready[0] < result.num_chunks  # the first segment came while chunks were still to denoise
+    assert 0 < result.timings["first_second"] < result.timings["total"]
+
+    plain = generator.generate(portrait, text=LONG_TEXT, output=plain_path, steps=STEPS, seed=4, overlap=False)
+    assert np.array_equal(_frames(streamed_path), _frames(plain_path))
+    assert plain.num_frames == result.num_frames == sum(segment.num_frames for segment in segments)
+
+    # segments tile the video and the speech: consecutive frame ranges, each with its own audio
+    assert [segment.start_frame for segment in segments] == \
+        [0] + list(np.cumsum([segment.num_frames for segment in segments[:-1]]))
+    audio_seconds, written = 0.0, []
+    for segment in segments:
+        info = probe_video(segment.path)
+        assert info.num_frames == segment.num_frames and info.has_audio
+        audio_seconds += len(read_audio(segment.path)) / 16000
+        written.append(_frames(segment.path))
+    assert abs(audio_seconds - result.duration) < 0.1
+    # under H.264 loss every frame of the segment files is still nearest to its own generated frame
+    generated = np.concatenate([segment.frames for segment in segments]).astype(np.int16)
+    nearest = [int(np.argmin(np.abs(generated - frame).mean(axis=(1, 2, 3))))
+               for frame in np.concatenate(written).astype(np.int16)]
+    assert nearest == list(range(len(generated)))
+
+
+def test_closing_a_stream_early_stops_the_work_and_writes_nothing(generator, portrait, tmp_path):
+    import threading
+
+    output = tmp_path / "stopped.mp4"
+    stream = generator.stream(portrait, text=LONG_TEXT, output=output, steps=STEPS, seed=0)
+    first = next(stream)
+    assert first.index == 0 and first.result is None
+    stream.close()
+    assert not output.exists() and not list(tmp_path.glob(".tmp-*"))
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("avatar-")]
+    # the generator is free again
+    assert generator.generate(portrait, text=SHORT_TEXT, output=output, steps=STEPS).video_path == output
 
 
 def test_chunk_features_are_slices_of_one_sequence(chunked_generator):

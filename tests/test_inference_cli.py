@@ -12,8 +12,8 @@ import pytest
 import soundfile
 
 from avatar_gen.audio.features import AudioEncoderSpec
-from avatar_gen.inference import MAX_TEXT_CHARS
-from avatar_gen.inference.untrained import write_untrained_checkpoint
+from avatar_gen.inference import REQUEST_TEXT_MAX_CHARS
+from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
 from avatar_gen.media import probe_video
 from avatar_gen.synthetic.dataset import make_portrait
 
@@ -60,15 +60,18 @@ def test_cli_end_to_end(script, capsys, run_dir, face, tmp_path):
     code, err = _run(script, capsys, [
         "--image", str(face), "--text", "Hello, I am your avatar.",
         "--checkpoint", str(run_dir / "checkpoints" / "latest"), "--output", str(output),
-        "--steps", "2", "--seed", "3", "--summary", str(summary_path)])
+        "--steps", "2", "--seed", "3", "--summary", str(summary_path), "--stream_dir", str(tmp_path / "live")])
     assert code == 0, err
+    segments = sorted((tmp_path / "live").glob("segment_*.mp4"))
+    assert len(segments) >= 2 and sum(probe_video(segment).num_frames for segment in segments) == \
+        probe_video(output).num_frames
     info = probe_video(output)
     summary = json.loads(summary_path.read_text())
     assert info.has_audio and (info.width, info.height) == (SIZE, SIZE)
     assert abs(info.duration - summary["duration"]) <= 1 / 25
     assert summary["num_frames"] == info.num_frames == round(summary["duration"] * 25)
     assert summary["seed"] == 3 and summary["steps"] == 2 and summary["video_path"] == str(output)
-    assert set(summary["timings"]) >= {"speech", "audio_features", "denoising", "decoding", "writing"}
+    assert set(summary["timings"]) >= {"speech", "audio_features", "denoising", "decoding", "writing", "first_second"}
 
 
 def test_cli_audio_input_with_run_folder_and_size_flags(script, capsys, run_dir, face, tmp_path):
@@ -137,7 +140,7 @@ BAD_CASES = {
     "not an image": ({"--image": "{not_image}"}, "not an image file"),
     "image too small": ({"--image": "{tiny}"}, "at least 64 px"),
     "empty text": ({"--text": "   "}, "text is empty"),
-    "text too long": ({"--text": "la " * (MAX_TEXT_CHARS // 2)}, f"limit is {MAX_TEXT_CHARS}"),
+    "text too long": ({"--text": "la " * (REQUEST_TEXT_MAX_CHARS // 2)}, f"limit is {REQUEST_TEXT_MAX_CHARS}"),
     "silent audio": ({"--text": None, "--audio": "{silent}"}, "silent"),
     "unreadable audio": ({"--text": None, "--audio": "{garbage}"}, "audio"),
     "missing audio": ({"--text": None, "--audio": "{tmp}/nowhere.wav"}, "audio file not found"),
@@ -149,6 +152,9 @@ BAD_CASES = {
     "one regular step": ({"--steps": "1"}, "at least 2"),
     "bad timesteps": ({"--timesteps": ["500", "900"]}, "strictly decreasing"),
     "not mp4": ({"--output": "{tmp}/talking.avi"}, ".mp4"),
+    "stream dir is a file": ({"--stream_dir": "{corrupt}"}, "is a file"),
+    "fp8 on a CPU": ({"--fp8": []}, "FP8 weights need a CUDA GPU"),
+    "unknown attention backend": ({"--attention_backend": "fastest"}, "unknown attention backend"),
 }
 
 

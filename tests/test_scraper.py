@@ -266,7 +266,8 @@ def test_sigkill_then_rerun_gives_the_same_records_once(reference_run, clips, tm
     assert len(resumed) == len({r["clip_id"] for r in resumed}) == 3
     reference = _records(reference_run["root"])
     for clip_id, record in _records(root).items():
-        differing = {key: (record[key], reference[clip_id][key]) for key in record if record[key] != reference[clip_id][key]}
+        differing = {key: (record[key], reference[clip_id][key]) for key in record
+                     if record[key] != reference[clip_id][key]}
         assert not differing, f"{clip_id}: {json.dumps(differing)}"
     assert _rejections(root) == _rejections(reference_run["root"])
 
@@ -318,7 +319,7 @@ def test_input_dir_import_gives_the_same_record_layout(reference_run, clips, tmp
 
 
 def test_whisper_language_filter_rejects_what_the_model_does_not_call_english(clips, tmp_path):
-    from avatar_gen.scraper.tiny_whisper import write_tiny_whisper
+    from avatar_gen.tiny.whisper import write_tiny_whisper
 
     checkpoint = write_tiny_whisper(tmp_path / "zoo", seed=0)
     videos = tmp_path / "videos"

@@ -159,7 +159,7 @@ def test_pocketsphinx_transcribes_speech_with_word_times():
 
 
 def test_tiny_whisper_is_registered_and_detects_a_language(tmp_path):
-    from avatar_gen.scraper.tiny_whisper import TINY_WHISPER_FILE, write_tiny_whisper
+    from avatar_gen.tiny.whisper import TINY_WHISPER_FILE, write_tiny_whisper
     from avatar_gen.scraper.transcribe import WhisperAsr, load_asr
     from avatar_gen.tiny import TINY_MODEL_WRITERS
 
@@ -179,7 +179,7 @@ def test_tiny_whisper_is_registered_and_detects_a_language(tmp_path):
 def test_tiny_whisper_transcribes_with_word_timestamps_inside_the_clip(tmp_path):
     """Word timestamps run Whisper's DTW, which numba compiles on first use (~20 s of CPU)."""
     from avatar_gen.audio.tts import synthesize
-    from avatar_gen.scraper.tiny_whisper import write_tiny_whisper
+    from avatar_gen.tiny.whisper import write_tiny_whisper
     from avatar_gen.scraper.transcribe import load_asr
 
     asr = load_asr("whisper", str(write_tiny_whisper(tmp_path, seed=0)))
@@ -208,6 +208,6 @@ def test_half_body_crop_stays_inside_the_frame(tmp_path, center, face_box, expec
     crop, scale = Scraper(config)._crop_filter(640, 360, center, face_box)
     width, height, left, top = (int(v) for v in crop.removeprefix("crop=").split(":"))
     assert (width, height, left, top) == expected
-    assert 0 <= left and left + width <= 640 and 0 <= top and top + height <= 360
+    assert left >= 0 and left + width <= 640 and top >= 0 and top + height <= 360
     assert width % 2 == 0 and height % 2 == 0
     assert scale == "scale=128:128:flags=area"

@@ -294,12 +294,10 @@ def test_server_is_quiet_and_leaves_no_thread(served, capfd):
 
 def test_server_binds_loopback_only(served):
     folder, _ = served
-    with pytest.raises(UserError, match="loopback"):
-        with serve_directory(folder, host="0.0.0.0"):
-            pass
-    with pytest.raises(UserError, match="not found"):
-        with serve_directory(folder / "missing"):
-            pass
+    with pytest.raises(UserError, match="loopback"), serve_directory(folder, host="0.0.0.0"):
+        pass
+    with pytest.raises(UserError, match="not found"), serve_directory(folder / "missing"):
+        pass
 
 
 @pytest.mark.parametrize("header, expected", [

@@ -45,7 +45,8 @@ def test_unknown_model_name_is_one_line_error(capsys):
 
 
 def test_cli_writes_the_zoo(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "avatar_gen.tiny", "--out", str(tmp_path), "--only", TINY_LTX_FOLDER],
+    result = subprocess.run([sys.executable, "-m", "avatar_gen.tiny", "--out", str(tmp_path),
+                             "--only", TINY_LTX_FOLDER],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / TINY_LTX_FOLDER / "vae" / "diffusion_pytorch_model.safetensors").is_file()

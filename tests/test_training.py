@@ -99,19 +99,22 @@ def test_dataset_pairs_and_fails_loudly(tmp_path, toy_root):
         scan_chunks(toy_root / "vae_latents", toy_root / "audio_latents", 5)
     broken = write_toy_chunks(tmp_path / "broken", num_clips=3, feature_dim=FEATURE_DIM)
     np.save(broken / "audio_latents" / "toyclip001_0_ff.npy", np.zeros((30, FEATURE_DIM), np.float32))
-    with pytest.raises(UserError, match=r"audio rows != chunk num_frames .*toyclip001_0 \(audio \[30, 4\], chunk has 33"):
+    with pytest.raises(UserError,
+                       match=r"audio rows != chunk num_frames .*toyclip001_0 \(audio \[30, 4\], chunk has 33"):
         scan_chunks(broken / "vae_latents", broken / "audio_latents", FEATURE_DIM)
     (broken / "audio_latents" / "toyclip001_0_ff.npy").unlink()
     with pytest.raises(UserError, match=r"1 chunk\(s\) .* have no _ff.npy .*toyclip001_0"):
         scan_chunks(broken / "vae_latents", broken / "audio_latents", FEATURE_DIM)
-    assert len(scan_chunks(broken / "vae_latents", broken / "audio_latents", FEATURE_DIM, allow_missing_audio=True)) == 2
+    assert len(scan_chunks(broken / "vae_latents", broken / "audio_latents", FEATURE_DIM,
+                           allow_missing_audio=True)) == 2
 
 
 def test_held_out_split_is_by_clip_and_stable():
     clips = [f"clip{i}" for i in range(200)]
     train, held_out = split_clips(clips, 0.1)
     assert 8 <= len(held_out) <= 35 and not set(train) & set(held_out) and len(train) + len(held_out) == 200
-    assert split_clips(clips + ["new_clip"], 0.1)[1] == sorted(set(held_out) | ({"new_clip"} if held_out_score("new_clip") < 0.1 else set()))
+    new_held_out = {"new_clip"} if held_out_score("new_clip") < 0.1 else set()
+    assert split_clips(clips + ["new_clip"], 0.1)[1] == sorted(set(held_out) | new_held_out)
     assert len(split_clips(["a", "b"], 0.01)[1]) == 1  # a fraction > 0 always holds out something
 
 
@@ -239,7 +242,8 @@ def test_local_alignment_gives_zero_attention_outside_the_window(lora_checkpoint
     for weights in recorded:
         assert weights.shape == (1, 2, frames * height * width, num_frames)
         for latent_frame in range(frames):
-            window = list(range(0, 2)) if latent_frame == 0 else list(range(8 * latent_frame - 8, min(8 * latent_frame + 2, 33)))
+            window = (list(range(0, 2)) if latent_frame == 0
+                      else list(range(8 * latent_frame - 8, min(8 * latent_frame + 2, 33))))
             outside = [token for token in range(num_frames) if token not in window]
             rows = weights[0, :, latent_frame * height * width:(latent_frame + 1) * height * width]
             assert rows[..., outside].abs().max() == 0.0

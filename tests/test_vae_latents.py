@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from avatar_gen.latents import (decode_latents, denormalize_latents, encode_dataset, encode_frames, load_vae,
-                                make_config, normalize_latents, stable_shard, stream_chunks)
+from avatar_gen.config import validate_config
+from avatar_gen.latents import (LatentsConfig, decode_latents, denormalize_latents, encode_dataset, encode_frames,
+                                load_vae, normalize_latents, stable_shard, stream_chunks)
 from avatar_gen.latents.chunks import ClipReport
 from avatar_gen.media import fit_frames, read_frames, run_ffmpeg, write_video, write_wav
 
@@ -79,7 +80,7 @@ def _config(inputs: Path, output: Path, ltx_dir: Path, **overrides):
     values = dict(inputs=inputs, output_dir=output, pretrained=str(ltx_dir), height=HEIGHT, width=WIDTH,
                   num_frames=NUM_FRAMES, dtype="fp32", device="cpu")
     values.update(overrides)
-    return make_config(**values)
+    return validate_config(LatentsConfig, values)
 
 
 def _chunk_files(folder: Path) -> list[str]:
@@ -227,7 +228,8 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(ltx_dir, tmp_path):
     _write_clip(raw / "too_short.mp4", 5, seed=4)
     (raw / "text.mp4").write_text("this is not a video\n")
     (raw / "zero.mp4").write_bytes(b"")
-    wav = write_wav(tmp_path / "tone.wav", (0.1 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 440)).astype(np.float32))
+    tone = (0.1 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 440)).astype(np.float32)
+    wav = write_wav(tmp_path / "tone.wav", tone)
     run_ffmpeg(["-y", "-i", str(wav), "-c:a", "aac", "-f", "mp4", str(raw / "audio_only.mp4")])
     truncated = (raw / "good.mp4").read_bytes()
     (raw / "truncated.mp4").write_bytes(truncated[: len(truncated) // 3])

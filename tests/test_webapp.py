@@ -13,7 +13,7 @@ from PIL import Image
 
 from avatar_gen.errors import UserError
 from avatar_gen.webapp import (
-    AUDIO_SOURCE, MAX_IMAGE_SIDE, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, MIN_IMAGE_SIDE, TEXT_SOURCE, PageDefaults,
+    AUDIO_SOURCE, MAX_IMAGE_SIDE, WEB_TEXT_MAX_CHARS, MAX_UPLOAD_BYTES, MIN_IMAGE_SIDE, TEXT_SOURCE, PageDefaults,
     build_app, check_portrait, describe_result, prepare_examples, prune_outputs, validate_request,
 )
 
@@ -64,7 +64,7 @@ def test_speech_upload_replaces_the_text(portrait, tmp_path):
 
 @pytest.mark.parametrize("changes, message", [
     ({"text": ""}, "type the text"),
-    ({"text": "x" * (MAX_TEXT_CHARS + 1)}, f"the limit is {MAX_TEXT_CHARS}"),
+    ({"text": "x" * (WEB_TEXT_MAX_CHARS + 1)}, f"the limit is {WEB_TEXT_MAX_CHARS}"),
     ({"text": 5}, "must be a string"),
     ({"voice": "klingon"}, "unknown voice"),
     ({"steps": 0}, "steps must be"),
@@ -82,7 +82,8 @@ def test_bad_values_are_refused_with_a_clear_message(portrait, changes, message)
 
 
 def test_portrait_checks(tmp_path):
-    assert check_portrait(write_png(tmp_path / "ok.png", MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)) == (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)
+    smallest = (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)
+    assert check_portrait(write_png(tmp_path / "ok.png", MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)) == smallest
     with pytest.raises(UserError, match="both sides must be at least"):
         check_portrait(write_png(tmp_path / "dot.png", 1, 1))
     with pytest.raises(UserError, match="longest side may be at most"):
@@ -152,23 +153,30 @@ def test_page_has_every_control_and_the_examples(tmp_path):
 
 
 class RecordingGenerator:
-    """Test double with the generator's call signature: records the call, reports progress, and either
-    raises the given error or returns a result describing a video it pretends to have written."""
+    """Test double with ``AvatarGenerator.stream``'s signature: records the call, reports progress, and either
+    raises the given error or yields two segments, the last with a result describing a video it pretends to
+    have written."""
 
     def __init__(self, error: Exception | None = None):
         self.error = error
         self.calls = []
 
-    def generate(self, image, text=None, audio=None, output="talking.mp4", tts="espeak", voice="en-us", steps=None,
-                 guidance=None, seed=0, progress=None):
+    def stream(self, image, text=None, audio=None, output="talking.mp4", segment_dir=None, tts="espeak",
+               voice="en-us", steps=None, guidance=None, seed=0, progress=None):
         self.calls.append(dict(image=image, text=text, audio=audio, output=output, tts=tts, voice=voice,
                                steps=steps, guidance=guidance, seed=seed))
         progress("speech", 1.0)
         progress("denoising", 0.5)
         if self.error is not None:
             raise self.error
-        return SimpleNamespace(video_path=Path(output), duration=1.0, num_frames=25, height=64, width=64, fps=25.0,
-                               timings={"total": 1.0})
+        Path(segment_dir).mkdir(parents=True)
+        for index in range(2):
+            path = Path(segment_dir) / f"segment_{index:04d}.mp4"
+            path.write_bytes(b"segment")
+            result = None if index == 0 else SimpleNamespace(
+                video_path=Path(output), duration=1.0, num_frames=25, height=64, width=64, fps=25.0,
+                timings={"total": 1.0})
+            yield SimpleNamespace(index=index, path=path, result=result)
 
 
 def test_generate_handler_passes_the_request_and_maps_errors(portrait, tmp_path):
@@ -182,27 +190,36 @@ def test_generate_handler_passes_the_request_and_maps_errors(portrait, tmp_path)
         reported.append((desc, fraction))
 
     values = request_values(portrait, steps=3.0, guidance=2.5, seed=4.0, voice="en-gb")
-    arguments = [values[name] for name in ("image", "speech_source", "text", "audio", "voice", "steps", "guidance", "seed")]
+    names = ("image", "speech_source", "text", "audio", "voice", "steps", "guidance", "seed")
+    arguments = [values[name] for name in names]
     generator = RecordingGenerator()
-    video, download, description = make_generate_handler(generator, tmp_path / "out")(*arguments, progress=progress)
+    updates = list(make_generate_handler(generator, tmp_path / "out")(*arguments, progress=progress))
+    # streamed: each segment as it comes, the download link and the description with the last one
+    (first_segment, no_download, no_description), (last_segment, download, description) = updates
+    assert Path(first_segment).name == "segment_0000.mp4" and no_download is None and no_description == ""
+    assert Path(last_segment).name == "segment_0001.mp4"
     call = generator.calls[0]
-    assert call == dict(image=str(portrait), text="Hello there.", audio=None, output=video, tts="espeak",
+    assert call == dict(image=str(portrait), text="Hello there.", audio=None, output=download, tts="espeak",
                         voice="en-gb", steps=3, guidance=2.5, seed=4)
-    assert download == video and Path(video).parent == tmp_path / "out" and Path(video).suffix == ".mp4"
+    assert Path(download).parent == tmp_path / "out" and Path(download).suffix == ".mp4"
     assert "25 frames" in description
     assert reported == [("starting", 0.0), ("speech", 1.0), ("denoising", 0.5)]
+    assert not list((tmp_path / "out" / "segments").iterdir())  # the page has its copies; ours are removed
+    # without streaming (no ffprobe on PATH) the video comes once, whole
+    whole = list(make_generate_handler(generator, tmp_path / "out", streaming=False)(*arguments, progress=progress))
+    assert len(whole) == 1 and whole[0][0] == whole[0][1] and Path(whole[0][0]).suffix == ".mp4"
 
     refusing = make_generate_handler(RecordingGenerator(UserError("no speech in the audio")), tmp_path / "out")
     with pytest.raises(gr.Error, match="no speech in the audio"):
-        refusing(*arguments, progress=progress)
+        list(refusing(*arguments, progress=progress))
     broken = make_generate_handler(RecordingGenerator(RuntimeError("shape mismatch")), tmp_path / "out")
     with pytest.raises(gr.Error, match=r"generation failed \(RuntimeError: shape mismatch\)"):
-        broken(*arguments, progress=progress)
+        list(broken(*arguments, progress=progress))
     invalid = list(arguments)
     invalid[2] = ""
     with pytest.raises(gr.Error, match="type the text"):
-        make_generate_handler(generator, tmp_path / "out")(*invalid, progress=progress)
-    assert len(generator.calls) == 1
+        list(make_generate_handler(generator, tmp_path / "out")(*invalid, progress=progress))
+    assert len(generator.calls) == 2
 
 
 def load_app_script():

@@ -32,15 +32,16 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 import torch
 from torch import nn
 
 from avatar_gen.audio.framing import FrontEndTiming, resample_to_frames
-from avatar_gen.errors import UserError
+from avatar_gen.errors import UserError, first_line
 
 # wav2vec2-base's convolutional front end; its strides cannot be read from the weights.
 WAV2VEC2_CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
@@ -288,7 +289,8 @@ def wav2vec2_config_from_state_dict(state_dict: Mapping[str, torch.Tensor], pref
         raise UserError(f"{source}: no wav2vec2 feature extractor weights under {prefix!r}")
     kernels = tuple(int(weight.shape[2]) for weight in conv_weights)
     if kernels != WAV2VEC2_CONV_KERNELS:
-        raise UserError(f"{source}: wav2vec2 conv kernels {kernels} differ from wav2vec2-base's {WAV2VEC2_CONV_KERNELS}")
+        raise UserError(f"{source}: wav2vec2 conv kernels {kernels} differ from wav2vec2-base's "
+                        f"{WAV2VEC2_CONV_KERNELS}")
     hidden = int(_require(state_dict, f"{prefix}feature_projection.projection.weight", source).shape[0])
     num_layers = 0
     while f"{prefix}encoder.layers.{num_layers}.attention.q_proj.weight" in state_dict:
@@ -352,7 +354,7 @@ def faceformer_from_state_dict(state_dict: Mapping[str, torch.Tensor], source: s
     try:
         model.load_state_dict(converted, strict=True, assign=True)
     except RuntimeError as exc:
-        raise UserError(f"{source} does not fit FaceFormer: {str(exc).splitlines()[0]} ...") from None
+        raise UserError(f"{source} does not fit FaceFormer: {first_line(exc)} ...") from None
     # The temporal bias is not in the checkpoint: compute it for real.
     model.biased_mask = periodic_temporal_bias(DECODER_HEADS, MAX_SEQ_LEN, config.period)
     return model.eval()
@@ -368,39 +370,10 @@ def load_faceformer(path: str | os.PathLike, device: str | torch.device = "cpu",
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or non-tensor pickle
-        raise UserError(f"cannot read FaceFormer checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot read FaceFormer checkpoint {path}: {first_line(exc)}") from None
     if isinstance(state_dict, dict) and "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict):
         raise UserError(f"{path} is not a FaceFormer state dict")
     model = faceformer_from_state_dict(state_dict, source=str(path))
     return model.to(device=device, dtype=dtype)
-
-
-TINY_FACEFORMER_FILE = "faceformer.pth"
-
-
-def tiny_faceformer(seed: int = 0) -> FaceFormer:
-    """A tiny random FaceFormer with the official layout: 2-layer wav2vec2 (hidden 64, one 64-d head, conv
-    width 32, wav2vec2-base's kernels and strides so timing is real), feature_dim 16, 5 vertices, period 30,
-    3 subjects.  Not vocaset's shapes: those are tested by building a full-size state dict."""
-    torch.manual_seed(seed)
-    wav2vec2_config = wav2vec2_base_config(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=1, intermediate_size=128, conv_dim=(32,) * 7,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
-    config = FaceFormerConfig(feature_dim=16, vertice_dim=15, period=30, n_subjects=3, audio_hidden_dim=64)
-    model = FaceFormer(config, wav2vec2_config)
-    # The official init zeroes the motion decoder; give it values so that a round trip tests real numbers.
-    nn.init.normal_(model.vertice_map_r.weight, std=0.02)
-    return model.eval()
-
-
-def write_tiny_faceformer(out_dir: Path, seed: int = 0) -> Path:
-    """Write ``<out_dir>/faceformer.pth``: a tiny FaceFormer state dict with the official key names."""
-    from avatar_gen.utils.io import atomic_path
-
-    target = Path(out_dir) / TINY_FACEFORMER_FILE
-    state_dict = to_official_key_names(tiny_faceformer(seed).state_dict())
-    with atomic_path(target) as tmp:
-        torch.save(state_dict, tmp)
-    return target

@@ -1,41 +1,18 @@
 """Per-video-frame speech features: the audio side of the model's caption slot.
 
-``load_audio_encoder(spec)`` loads the model once; ``encoder.encode(audio_16k, num_frames, fps)`` gives
-``[num_frames, feature_dim]`` float32 with row ``i`` describing the audio around ``i / fps`` seconds
-(the timing is explained in :mod:`avatar_gen.audio.framing`).  Three encoders:
-
-``wav2vec2``
-    transformers' ``Wav2Vec2Model.from_pretrained(name_or_path)`` (hub id or local folder; default
-    ``facebook/wav2vec2-base-960h``).  Features are the hidden states of ``layers`` (indices into
-    ``hidden_states``: 0 = the transformer's input, k = output of layer k, negative from the end; the
-    default ``[-1]`` is the last layer), computed at 50 frames/s and then resampled to the video rate.
-    Several layers (Hallo keeps all 12) are concatenated (``layer_reduce="concat"``, D = 768 x len(layers))
-    or averaged (``"mean"``, D = 768).
-
-``faceformer``
-    An official FaceFormer checkpoint (``name_or_path`` = ``vocaset.pth`` or ``biwi.pth``), see
-    :mod:`avatar_gen.audio.faceformer`.  Features are the audio memory its motion decoder reads:
-    ``audio_feature_map`` of the (fine-tuned) wav2vec2 encoder's last hidden state, with the CNN
-    features resampled to the *video* frame rate before the transformer encoder, as FaceFormer does for
-    its 30 fps meshes.  D = feature_dim (64 for vocaset, 128 for BIWI).  This is the part of FaceFormer
-    trained to predict lip and jaw motion, compact and speaker-independent; ``layers`` must be ``[-1]``.
-
-``logmel``
-    No weights: scaled log-mel band energies (``mel_bands`` bands, 10 ms hop), see :mod:`avatar_gen.audio.logmel`.
-    D = ``mel_bands``.  The encoder of the toy world (docs/toy.md), and a baseline for the learned ones.
-
-Audio is normalised per clip to zero mean and unit variance (what wav2vec2's feature extractor does
-with ``do_normalize``) and zero-padded at the end to cover the chunk's duration.  ``encode_batch``
-runs equal-length clips (every chunk of a stage run has the same length) as one exact batch; clips of
-different lengths are zero-padded to the longest, which for wav2vec2-base (group-norm front end, trained
-without attention masks) changes their features slightly, as in the reference implementation.
+One interface over three encoders (wav2vec2 hidden states, FaceFormer's lip-motion audio memory, weight-free
+log-mel energies), so that the stage,
+training and inference rebuild exactly the encoder an :class:`AudioEncoderSpec` names.  Row ``i`` of the features
+describes the audio around ``i / fps`` (timing in :mod:`avatar_gen.audio.framing`).  The encoders, layers,
+normalisation and batching are described in docs/audio_latents.md ("Encoders and alignment").
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -45,7 +22,6 @@ from avatar_gen.audio.framing import FrontEndTiming, resample_to_frames
 from avatar_gen.config import StrictModel
 from avatar_gen.errors import UserError
 from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
-from avatar_gen.media.audio import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +53,7 @@ class AudioEncoderSpec(StrictModel):
         return layers
 
     @model_validator(mode="after")
-    def _faceformer_uses_last_layer(self) -> "AudioEncoderSpec":
+    def _faceformer_uses_last_layer(self) -> AudioEncoderSpec:
         if self.encoder in ("faceformer", "logmel") and self.layers != [-1]:
             raise ValueError(f"the {self.encoder} encoder has one feature layer: layers must be [-1]")
         if self.mel_bands is not None and self.encoder != "logmel":
@@ -94,18 +70,20 @@ def normalise_audio(audio: np.ndarray) -> np.ndarray:
     return (centred / np.sqrt(centred.var() + NORMALISE_EPSILON)).astype(np.float32)
 
 
+@dataclass(eq=False)
 class AudioFeatureEncoder:
     """A loaded audio encoder; see the module docstring.  Build it with :func:`load_audio_encoder`."""
 
-    def __init__(self, spec: AudioEncoderSpec, model: torch.nn.Module, timing: FrontEndTiming, feature_dim: int,
-                 device: torch.device, dtype: torch.dtype, normalise: bool = True):
-        self.spec = spec.model_copy(update={"feature_dim": feature_dim})
-        self.model = model
-        self.timing = timing
-        self.feature_dim = feature_dim
-        self.device = device
-        self.dtype = dtype
-        self.normalise = normalise
+    spec: AudioEncoderSpec
+    model: torch.nn.Module
+    timing: FrontEndTiming
+    feature_dim: int
+    device: torch.device
+    dtype: torch.dtype
+    normalise: bool = True
+
+    def __post_init__(self) -> None:
+        self.spec = self.spec.model_copy(update={"feature_dim": self.feature_dim})
 
     def _prepare(self, audio: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
         audio = np.asarray(audio, dtype=np.float32)
@@ -206,29 +184,3 @@ def load_audio_encoder(spec: AudioEncoderSpec, device: str | torch.device = "cpu
         raise UserError(f"{spec.encoder} {spec.name_or_path} gives {feature_dim}-d features, "
                         f"but the spec asks for feature_dim={spec.feature_dim}")
     return AudioFeatureEncoder(spec, model, timing, feature_dim, device, dtype, normalise=normalise)
-
-
-TINY_WAV2VEC2_FOLDER = "wav2vec2"
-
-
-def write_tiny_wav2vec2(out_dir: Path, seed: int = 0) -> Path:
-    """Write a tiny random wav2vec2 folder (``save_pretrained`` + feature-extractor config): hidden 32,
-    2 layers, 2 heads, conv width 16 with wav2vec2-base's kernels and strides (so 50 frames/s, 25 ms field)."""
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    from avatar_gen.tiny import _save_atomically
-
-    torch.manual_seed(seed)
-    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                            conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
-    model = Wav2Vec2Model(config).eval()
-    feature_extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
-                                                 do_normalize=True, return_attention_mask=False)
-
-    def save(folder: str) -> None:
-        model.save_pretrained(folder)
-        feature_extractor.save_pretrained(folder)
-
-    target = Path(out_dir) / TINY_WAV2VEC2_FOLDER
-    _save_atomically(target, save)
-    return target

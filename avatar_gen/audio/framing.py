@@ -36,7 +36,7 @@ class FrontEndTiming:
 
     @classmethod
     def from_conv_stack(cls, kernels: tuple[int, ...] | list[int], strides: tuple[int, ...] | list[int],
-                        sample_rate: int = SAMPLE_RATE) -> "FrontEndTiming":
+                        sample_rate: int = SAMPLE_RATE) -> FrontEndTiming:
         receptive_field, jump = 1, 1
         for kernel, stride in zip(kernels, strides):
             receptive_field += (kernel - 1) * jump

@@ -1,24 +1,9 @@
 """The audio-latents stage: per video chunk, 16 kHz speech for exactly its window and per-frame features.
 
-For every ``vae_latents/<key>.json`` (written by the VAE stage: clip_id, chunk, video_path, start_frame,
-num_frames, fps, start_time, end_time, ...) this writes
-
-- ``audio_wav/<key>.wav``: 16 kHz mono PCM covering ``[start_time, start_time + num_frames / fps)`` of the clip;
-- ``audio_latents/<key>_ff.npy``: features ``[num_frames, D]``, row i at time ``start_time + i / fps``;
-- ``audio_latents/<key>_text.json``: text, words (chunk-relative seconds), audio source, TTS, encoder spec,
-  fps, num_frames, flags and notes.  Written last: its presence marks the chunk complete.
-
-Audio sources: ``original`` (the clip's own sound track), ``tts`` (TTS of the chunk's transcript text,
-silence-trimmed and started at the first word; sped up only if longer than the window) and
-``tts_aligned`` (each word synthesised and time-stretched into its transcript span, see
-:mod:`avatar_gen.audio.alignment`).
-
-A chunk that cannot be made (no audio stream, clip missing from the transcripts for a TTS source, text
-too long to speak, TTS failure, unreadable video) gets ``audio_latents/<key>_failed.json`` with the reason and no
-features; the run goes on.  Recoverable oddities (empty transcript window, no transcript for an
-``original`` chunk, non-ASCII text, implausibly fast or long text beside real audio) are written into the chunk's flags.
-Re-running skips complete chunks made with the same settings, retries failed ones, and refuses to mix
-features of another encoder or audio source into the same folder unless ``overwrite``.
+Its files (``audio_wav/<key>.wav``, ``audio_latents/<key>_ff.npy`` and ``_text.json``, written last so that its
+presence marks a complete chunk), audio sources and per-chunk faults are described in docs/audio_latents.md.  A chunk
+that cannot be made is recorded and the run goes on; a re-run skips complete chunks and refuses to mix features of
+another encoder or audio source into one folder unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -37,7 +22,7 @@ from pydantic import Field, model_validator
 
 from avatar_gen.audio.alignment import fit_speech_to_window, spoken_form, tts_aligned
 from avatar_gen.audio.features import AudioEncoderSpec, AudioFeatureEncoder, load_audio_encoder
-from avatar_gen.config import StrictModel, validate_config
+from avatar_gen.config import StrictModel
 from avatar_gen.errors import MediaError, UserError
 from avatar_gen.latents.sources import stable_shard
 from avatar_gen.media.audio import SAMPLE_RATE, extract_audio, write_wav
@@ -80,7 +65,7 @@ class AudioLatentsConfig(StrictModel):
     overwrite: bool = False
 
     @model_validator(mode="after")
-    def _check(self) -> "AudioLatentsConfig":
+    def _check(self) -> AudioLatentsConfig:
         if self.shard_index >= self.shard_count:
             raise ValueError(f"shard index {self.shard_index} must be below the shard count {self.shard_count}")
         if self.audio_source != "original" and self.transcripts is None:
@@ -427,11 +412,6 @@ class AudioLatentsStage:
         log.info("audio latents: %d made, %d already done, %d failed, %d flagged", summary.done,
                  summary.skipped_existing, len(summary.failed), len(summary.flagged))
         return summary
-
-
-def make_config(**values: Any) -> AudioLatentsConfig:
-    """Validate stage settings (from flags or code) into an :class:`AudioLatentsConfig`; ConfigError on mistakes."""
-    return validate_config(AudioLatentsConfig, values, source="audio latents settings")
 
 
 def save_audio_latents(config: AudioLatentsConfig, encoder: AudioFeatureEncoder | None = None) -> RunSummary:

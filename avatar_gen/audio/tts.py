@@ -34,13 +34,14 @@ import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from avatar_gen.errors import UserError
+from avatar_gen.errors import UserError, first_line
 from avatar_gen.media.audio import SAMPLE_RATE, resample_audio
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ DEFAULT_VOICE = "en-us"
 ESPEAK_DEFAULT_RATE_WPM = 175  # espeak-ng's own default speaking rate
 ESPEAK_MIN_RATE_WPM = 80
 ESPEAK_MAX_RATE_WPM = 450
-MAX_TEXT_CHARS = 20_000  # far above a caption; keeps one call from synthesising a book by mistake
+TTS_TEXT_MAX_CHARS = 20_000  # far above a caption; keeps one call from synthesising a book by mistake
 
 # A 10 ms window quieter than this RMS (full scale 1.0) counts as silence when trimming word ends.
 SILENCE_RMS = 0.01
@@ -338,8 +339,8 @@ def synthesize(text: str, backend: str = "espeak", voice: str = DEFAULT_VOICE, s
     if not isinstance(text, str) or not text.strip():
         raise UserError("text to speak is empty")
     text = " ".join(text.split())  # newlines/tabs mean nothing to a speaker, and positions stay simple
-    if len(text) > MAX_TEXT_CHARS:
-        raise UserError(f"text to speak is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}")
+    if len(text) > TTS_TEXT_MAX_CHARS:
+        raise UserError(f"text to speak is {len(text)} characters long; the limit is {TTS_TEXT_MAX_CHARS}")
     if sample_rate < 8000:
         raise UserError(f"sample_rate must be at least 8000 Hz, got {sample_rate}")
     if backend == "espeak":
@@ -506,8 +507,7 @@ def _synthesize_gtts(text: str, voice: str, sample_rate: int) -> Speech:
     try:
         gTTS(text, lang=language, tld=tld, lang_check=False).write_to_fp(mp3)
     except (gTTSError, requests.exceptions.RequestException, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise UserError(f"gTTS needs network access to translate.google.{tld}, which failed ({reason}); "
+        raise UserError(f"gTTS needs network access to translate.google.{tld}, which failed ({first_line(exc)}); "
                         "use the offline backend='espeak' instead") from None
     from avatar_gen.media.ffmpeg import run_ffmpeg
 

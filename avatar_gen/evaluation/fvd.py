@@ -30,7 +30,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from avatar_gen.errors import UserError
+from avatar_gen.errors import UserError, first_line
 from avatar_gen.evaluation.i3d import i3d_from_state_dict, looks_like_i3d_state_dict
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class VideoFeatureExtractor:
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         if not (isinstance(state, dict) and looks_like_i3d_state_dict(state)):
-            raise UserError(f"{path} is neither a TorchScript model ({str(torchscript_error).splitlines()[0][:120]}) "
+            raise UserError(f"{path} is neither a TorchScript model ({first_line(torchscript_error)[:120]}) "
                             "nor an I3D state dict; see docs/evaluation.md (FVD)") from None
         try:
             return i3d_from_state_dict(state)

@@ -7,10 +7,9 @@ import os
 from pathlib import Path
 
 from avatar_gen.errors import UserError
+from avatar_gen.layout import SPLIT_FILE
 
-# What training writes into its run folder (avatar_gen.training.trainer.SPLIT_FILE):
-# {"held_out_clips": [...], "train_clips": [...], "held_out_chunks": [...], ...}.
-TRAINING_SPLIT_FILE = "data_split.json"
+# Training writes {"held_out_clips": [...], "train_clips": [...], "held_out_chunks": [...], ...} there.
 # Keys under which a JSON file may hold the list of held-out clip ids (training's key first).
 HELDOUT_JSON_KEYS = ("held_out_clips", "heldout", "heldout_clips", "held_out", "clip_ids")
 
@@ -21,9 +20,9 @@ def read_heldout_ids(path: str | os.PathLike) -> list[str]:
     or a text file (one id per line, ``#`` comments)."""
     path = Path(path)
     if path.is_dir():
-        if not (path / TRAINING_SPLIT_FILE).is_file():
-            raise UserError(f"held-out list: {path} is a folder without the training split {TRAINING_SPLIT_FILE}")
-        path = path / TRAINING_SPLIT_FILE
+        if not (path / SPLIT_FILE).is_file():
+            raise UserError(f"held-out list: {path} is a folder without the training split {SPLIT_FILE}")
+        path = path / SPLIT_FILE
     if not path.is_file():
         raise UserError(f"held-out list not found: {path}")
     text = path.read_text(encoding="utf-8")

@@ -58,10 +58,7 @@ def mel_filterbank(num_filters: int = MFCC_NUM_FILTERS, fft_size: int = MFCC_FFT
 def frame_signal(signal: np.ndarray, frame_length: int, frame_step: int) -> np.ndarray:
     """Overlapping frames [num_frames, frame_length]; the tail is zero-padded to a whole frame."""
     length = len(signal)
-    if length <= frame_length:
-        num_frames = 1
-    else:
-        num_frames = 1 + int(math.ceil((length - frame_length) / frame_step))
+    num_frames = 1 if length <= frame_length else 1 + int(math.ceil((length - frame_length) / frame_step))
     padded = np.zeros((num_frames - 1) * frame_step + frame_length)
     padded[:length] = signal
     starts = np.arange(num_frames)[:, None] * frame_step

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from avatar_gen.errors import UserError
+from avatar_gen.errors import UserError, first_line
 from avatar_gen.evaluation.faces import FaceTrack, crop_region
 from avatar_gen.evaluation.mfcc import mfcc
 
@@ -131,7 +131,7 @@ def load_syncnet(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as exc:
         raise UserError(
-            f"cannot load SyncNet weights {path} as a plain state dict ({str(exc).splitlines()[0][:200]}); "
+            f"cannot load SyncNet weights {path} as a plain state dict ({first_line(exc)[:200]}); "
             "if it is a pickled whole model, convert it once (see docs/evaluation.md, 'SyncNet weights')"
         ) from None
     if isinstance(loaded, dict):

@@ -4,16 +4,24 @@
     generator = AvatarGenerator.load("outputs/run/checkpoints/latest", device="cuda", dtype="bf16")
     result = generator.generate("face.png", text="Hello, I am your avatar.", output="talking.mp4")
 
-See docs/inference.md.
+See docs/inference.md.  The names below are imported on first use, so that ``avatar_gen.inference.streaming``
+and ``.speed`` (torch only) can be imported without the media stack (``python -m bench.gpu`` on a bare GPU machine).
 """
 
-from avatar_gen.inference.generator import (DEFAULT_GUIDANCE, DEFAULT_STEPS, STAGES, AvatarGenerator,
-                                            GenerationResult)
-from avatar_gen.inference.inputs import (MAX_SPEECH_SECONDS, MAX_TEXT_CHARS, MIN_IMAGE_SIDE, load_portrait,
-                                         load_speech)
-from avatar_gen.inference.schedule import DISTILLED_TIMESTEPS, ChunkPlan, plan_chunks
+import importlib
 
-__all__ = [
-    "AvatarGenerator", "ChunkPlan", "DEFAULT_GUIDANCE", "DEFAULT_STEPS", "DISTILLED_TIMESTEPS", "GenerationResult",
-    "MAX_SPEECH_SECONDS", "MAX_TEXT_CHARS", "MIN_IMAGE_SIDE", "STAGES", "load_portrait", "load_speech", "plan_chunks",
-]
+_HOMES = {
+    "AvatarGenerator": "generator", "DEFAULT_GUIDANCE": "generator", "DEFAULT_STEPS": "generator",
+    "GenerationResult": "generator", "STAGES": "generator", "Segment": "generator",
+    "MAX_SPEECH_SECONDS": "inputs", "REQUEST_TEXT_MAX_CHARS": "inputs", "MIN_IMAGE_SIDE": "inputs",
+    "load_portrait": "inputs", "load_speech": "inputs",
+    "DISTILLED_TIMESTEPS": "schedule", "ChunkPlan": "schedule", "plan_chunks": "schedule",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

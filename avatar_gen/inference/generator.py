@@ -1,24 +1,11 @@
 """Image + speech -> talking video: :class:`AvatarGenerator` (load once, generate many).
 
-The flow of :meth:`AvatarGenerator.generate`:
-
-1. speech: TTS of the text (or the given audio file, any format and rate) -> 16 kHz for the encoder, 44.1 kHz for
-   the MP4;
-2. audio features: the checkpoint's audio encoder (rebuilt from the spec recorded at training) over the whole speech,
-   one row per video frame, then per chunk the audio projection -> ``prompt_embeds`` [1, tokens, caption_channels].
-   The negative embeddings for audio classifier-free guidance come from silence through the same encoder and
-   projection, so guidance pushes the video away from "a face with no speech";
-3. denoising: diffusers' ``LTXImageToVideoPipeline`` (no text encoder) with the checkpoint's transformer (LoRA
-   applied), the base model's VAE and scheduler, the portrait (cropped around the face) as first frame, and the audio
-   tokens in the caption slot.  With ``alignment: local`` the 3-D frame mask [B, video tokens, audio tokens] goes in
-   as ``prompt_attention_mask``: the pipeline only concatenates it for guidance and hands it to the transformer as
-   ``encoder_attention_mask``, which passes 3-D masks unchanged to attention (see
-   :mod:`avatar_gen.model.alignment`), so no custom loop is needed.  The pipeline returns latents; we decode them
-   ourselves (as the pipeline would) to time the VAE separately and to take each chunk's last frame for the next;
-4. writing: frames -> H.264 MP4 with the speech as AAC, exactly ``round(duration * fps)`` frames, written atomically.
-
-Speech longer than one chunk is generated chunk by chunk (see :mod:`avatar_gen.inference.schedule`).
-The same seed gives the same video: one ``torch.Generator`` seeded once draws every random number of a request.
+The steps (speech, portrait, audio features, denoising through diffusers' ``LTXImageToVideoPipeline``, decoding,
+writing) and why they are done so are in docs/inference.md ("What happens"); long speech is cut into chunks by
+:mod:`avatar_gen.inference.schedule`.  :meth:`AvatarGenerator.stream` yields every chunk as a playable segment while
+later chunks are still being made (:mod:`avatar_gen.inference.streaming`); :meth:`AvatarGenerator.generate` is that
+stream without segment files.  The same seed gives the same video: one ``torch.Generator`` seeded once draws every
+random number of a request.
 """
 
 from __future__ import annotations
@@ -26,23 +13,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from avatar_gen.audio.tts import DEFAULT_VOICE
-from avatar_gen.errors import UserError
+from avatar_gen.errors import UserError, first_line
 from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, load_portrait, load_speech,
                                          MUX_SAMPLE_RATE)
 from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, MIN_CHUNK_FRAMES, ChunkPlan,
                                            FixedScheduleFlowMatchScheduler, check_timesteps, frames_for_duration,
                                            plan_chunks)
-from avatar_gen.latents.vae import DTYPES, denormalize_latents
+from avatar_gen.inference.streaming import (DecodedChunk, GenerationCancelled, decode_chunk, denoise_chunk,
+                                            stream_chunks)
+from avatar_gen.latents.vae import DTYPES
 from avatar_gen.utils.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
@@ -65,7 +56,10 @@ class GenerationResult:
     """What :meth:`AvatarGenerator.generate` made.
 
     duration: seconds of speech (and of video, within one frame).  num_frames: frames in the MP4.
-    timings: seconds per stage (``speech``, ``audio_features``, ``denoising``, ``decoding``, ``writing``) and ``total``.
+    timings: seconds per stage (``speech``, ``audio_features``, ``denoising``, ``decoding``, ``writing``), ``total``,
+    and ``first_second``: from the call until the video's first second (all of a shorter one) was playable — its
+    segment file written when streaming to a folder, else its frames handed to the MP4 encoder.  With overlap the
+    stages run side by side, so they add up to more than ``total``.
     face_center: (x, y) in [0, 1] of the portrait where the crop was centred, None when no face was found.
     """
 
@@ -101,6 +95,113 @@ class ChunkConditioning:
     prompt_attention_mask: torch.Tensor  # [1, tokens] (global) or bool [1, video tokens, tokens] (local)
     negative_prompt_embeds: torch.Tensor | None  # silence through the same encoder and projection (None: no guidance)
     negative_prompt_attention_mask: torch.Tensor | None
+
+
+@dataclass
+class Segment:
+    """A playable piece of a streamed generation: one chunk's new frames (see :meth:`AvatarGenerator.stream`).
+
+    frames: uint8 [num_frames, H, W, 3], output frames ``start_frame .. start_frame + num_frames - 1``.
+    path: ``segment_NNNN.mp4`` (H.264 + the segment's slice of the speech as AAC) when a segment folder was given.
+    result: on the last segment only, the finished request (its MP4 is complete).
+    """
+
+    index: int
+    start_frame: int
+    num_frames: int
+    fps: float
+    frames: np.ndarray
+    path: Path | None = None
+    result: GenerationResult | None = None
+
+    @property
+    def start_time(self) -> float:
+        return self.start_frame / self.fps
+
+    @property
+    def end_time(self) -> float:
+        return (self.start_frame + self.num_frames) / self.fps
+
+
+SEGMENT_PATTERN = "segment_{index:04d}.mp4"
+
+
+class SegmentWriter:
+    """Writes each streamed chunk as ``segment_NNNN.mp4`` in ``folder``, with its slice of the speech.
+
+    A segment's audio is the speech from its first frame's time to its last frame's end (the last segment: to the
+    end of the speech), so the segments played in turn give the whole speech.  Segment files of an earlier request
+    in the same folder are removed first, so the folder never mixes two requests.
+    """
+
+    def __init__(self, folder: str | os.PathLike, fps: float, audio_mux: np.ndarray, sample_rate: int,
+                 total_frames: int, write: Callable[[Path, np.ndarray, float, np.ndarray], Path]):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UserError(f"segment folder {self.folder} is a file")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob("segment_*.mp4"):
+            stale.unlink()
+        self.fps, self.audio, self.sample_rate, self.total_frames = fps, audio_mux, sample_rate, total_frames
+        self._write = write
+
+    def audio_slice(self, start_frame: int, end_frame: int) -> np.ndarray:
+        first = int(round(start_frame / self.fps * self.sample_rate))
+        last = (len(self.audio) if end_frame >= self.total_frames
+                else int(round(end_frame / self.fps * self.sample_rate)))
+        return self.audio[first:last]
+
+    def write(self, chunk: DecodedChunk) -> Path:
+        path = self.folder / SEGMENT_PATTERN.format(index=chunk.index)
+        return self._write(path, chunk.frames, self.fps, self.audio_slice(chunk.start_frame, chunk.end_frame))
+
+
+class _BackgroundVideoWriter:
+    """The final MP4, encoded while the chunks arrive: ``write(output, frames, fps, audio)`` runs in a thread and
+    takes the frames from a queue, so ffmpeg encodes chunk ``k`` while chunk ``k + 1`` is generated."""
+
+    _END = None
+
+    def __init__(self, output: Path, fps: float, audio_mux: np.ndarray,
+                 write: Callable[[Path, Iterable[np.ndarray], float, np.ndarray], Path]):
+        self._chunks: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self.num_frames = 0
+        self._thread = threading.Thread(target=self._run, args=(write, output, fps, audio_mux),
+                                        name="avatar-mp4-writer", daemon=True)
+        self._thread.start()
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        while True:
+            chunk = self._chunks.get()
+            if chunk is self._END:
+                return
+            if isinstance(chunk, BaseException):
+                raise chunk  # write_video kills ffmpeg and leaves nothing at the output
+            yield from chunk
+
+    def _run(self, write, output, fps, audio_mux) -> None:
+        try:
+            write(output, self._frames(), fps, audio_mux)
+        except BaseException as exc:  # re-raised by close() in the caller's thread
+            self._error = exc
+
+    def add(self, frames: np.ndarray) -> None:
+        self.num_frames += len(frames)
+        self._chunks.put(frames)
+
+    def close(self) -> int:
+        """Wait for the MP4 to be complete; returns its frame count (raises what the writer raised)."""
+        self._chunks.put(self._END)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.num_frames
+
+    def abort(self) -> None:
+        """Stop the encoder and leave nothing at the output."""
+        self._chunks.put(GenerationCancelled("generation stopped"))
+        self._thread.join()
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -248,14 +349,21 @@ class AvatarGenerator:
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike, pretrained: str | os.PathLike | None = None,
-             device: str | torch.device = "cpu", dtype: str = "fp32") -> "AvatarGenerator":
+             device: str | torch.device = "cpu", dtype: str = "fp32", attention_backend: str | None = None,
+             compile: bool = False, fp8: bool = False, vae_tiling: bool = False) -> AvatarGenerator:
         """Load a training checkpoint and everything around it.
 
         ``checkpoint``: a ``step_XXXXXX`` folder, a ``latest`` link, or a run's (``checkpoints``) folder.
         ``pretrained``: the base LTX-Video pipeline (hub id or folder) for the VAE, the scheduler and, for a LoRA
         checkpoint, the transformer; default: the one recorded in the checkpoint.  ``dtype``: ``fp32`` or ``bf16``.
-        Raises UserError for missing or corrupt files and for a checkpoint that does not fit the base model.
+        Speed options (:mod:`avatar_gen.inference.speed`): ``attention_backend`` (diffusers' dispatcher name),
+        ``compile`` (``torch.compile`` of the transformer), ``fp8`` (FP8 weights, GPUs with compute capability
+        8.9+ and torchao), ``vae_tiling`` (tiled decoding for large sizes).
+        Raises UserError for missing or corrupt files, for a checkpoint that does not fit the base model and for a
+        speed option this machine cannot run.
         """
+        from avatar_gen.inference import speed
+
         from avatar_gen.audio.features import AudioEncoderSpec, load_audio_encoder
         from avatar_gen.latents.vae import load_vae
         from avatar_gen.model.checkpoint import load_avatar_checkpoint, read_checkpoint_metadata, resolve_checkpoint
@@ -272,8 +380,8 @@ class AvatarGenerator:
             loaded = load_avatar_checkpoint(folder, pretrained=pretrained, device=torch_device, dtype=torch_dtype)
         except (OSError, RuntimeError, ValueError) as exc:
             # safetensors / torch refuse truncated or corrupt weight files with these; the message names the file.
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"checkpoint {folder} could not be loaded (corrupt or incomplete?): {first_line}") from None
+            raise UserError(f"checkpoint {folder} could not be loaded (corrupt or incomplete?): "
+                            f"{first_line(exc)}") from None
         vae = load_vae(base, revision=revision, dtype=dtype, device=torch_device).vae
         in_channels = loaded.transformer.config["in_channels"]
         if vae.config.latent_channels != in_channels:
@@ -293,6 +401,14 @@ class AvatarGenerator:
         log.info("loaded checkpoint %s (step %s, %s, alignment %s) on base %s, %s on %s", folder,
                  metadata.get("step"), metadata.get("transformer_training"), loaded.alignment, base, dtype,
                  torch_device)
+        if fp8:
+            speed.quantize_fp8(loaded.transformer, torch_device)
+        if attention_backend is not None:
+            speed.set_attention_backend(loaded.transformer, attention_backend)
+        if compile:
+            speed.compile_transformer(loaded.transformer)
+        if vae_tiling:
+            speed.enable_vae_tiling(vae)
         return cls(loaded, vae, scheduler, audio_encoder, torch_device, torch_dtype, base)
 
     # ------------------------------------------------------------------------------------------ generating
@@ -303,7 +419,7 @@ class AvatarGenerator:
                  width: int | None = None, fps: float | None = None, distilled: bool = False,
                  timesteps: Sequence[float] | None = None, progress: ProgressCallback | None = None,
                  decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
-                 decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE) -> GenerationResult:
+                 decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True) -> GenerationResult:
         """Make ``output`` (MP4: H.264 + AAC) of the person in ``image`` speaking ``text`` (or ``audio``).
 
         steps: denoising steps (default 40; ignored with a fixed schedule).  guidance: audio classifier-free
@@ -311,19 +427,53 @@ class AvatarGenerator:
         to the training video's.  distilled: sample with :data:`DISTILLED_TIMESTEPS`; ``timesteps`` gives another
         fixed schedule (decreasing values in (0, 1000]).  progress: ``callback(stage, fraction)`` with stages
         ``speech, audio_features, denoising, decoding, writing`` (denoising reports every step).
+        overlap: encode each finished chunk into the MP4 while the next one is denoised (see :meth:`stream`).
         Raises UserError for bad input; nothing is written at ``output`` unless the whole video is made.
+
+        This is :meth:`stream` without segment files, so the MP4 is the one a streamed request writes.
+        """
+        segment = None
+        for segment in self.stream(  # noqa: B007 - the last segment carries the result
+                image, text=text, audio=audio, output=output, tts=tts, voice=voice, steps=steps, guidance=guidance,
+                seed=seed, height=height, width=width, fps=fps, distilled=distilled, timesteps=timesteps,
+                progress=progress, decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
+                overlap=overlap):
+            pass
+        return segment.result
+
+    def stream(self, image: ImageInput, text: str | None = None, audio: str | os.PathLike | None = None,
+               output: str | os.PathLike = "talking.mp4", segment_dir: str | os.PathLike | None = None,
+               tts: str = "espeak", voice: str = DEFAULT_VOICE, steps: int | None = None,
+               guidance: float | None = None, seed: int = 0, height: int | None = None, width: int | None = None,
+               fps: float | None = None, distilled: bool = False, timesteps: Sequence[float] | None = None,
+               progress: ProgressCallback | None = None, decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
+               decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True) -> Iterator[Segment]:
+        """Generate as :meth:`generate` does, yielding every chunk's frames as a :class:`Segment` once it is playable.
+
+        With ``segment_dir`` each segment is also written there as ``segment_NNNN.mp4`` (H.264 + its slice of the
+        speech as AAC), a file a player can show at once; without it segments carry their frames only.  The last
+        segment comes after ``output`` is complete and carries the :class:`GenerationResult` (``result``).  The
+        final MP4 is the same, frame for frame, as :meth:`generate`'s for the same inputs and seed.
+
+        overlap: run the denoising loop in a worker thread, so that segment ``k`` is encoded (and the final MP4's
+        encoder fed) while chunk ``k + 1`` is denoised (:mod:`avatar_gen.inference.streaming`); False runs every
+        stage in turn and writes the final MP4 at the end.  Work starts at the first ``next()``; closing the
+        iterator early stops the generation at the next denoising step and leaves nothing at ``output``.
         """
         started = time.perf_counter()
         output = check_output_path(output)
         settings = self._settings(steps, guidance, height, width, fps, distilled, timesteps)
         portrait = load_portrait(image)
-        with self._lock:
-            result = self._generate(portrait, text, audio, output, tts, voice, settings, int(seed), progress,
-                                    decode_timestep, decode_noise_scale)
-        result.timings["total"] = time.perf_counter() - started
-        log.info("wrote %s (%d frames, %.2f s) in %.1f s", output, result.num_frames, result.duration,
-                 result.timings["total"])
-        return result
+        with self._lock, contextlib.closing(self._stream(
+                portrait, text, audio, output, segment_dir, tts, voice, settings, int(seed), progress,
+                decode_timestep, decode_noise_scale, overlap, started)) as segments:
+            segment = None
+            for segment in segments:
+                if segment.result is not None:
+                    segment.result.timings["total"] = time.perf_counter() - started
+                yield segment
+        log.info("wrote %s (%d frames, %.2f s) in %.1f s", output, segment.result.num_frames,
+                 segment.result.duration, segment.result.timings["total"])
 
     def _settings(self, steps, guidance, height, width, fps, distilled, timesteps) -> GenerationSettings:
         settings = resolve_settings(steps, guidance, height or self.default_height, width or self.default_width,
@@ -333,9 +483,10 @@ class AvatarGenerator:
             log.warning("generating at %.3g fps, the model was trained at %.3g fps", settings.fps, self.default_fps)
         return settings
 
-    def _generate(self, portrait: np.ndarray, text: str | None, audio, output: Path, tts: str, voice: str,
-                  settings: GenerationSettings, seed: int, progress: ProgressCallback | None, decode_timestep: float,
-                  decode_noise_scale: float) -> GenerationResult:
+    def _stream(self, portrait: np.ndarray, text: str | None, audio, output: Path,
+                segment_dir: str | os.PathLike | None, tts: str, voice: str, settings: GenerationSettings, seed: int,
+                progress: ProgressCallback | None, decode_timestep: float, decode_noise_scale: float, overlap: bool,
+                started: float) -> Iterator[Segment]:
         steps, guidance, height, width, fps = (settings.steps, settings.guidance, settings.height, settings.width,
                                                settings.fps)
         clock = _StageClock(progress)
@@ -345,6 +496,8 @@ class AvatarGenerator:
         first_frame, center = fit_portrait(portrait, height, width)
         log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps, guidance %g",
                  speech.duration, total_frames, fps, width, height, len(chunks), self.chunk_frames, steps, guidance)
+        segments = SegmentWriter(segment_dir, fps, speech.audio_mux, MUX_SAMPLE_RATE, total_frames, self.write) \
+            if segment_dir is not None else None
 
         conditioning = clock.run("audio_features",
                                  lambda: self.chunk_conditioning(speech.audio_16k, chunks, fps, height, width,
@@ -353,36 +506,70 @@ class AvatarGenerator:
         scheduler: FixedScheduleFlowMatchScheduler = self.pipeline.scheduler
         scheduler.set_fixed_timesteps(settings.timesteps)
         total_steps = steps * len(chunks)
+        first_second = min(total_frames, max(1, int(round(fps))))  # frames of the first playable second
+        final = _BackgroundVideoWriter(output, fps, speech.audio_mux, self.write) if overlap else None
         frames: list[np.ndarray] = []
-        condition_frame = first_frame
         clock.report("denoising", 0.0)
         try:
             with progress_bar(total=total_steps, desc="denoising", unit="step") as bar:
-                for index, (chunk, inputs) in enumerate(zip(chunks, conditioning)):
-                    def on_step(pipeline, step, timestep, callback_kwargs, chunk_index=index):
-                        bar.update(1)
-                        clock.report("denoising", (chunk_index * steps + step + 1) / total_steps)
+                def on_step(chunk_index: int, step: int) -> None:
+                    bar.update(1)
+                    clock.report("denoising", (chunk_index * steps + step + 1) / total_steps)
+
+                def denoise(index, condition_frame, inputs, plan, step_done):
+                    def on_step_end(pipeline, step, timestep, callback_kwargs):
+                        step_done(step)
                         return {}
 
-                    with clock.timed("denoising"):
-                        latents = self.denoise(condition_frame, inputs, chunk.num_frames, height, width, fps, steps,
-                                               guidance, generator, callback=on_step)
-                    if index == 0:
+                    return self.denoise(condition_frame, inputs, plan.num_frames, height, width, fps, steps,
+                                        guidance, generator, callback=on_step_end)
+
+                def decode(latents, plan):
+                    if plan.start == 0:
                         clock.report("decoding", 0.0)
-                    with clock.timed("decoding"):
-                        chunk_frames = self.decode(latents, chunk.num_frames, height, width, generator,
-                                                   decode_timestep, decode_noise_scale)
-                    clock.report("decoding", (index + 1) / len(chunks))
-                    frames.extend(chunk_frames if index == 0 else chunk_frames[1:])
-                    condition_frame = chunk_frames[-1]
+                    return self.decode(latents, plan.num_frames, height, width, generator, decode_timestep,
+                                       decode_noise_scale)
+
+                decoded = stream_chunks(chunks, conditioning, first_frame, total_frames, denoise, decode,
+                                        overlap=overlap, on_step=on_step)
+                with contextlib.closing(decoded):
+                    for chunk in decoded:
+                        clock.timings["denoising"] += chunk.seconds["denoising"]
+                        clock.timings["decoding"] += chunk.seconds["decoding"]
+                        clock.report("decoding", (chunk.index + 1) / len(chunks))
+                        if chunk.index == 0:
+                            clock.report("writing", 0.0)
+                        with clock.timed("writing"):
+                            path = segments.write(chunk) if segments is not None else None
+                            if final is not None:
+                                final.add(chunk.frames)
+                            else:
+                                frames.append(chunk.frames)
+                        if chunk.end_frame >= first_second and "first_second" not in clock.timings:
+                            clock.timings["first_second"] = time.perf_counter() - started
+                        if chunk.index < len(chunks) - 1:  # the last one waits for the final MP4 (below)
+                            yield Segment(index=chunk.index, start_frame=chunk.start_frame,
+                                          num_frames=len(chunk.frames), fps=fps, frames=chunk.frames, path=path)
+        except BaseException:
+            if final is not None:
+                final.abort()
+            raise
         finally:
             scheduler.set_fixed_timesteps(None)
-        video = np.stack(frames[:total_frames])
-        clock.run("writing", lambda: self.write(output, video, fps, speech))
-        return GenerationResult(
-            video_path=output, duration=speech.duration, num_frames=len(video), height=height, width=width, fps=fps,
+        with clock.timed("writing"):
+            if final is not None:
+                num_frames = final.close()
+            else:
+                video = np.concatenate(frames)
+                num_frames = len(video)
+                self.write(output, video, fps, speech.audio_mux)
+        clock.report("writing", 1.0)
+        result = GenerationResult(
+            video_path=output, duration=speech.duration, num_frames=num_frames, height=height, width=width, fps=fps,
             seed=seed, num_chunks=len(chunks), steps=steps, guidance=guidance, speech_source=speech.source,
             face_center=center, timings=clock.timings, words=speech.words)
+        yield Segment(index=chunk.index, start_frame=chunk.start_frame, num_frames=len(chunk.frames), fps=fps,
+                      frames=chunk.frames, path=path, result=result)
 
     # ------------------------------------------------------------------------------------------ stages
 
@@ -420,47 +607,22 @@ class AvatarGenerator:
                 width: int, fps: float, steps: int, guidance: float, generator: torch.Generator,
                 callback: Callable | None = None) -> torch.Tensor:
         """One chunk through ``LTXImageToVideoPipeline``: packed, normalised latents [1, tokens, C]."""
-        from PIL import Image
+        return denoise_chunk(self.pipeline, condition_frame, inputs, num_frames, height, width, fps, steps, guidance,
+                             generator, callback)
 
-        with_guidance = guidance > 1.0
-        return self.pipeline(
-            image=Image.fromarray(condition_frame), height=height, width=width, num_frames=num_frames,
-            frame_rate=fps, num_inference_steps=steps, guidance_scale=guidance, generator=generator,
-            prompt_embeds=inputs.prompt_embeds, prompt_attention_mask=inputs.prompt_attention_mask,
-            negative_prompt_embeds=inputs.negative_prompt_embeds if with_guidance else None,
-            negative_prompt_attention_mask=inputs.negative_prompt_attention_mask if with_guidance else None,
-            output_type="latent", return_dict=False, callback_on_step_end=callback,
-        )[0]
-
-    @torch.no_grad()
     def decode(self, packed_latents: torch.Tensor, num_frames: int, height: int, width: int,
                generator: torch.Generator, decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
                decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE) -> np.ndarray:
         """Packed normalised latents -> uint8 frames [num_frames, height, width, 3], as the pipeline decodes them."""
-        pipeline, vae = self.pipeline, self.pipeline.vae
-        latent_frames = (num_frames - 1) // pipeline.vae_temporal_compression_ratio + 1
-        spatial = pipeline.vae_spatial_compression_ratio
-        latents = pipeline._unpack_latents(packed_latents, latent_frames, height // spatial, width // spatial,
-                                           pipeline.transformer_spatial_patch_size,
-                                           pipeline.transformer_temporal_patch_size)
-        latents = denormalize_latents(latents.float(), vae.latents_mean.float(), vae.latents_std.float(),
-                                      vae.config.scaling_factor).to(vae.dtype)
-        timestep = None
-        if vae.config.timestep_conditioning:
-            # A little noise at a small decode timestep, as LTX-Video 0.9.1+ decodes (the pipeline does the same).
-            noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-            latents = (1 - decode_noise_scale) * latents + decode_noise_scale * noise
-            timestep = torch.full((latents.shape[0],), decode_timestep, device=latents.device, dtype=latents.dtype)
-        pixels = vae.decode(latents, timestep, return_dict=False)[0][0]  # [3, F, H, W] in [-1, 1]
-        # To uint8 in place and on the decoder's device (a quarter of the bytes to copy off a GPU).
-        frames = pixels.float().clamp_(-1.0, 1.0).add_(1.0).mul_(127.5).round_().to(torch.uint8)
-        return frames.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+        return decode_chunk(self.pipeline, packed_latents, num_frames, height, width, generator, decode_timestep,
+                            decode_noise_scale)
 
-    def write(self, output: Path, video: np.ndarray, fps: float, speech: SpeechInput) -> Path:
-        """H.264 + AAC MP4, atomically (a failure leaves nothing new at ``output``)."""
+    def write(self, output: Path, video: Iterable[np.ndarray], fps: float, audio_mux: np.ndarray) -> Path:
+        """H.264 + AAC MP4 of uint8 frames (an array or any iterable of frames) and speech at ``MUX_SAMPLE_RATE``,
+        atomically (a failure leaves nothing new at ``output``)."""
         from avatar_gen.media.video import write_video
 
-        return write_video(output, video, fps, audio=speech.audio_mux, sample_rate=MUX_SAMPLE_RATE)
+        return write_video(output, video, fps, audio=audio_mux, sample_rate=MUX_SAMPLE_RATE)
 
 
 def _warn_if_other_vae(metadata: dict[str, Any], vae, folder: Path, base: str) -> None:
@@ -482,7 +644,6 @@ def _load_scheduler(base: str, revision: str | None) -> FixedScheduleFlowMatchSc
 
     try:
         config = FlowMatchEulerDiscreteScheduler.load_config(base, subfolder="scheduler", revision=revision)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load the scheduler of the base model {base}: {first_line}") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load the scheduler of the base model {base}: {first_line(exc)}") from None
     return FixedScheduleFlowMatchScheduler.from_config(config)

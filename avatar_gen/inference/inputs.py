@@ -4,7 +4,7 @@ Limits a user can hit, each reported as one :class:`~avatar_gen.errors.UserError
 
 - the portrait must be a readable image (PNG, JPEG, WebP, BMP, ... anything Pillow opens) whose shorter side is at
   least :data:`MIN_IMAGE_SIDE` pixels; smaller targets are fine, larger ones are up-scaled (with a warning);
-- text must be non-empty and at most :data:`MAX_TEXT_CHARS` characters (about a minute of speech);
+- text must be non-empty and at most :data:`REQUEST_TEXT_MAX_CHARS` characters (about a minute of speech);
 - audio must be readable by libsndfile or ffmpeg (WAV, FLAC, OGG, MP3, M4A, the sound of a video, any sample rate),
   not silent (peak above :data:`SILENCE_PEAK`, -60 dBFS), and between one video frame and
   :data:`MAX_SPEECH_SECONDS` long.
@@ -28,7 +28,7 @@ from avatar_gen.media.frames import fit_frames
 log = logging.getLogger(__name__)
 
 MIN_IMAGE_SIDE = 64  # px: below this a portrait holds too little of a face to animate
-MAX_TEXT_CHARS = 1000  # about 170 words, a minute of speech at espeak's 175 words per minute
+REQUEST_TEXT_MAX_CHARS = 1000  # about 170 words, a minute of speech at espeak's 175 words per minute
 MAX_SPEECH_SECONDS = 120.0  # longer speech is generated chunk by chunk; this bounds one request's cost
 SILENCE_PEAK = 1e-3  # full scale 1.0: audio whose loudest sample is below -60 dBFS carries no speech
 MUX_SAMPLE_RATE = 44_100  # Hz of the AAC track in the output (the encoder always gets its own 16 kHz copy)
@@ -128,14 +128,14 @@ class SpeechInput:
 
 
 def check_text(text: str) -> str:
-    """The text with whitespace runs collapsed; UserError when it is empty or longer than ``MAX_TEXT_CHARS``."""
+    """The text with whitespace runs collapsed; UserError when it is empty or longer than ``REQUEST_TEXT_MAX_CHARS``."""
     if not isinstance(text, str):
         raise UserError(f"text must be a string, got {type(text).__name__}")
     cleaned = " ".join(text.split())
     if not cleaned:
         raise UserError("text is empty: give the sentence the avatar should speak")
-    if len(cleaned) > MAX_TEXT_CHARS:
-        raise UserError(f"text is {len(cleaned)} characters long; the limit is {MAX_TEXT_CHARS} "
+    if len(cleaned) > REQUEST_TEXT_MAX_CHARS:
+        raise UserError(f"text is {len(cleaned)} characters long; the limit is {REQUEST_TEXT_MAX_CHARS} "
                         "(split it into several videos)")
     return cleaned
 

@@ -22,15 +22,15 @@ Distilled schedule
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from avatar_gen.errors import UserError
+from avatar_gen.ltx import LTX_TEMPORAL_COMPRESSION
 
-LTX_TEMPORAL_COMPRESSION = 8
 MIN_CHUNK_FRAMES = LTX_TEMPORAL_COMPRESSION + 1  # one latent frame besides the given first one
 DISTILLED_TIMESTEPS = (1000.0, 993.0, 987.0, 981.0, 975.0, 909.0, 725.0, 0.03)
 DISTILLED_GUIDANCE = 1.0  # distilled LTX models were distilled with guidance folded in

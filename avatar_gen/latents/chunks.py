@@ -9,9 +9,9 @@ run past the end of the clip is dropped (and reported), never padded.  Frames ar
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 

@@ -13,24 +13,26 @@ batch; ``prefetch=0`` decodes in line, for comparison.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from avatar_gen.config import StrictModel
-from avatar_gen.errors import MediaError, UserError
+from avatar_gen.errors import MediaError, first_line
 from avatar_gen.latents.chunks import Chunk, ClipReport, stream_chunks
 from avatar_gen.latents.sources import ClipSource, absolute, collect_clips, recorded_path, select_shard
-from avatar_gen.latents.vae import (DEFAULT_PRETRAINED, SPATIAL_MULTIPLE, TEMPORAL_MULTIPLE, LoadedVae,
-                                    encode_frames, latent_shape, load_vae)
+from avatar_gen.latents.vae import DEFAULT_PRETRAINED, LoadedVae, encode_frames, latent_shape, load_vae, vae_compression
+from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
 from avatar_gen.media.video import probe_video
 from avatar_gen.utils.io import atomic_path, atomic_write_json, read_json, remove_stale_temporaries
 from avatar_gen.utils.progress import progress
@@ -52,8 +54,9 @@ class LatentsConfig(StrictModel):
     output_dir: Path
     pretrained: str = Field(DEFAULT_PRETRAINED, description="hub id, diffusers pipeline folder or VAE folder")
     revision: str | None = None
-    height: int = Field(768, ge=SPATIAL_MULTIPLE, description="pixels, multiple of 32; portrait half-body default")
-    width: int = Field(512, ge=SPATIAL_MULTIPLE, description="pixels, multiple of 32")
+    height: int = Field(768, ge=LTX_SPATIAL_COMPRESSION,
+                        description="pixels, multiple of 32; portrait half-body default")
+    width: int = Field(512, ge=LTX_SPATIAL_COMPRESSION, description="pixels, multiple of 32")
     num_frames: int = Field(97, ge=1, description="frames per chunk, 8k + 1 (97 = 3.88 s at 25 fps)")
     fps: float = Field(25.0, gt=0, le=240)
     stride: int | None = Field(None, ge=1, description="frames between chunk starts; default num_frames")
@@ -69,19 +72,19 @@ class LatentsConfig(StrictModel):
     @field_validator("height", "width")
     @classmethod
     def _multiple_of_32(cls, value: int) -> int:
-        if value % SPATIAL_MULTIPLE:
-            raise ValueError(f"must be a multiple of {SPATIAL_MULTIPLE} (the VAE's spatial factor), got {value}")
+        if value % LTX_SPATIAL_COMPRESSION:
+            raise ValueError(f"must be a multiple of {LTX_SPATIAL_COMPRESSION} (the VAE's spatial factor), got {value}")
         return value
 
     @field_validator("num_frames")
     @classmethod
     def _frames_8k_plus_1(cls, value: int) -> int:
-        if (value - 1) % TEMPORAL_MULTIPLE:
+        if (value - 1) % LTX_TEMPORAL_COMPRESSION:
             raise ValueError(f"must be 8k+1 (9, 17, ..., 97, ...), got {value}")
         return value
 
     @model_validator(mode="after")
-    def _check_together(self) -> "LatentsConfig":
+    def _check_together(self) -> LatentsConfig:
         if self.shard_index >= self.shard_count:
             raise ValueError(f"shard index {self.shard_index} must be below the shard count {self.shard_count}")
         if self.inputs is None and self.transcripts is None:
@@ -96,19 +99,6 @@ class LatentsConfig(StrictModel):
     def data_root(self) -> Path:
         """Recorded video paths are relative to this folder: the one holding the output folder."""
         return absolute(self.output_dir).parent
-
-
-def make_config(**values) -> LatentsConfig:
-    """Build a :class:`LatentsConfig`; an invalid value raises a UserError with one readable line."""
-    try:
-        return LatentsConfig(**values)
-    except ValidationError as exc:
-        problems = []
-        for item in exc.errors():
-            where = ".".join(str(part) for part in item["loc"])
-            message = item["msg"].removeprefix("Value error, ")
-            problems.append(f"--{where}: {message}" if where else message)
-        raise UserError("; ".join(problems)) from None
 
 
 @dataclass
@@ -147,7 +137,8 @@ def chunk_metadata(config: LatentsConfig, vae: LoadedVae, clip: ClipSource, chun
         "end_time": (start_frame + config.num_frames) / config.fps,
         "height": config.height,
         "width": config.width,
-        "latent_shape": latent_shape(latent_channels, config.num_frames, config.height, config.width),
+        "latent_shape": latent_shape(latent_channels, config.num_frames, config.height, config.width,
+                                     *vae_compression(vae.vae)),
         "vae": vae.metadata(),
     }
 
@@ -319,7 +310,7 @@ def _decode_clips(config: LatentsConfig, clips: list[ClipSource], book: _Bookkee
                 yield _ChunkItem(clip, chunk)
             error = _truncation(report.total_frames, declared_seconds, config.fps)
         except MediaError as exc:
-            error = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            error = first_line(exc)
         except (OSError, ValueError, RuntimeError) as exc:  # anything else a broken file can make a decoder raise
             error = f"cannot decode {clip.path}: {exc.__class__.__name__}: {exc}"
         yield _ClipEnd(clip, report, len(report.chunk_starts(config.num_frames, stride)), error)
@@ -374,10 +365,8 @@ def _prefetched(source: Iterator[object], capacity: int) -> Iterator[object]:
     finally:
         stop.set()
         while worker.is_alive():  # unblock a worker waiting on a full queue
-            try:
+            with contextlib.suppress(queue.Empty):
                 items.get_nowait()
-            except queue.Empty:
-                pass
             worker.join(timeout=0.1)
 
 

@@ -115,8 +115,8 @@ def load_transcript_clips(transcripts: Path) -> list[ClipSource]:
         clip_id = str(record["clip_id"])
         if clip_id in clips:
             continue  # the scraper never writes duplicates; tolerate a hand-merged file
-        clips[clip_id] = ClipSource(clip_id=clip_id, path=absolute(data_root / os.path.expanduser(str(record["video_path"]))),
-                                    face_center=_face_center(record))
+        path = absolute(data_root / os.path.expanduser(str(record["video_path"])))
+        clips[clip_id] = ClipSource(clip_id=clip_id, path=path, face_center=_face_center(record))
     return list(clips.values())
 
 

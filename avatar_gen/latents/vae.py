@@ -1,8 +1,9 @@
 """The LTX-Video VAE: loading, encoding frames to latents, decoding latents to frames, normalisation.
 
 Pixels go in and out of the VAE as float tensors [B, 3, F, H, W] in [-1, 1]; frames on disk and in the
-media layer are uint8 RGB [F, H, W, 3].  The LTX VAE compresses 32x in space and 8x in time
-(plus the first frame): F = 8k + 1 frames of H x W give latents [B, C, k + 1, H / 32, W / 32].
+media layer are uint8 RGB [F, H, W, 3].  A VAE compresses ``s`` x in space and ``t`` x in time (plus the first
+frame): F = t k + 1 frames of H x W give latents [B, C, k + 1, H / s, W / s]; LTX's factors are below, code with a
+loaded VAE reads its own (:func:`vae_compression`); LTX's are in :mod:`avatar_gen.ltx`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from avatar_gen.errors import UserError
+from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
 from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
 from avatar_gen.media.frames import resize_frames
 
@@ -23,9 +25,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PRETRAINED = "Lightricks/LTX-Video"
 DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp32": torch.float32}
-# Sizes the VAE needs: sides a multiple of its spatial factor, frame counts 8k + 1.
-SPATIAL_MULTIPLE = 32
-TEMPORAL_MULTIPLE = 8
+
+
+def vae_compression(vae: Any) -> tuple[int, int]:
+    """(temporal, spatial) compression factors of a loaded ``AutoencoderKLLTXVideo``."""
+    return int(vae.temporal_compression_ratio), int(vae.spatial_compression_ratio)
 
 
 @dataclass
@@ -143,7 +147,7 @@ def encode_frames(vae: Any, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         pixels = pixels.unsqueeze(0)
     if pixels.ndim != 5 or pixels.shape[1] != 3:
         raise ValueError(f"encode_frames wants pixels [B, 3, F, H, W], got {tuple(pixels.shape)}")
-    _check_video_size(pixels.shape[2], pixels.shape[3], pixels.shape[4])
+    _check_video_size(pixels.shape[2], pixels.shape[3], pixels.shape[4], *vae_compression(vae))
     latents = vae.encode(pixels).latent_dist.mode()
     return latents[0] if single else latents
 
@@ -172,17 +176,17 @@ def decode_latents(vae: Any, latents: torch.Tensor, height: int | None = None, w
     return frames[0] if single else frames
 
 
-def _check_video_size(num_frames: int, height: int, width: int) -> None:
-    if (num_frames - 1) % TEMPORAL_MULTIPLE:
-        raise ValueError(f"the VAE needs 8k+1 frames, got {num_frames}")
-    if height % SPATIAL_MULTIPLE or width % SPATIAL_MULTIPLE:
-        raise ValueError(f"the VAE needs sides that are multiples of 32, got {height}x{width}")
+def _check_video_size(num_frames: int, height: int, width: int, temporal: int, spatial: int) -> None:
+    if (num_frames - 1) % temporal:
+        raise ValueError(f"the VAE needs {temporal}k+1 frames, got {num_frames}")
+    if height % spatial or width % spatial:
+        raise ValueError(f"the VAE needs sides that are multiples of {spatial}, got {height}x{width}")
 
 
-def latent_shape(latent_channels: int, num_frames: int, height: int, width: int) -> list[int]:
-    """[C, F', h, w] of the latents of ``num_frames`` (8k+1) frames of ``height`` x ``width``."""
-    return [latent_channels, (num_frames - 1) // TEMPORAL_MULTIPLE + 1, height // SPATIAL_MULTIPLE,
-            width // SPATIAL_MULTIPLE]
+def latent_shape(latent_channels: int, num_frames: int, height: int, width: int,
+                 temporal: int = LTX_TEMPORAL_COMPRESSION, spatial: int = LTX_SPATIAL_COMPRESSION) -> list[int]:
+    """[C, F', h, w] of the latents of ``num_frames`` (``temporal`` k + 1) frames of ``height`` x ``width``."""
+    return [latent_channels, (num_frames - 1) // temporal + 1, height // spatial, width // spatial]
 
 
 def _channel_view(stats: torch.Tensor | list[float], like: torch.Tensor) -> torch.Tensor:

@@ -15,20 +15,26 @@ STDERR_TAIL_CHARS = 2000
 
 @functools.lru_cache(maxsize=1)
 def ffmpeg_exe() -> str:
-    """Path of an ffmpeg binary: ``$AVATAR_GEN_FFMPEG``, the system's, else imageio-ffmpeg's static build."""
+    """Path of an ffmpeg binary: ``$AVATAR_GEN_FFMPEG``, else imageio-ffmpeg's pinned static build, else the system's.
+
+    The pinned build comes first so that results do not depend on whichever ffmpeg a machine has on PATH (Debian's
+    5.1, installed for Gradio's ffprobe, muxes ``-shortest`` stream copies 80 ms longer than ffmpeg 9).
+    """
     explicit = os.environ.get("AVATAR_GEN_FFMPEG")
     if explicit:
         if not os.access(explicit, os.X_OK):
             raise MediaError(f"AVATAR_GEN_FFMPEG={explicit} is not an executable file")
         return explicit
-    system = shutil.which("ffmpeg")
-    if system:
-        return system
     try:
         import imageio_ffmpeg
     except ImportError:  # pragma: no cover - it is a hard requirement
-        raise MediaError("ffmpeg not found: install it or `pip install imageio-ffmpeg`") from None
-    return imageio_ffmpeg.get_ffmpeg_exe()
+        imageio_ffmpeg = None
+    if imageio_ffmpeg is not None:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    raise MediaError("ffmpeg not found: install it or `pip install imageio-ffmpeg`")
 
 
 def ffmpeg_dir() -> Path:
@@ -55,8 +61,7 @@ def run_ffmpeg(args: list[str], input_bytes: bytes | None = None, timeout: float
     """Run ``ffmpeg <args>`` (no shell); return stdout; raise MediaError with stderr's tail on failure."""
     command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *[os.fspath(a) for a in args]]
     try:
-        completed = subprocess.run(command, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   timeout=timeout, check=False)
+        completed = subprocess.run(command, input=input_bytes, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise MediaError(f"ffmpeg timed out after {timeout} s") from None
     if completed.returncode != 0:

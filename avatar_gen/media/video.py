@@ -10,10 +10,10 @@ import contextlib
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import av
 import numpy as np
@@ -184,7 +184,8 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray] | np.ndarr
         stderr_file = stack.enter_context(tempfile.TemporaryFile())
         command = [
             ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", _fps_text(fps), "-i", "pipe:0",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", _fps_text(fps),
+            "-i", "pipe:0",
             *audio_args,
             "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", preset, "-crf", str(crf),
             "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(tmp),

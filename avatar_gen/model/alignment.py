@@ -20,11 +20,13 @@ from typing import Literal
 
 import torch
 
+from avatar_gen.ltx import LTX_TEMPORAL_COMPRESSION
+
 Alignment = Literal["global", "local"]
-LTX_TEMPORAL_COMPRESSION = 8
 
 
-def latent_frame_pixel_window(latent_frame: int, temporal_compression: int = LTX_TEMPORAL_COMPRESSION) -> tuple[int, int]:
+def latent_frame_pixel_window(latent_frame: int,
+                              temporal_compression: int = LTX_TEMPORAL_COMPRESSION) -> tuple[int, int]:
     """Inclusive range of pixel frames encoded by ``latent_frame`` of a causal video VAE."""
     if latent_frame == 0:
         return 0, 0

@@ -51,7 +51,8 @@ class AudioProjectionConfig(StrictModel):
 def sinusoidal_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """Transformer-style sin/cos embedding of integer ``positions`` [N] -> [N, dim]."""
     half = dim // 2
-    frequencies = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=positions.device) / max(half, 1))
+    steps = torch.arange(half, dtype=torch.float32, device=positions.device)
+    frequencies = torch.exp(-math.log(10000.0) * steps / max(half, 1))
     angles = positions.float()[:, None] * frequencies[None]
     embedding = torch.cat([angles.sin(), angles.cos()], dim=-1)
     if dim % 2:
@@ -94,12 +95,14 @@ class AudioProjection(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.ndim != 3 or features.shape[-1] != self.config.feature_dim:
-            raise UserError(f"audio features must be [batch, frames, {self.config.feature_dim}], got {tuple(features.shape)}")
+            raise UserError(f"audio features must be [batch, frames, {self.config.feature_dim}], "
+                            f"got {tuple(features.shape)}")
         batch, num_frames, _ = features.shape
         if self.num_tokens(num_frames) > self.config.max_tokens:
             raise UserError(
-                f"{num_frames} frames x {self.config.tokens_per_frame} tokens/frame = {self.num_tokens(num_frames)} audio "
-                f"tokens, more than the projection's max_tokens={self.config.max_tokens}")
+                f"{num_frames} frames x {self.config.tokens_per_frame} tokens/frame = "
+                f"{self.num_tokens(num_frames)} audio tokens, more than the projection's "
+                f"max_tokens={self.config.max_tokens}")
         width = self.config.caption_channels
         dtype = self.mlp[0].weight.dtype
         tokens = self.mlp(self.input_norm(features.to(dtype)))
@@ -117,14 +120,15 @@ class AudioProjection(nn.Module):
         """Write ``audio_projection.safetensors`` (fp32) and ``audio_projection.json`` into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in self.state_dict().items()}
+        state = {name: tensor.detach().to("cpu", torch.float32).contiguous()
+                 for name, tensor in self.state_dict().items()}
         with atomic_path(directory / PROJECTION_WEIGHTS) as tmp:
             save_file(state, str(tmp))
         atomic_write_json(directory / PROJECTION_CONFIG, self.config.model_dump(mode="json"))
 
     @classmethod
     def load(cls, directory: str | Path, device: torch.device | str = "cpu",
-             dtype: torch.dtype = torch.float32) -> "AudioProjection":
+             dtype: torch.dtype = torch.float32) -> AudioProjection:
         directory = Path(directory)
         config_path, weights_path = directory / PROJECTION_CONFIG, directory / PROJECTION_WEIGHTS
         for path in (config_path, weights_path):
@@ -134,7 +138,8 @@ class AudioProjection(nn.Module):
         projection = cls(config)
         state = load_file(str(weights_path))
         expected = projection.state_dict()
-        mismatched = [name for name, tensor in state.items() if name in expected and tensor.shape != expected[name].shape]
+        mismatched = [name for name, tensor in state.items()
+                      if name in expected and tensor.shape != expected[name].shape]
         missing, unexpected = set(expected) - set(state), set(state) - set(expected)
         if mismatched or missing or unexpected:
             raise UserError(

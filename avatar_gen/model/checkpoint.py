@@ -1,16 +1,8 @@
 """Training checkpoints: atomic writing, ``latest`` link, pruning, and loading for inference.
 
-Layout of ``<run>/checkpoints/step_XXXXXX/`` (see docs/training.md):
-
-- ``avatar_checkpoint.json``: metadata (base model, LoRA config, audio encoder spec, projection config,
-  video size, alignment, the transformer's dimensions);
-- ``pytorch_lora_weights.safetensors`` (LoRA training) or ``transformer/`` (full fine-tuning, diffusers folder);
-- ``audio_projection.safetensors`` + ``audio_projection.json``;
-- ``training_state/``: what resuming needs beyond the weights (written by the trainer).
-
-A checkpoint is written into a hidden ``.tmp-step_XXXXXX`` folder and renamed into place when complete, and
-the ``latest`` symlink is swapped with ``os.replace``: a run killed mid-checkpoint leaves the previous
-checkpoint and link intact.
+The files of a checkpoint and its metadata are specified in docs/CONTRACTS.md ("Training checkpoints").  A checkpoint
+is written into a hidden ``.tmp-step_XXXXXX`` folder and renamed into place when complete, and the ``latest`` symlink
+is swapped with ``os.replace``: a run killed mid-checkpoint leaves the previous checkpoint and link intact.
 """
 
 from __future__ import annotations
@@ -30,7 +22,7 @@ from avatar_gen.errors import UserError
 from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
 from avatar_gen.model.audio_projection import PROJECTION_CONFIG, PROJECTION_WEIGHTS, AudioProjection
 from avatar_gen.model.lora import LORA_WEIGHTS, load_lora
-from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json
+from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json, make_staging_folder, replace_folder
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +48,29 @@ def transformer_signature(transformer: torch.nn.Module) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- writing
 
+def checkpoint_metadata(step: int, pretrained: str, revision: str | None, lora: dict[str, Any] | None,
+                        audio_encoder: dict[str, Any] | None, video: dict[str, Any], alignment: str,
+                        local_margin_frames: int, temporal_compression: int, spatial_compression: int,
+                        latents: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run-specific part of ``avatar_checkpoint.json`` (docs/CONTRACTS.md); :func:`export_model` adds the rest.
+
+    ``lora``: ``{rank, alpha, dropout, target_modules}`` or None (full fine-tuning); ``video``: ``{height, width,
+    num_frames, fps}`` of the training chunks; ``latents``: ``{latent_shape, vae}`` of the training chunks.
+    """
+    metadata = {"step": step, "base_model": {"pretrained": pretrained, "revision": revision}, "lora": lora,
+                "audio_encoder": audio_encoder, "video": dict(video)}
+    if latents is not None:
+        metadata["latents"] = latents
+    metadata.update(alignment=alignment, local_margin_frames=local_margin_frames,
+                    temporal_compression=temporal_compression, spatial_compression=spatial_compression)
+    return metadata
+
+
+
+
 def staging_folder(checkpoints_dir: str | Path, step: int) -> Path:
     """An empty hidden folder to write checkpoint ``step`` into (a stale one from a killed run is cleared)."""
-    staging = Path(checkpoints_dir) / f"{TMP_PREFIX}{step_folder_name(step)}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    return staging
+    return make_staging_folder(Path(checkpoints_dir) / step_folder_name(step))
 
 
 def export_model(directory: str | Path, transformer: torch.nn.Module, audio_projection: AudioProjection,
@@ -99,15 +107,8 @@ def list_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
 def finalize_checkpoint(checkpoints_dir: str | Path, staging: Path, step: int, keep_last: int | None) -> Path:
     """Rename the complete ``staging`` folder to ``step_XXXXXX``, point ``latest`` at it, prune old ones."""
     checkpoints_dir = Path(checkpoints_dir)
-    final = checkpoints_dir / step_folder_name(step)
-    if final.exists():
-        # Re-saving a step (a resumed run that stops where it started): retire the old copy first.
-        retired = checkpoints_dir / f"{TMP_PREFIX}old-{final.name}"
-        if retired.exists():
-            shutil.rmtree(retired)
-        final.rename(retired)
-        shutil.rmtree(retired)
-    staging.rename(final)
+    # Re-saving a step (a resumed run that stops where it started) replaces the old copy.
+    final = replace_folder(staging, checkpoints_dir / step_folder_name(step))
     link_tmp = checkpoints_dir / f"{TMP_PREFIX}{LATEST_LINK}"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()
@@ -156,7 +157,8 @@ def load_base_transformer(pretrained: str | Path, revision: str | None = None, d
 
     source = resolve_pretrained(pretrained, "LTX-Video transformer")
     local = Path(source.source)
-    bare_transformer_folder = source.is_local and (local / "config.json").is_file() and not (local / TRANSFORMER_FOLDER).is_dir()
+    bare_transformer_folder = (source.is_local and (local / "config.json").is_file()
+                               and not (local / TRANSFORMER_FOLDER).is_dir())
     try:
         return LTXVideoTransformer3DModel.from_pretrained(source.source, subfolder=None if bare_transformer_folder
                                                           else TRANSFORMER_FOLDER, revision=revision, torch_dtype=dtype)
@@ -170,6 +172,26 @@ def check_signature(expected: dict[str, Any], transformer: torch.nn.Module, wher
     if different:
         details = ", ".join(f"{key} {want} vs base {have}" for key, (want, have) in different.items())
         raise UserError(f"{where} was trained on a different base model: {details}")
+
+
+def load_trainable_weights(model: torch.nn.Module, folder: Path, lora: bool) -> None:
+    """Copy checkpoint ``folder``'s exported weights (fp32) into a live denoiser (``.transformer`` with the adapter
+    attached when ``lora``, ``.audio_projection``): exact, so training resumes from them."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if lora:
+        prefix = "transformer."
+        state = {key[len(prefix):]: value for key, value in load_file(str(folder / LORA_WEIGHTS)).items()
+                 if key.startswith(prefix)}
+        result = set_peft_model_state_dict(model.transformer, state, adapter_name="default")
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise UserError(f"{folder}: LoRA keys that do not fit this model: {unexpected[:3]}")
+    else:
+        saved = load_base_transformer(folder / TRANSFORMER_FOLDER, None, torch.float32)
+        model.transformer.load_state_dict(saved.state_dict())
+    model.audio_projection.load_state_dict(load_file(str(folder / PROJECTION_WEIGHTS)))
 
 
 @dataclass

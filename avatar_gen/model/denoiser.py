@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avatar_gen.model.alignment import LTX_TEMPORAL_COMPRESSION, Alignment, encoder_attention_mask
+from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
+from avatar_gen.model.alignment import Alignment, encoder_attention_mask
 from avatar_gen.model.audio_projection import AudioProjection
-
-LTX_SPATIAL_COMPRESSION = 32
+from avatar_gen.model.flow import pack_latents, unpack_latents
 
 
 class AvatarDenoiser(nn.Module):
@@ -29,6 +29,21 @@ class AvatarDenoiser(nn.Module):
         self.local_margin_frames = local_margin_frames
         self.temporal_compression = temporal_compression
         self.spatial_compression = spatial_compression
+
+    def token_grid(self, latents: torch.Tensor) -> tuple[int, int, int]:
+        """(latent_frames, latent_height, latent_width) of the token grid of latents [B, C, F', h, w]."""
+        config = self.transformer.config
+        _, _, frames, height, width = latents.shape
+        return frames // config["patch_size_t"], height // config["patch_size"], width // config["patch_size"]
+
+    def pack(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, C, F', h, w] -> the transformer's tokens [B, N, C']."""
+        return pack_latents(latents, self.transformer.config["patch_size"], self.transformer.config["patch_size_t"])
+
+    def unpack(self, tokens: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
+        """Inverse of :meth:`pack` for the token grid ``frames`` x ``height`` x ``width``."""
+        config = self.transformer.config
+        return unpack_latents(tokens, frames, height, width, config["patch_size"], config["patch_size_t"])
 
     def audio_tokens(self, audio_features: torch.Tensor) -> torch.Tensor:
         return self.audio_projection(audio_features)

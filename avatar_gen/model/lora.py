@@ -7,14 +7,14 @@ safetensors metadata (without that metadata diffusers guesses ``lora_alpha = ran
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
-from avatar_gen.errors import UserError
+from avatar_gen.errors import UserError, first_line
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 DEFAULT_LORA_TARGETS = ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
@@ -54,7 +54,8 @@ def save_lora(transformer: torch.nn.Module, lora_config: LoraConfig, directory: 
 
 
 def load_lora(transformer: torch.nn.Module, directory: str | Path, trainable: bool = False) -> None:
-    """Load a LoRA saved by :func:`save_lora` (or any diffusers LTX LoRA) into ``transformer`` as adapter ``default``."""
+    """Load a LoRA saved by :func:`save_lora` (or any diffusers LTX LoRA) into ``transformer`` as adapter
+    ``default``."""
     from diffusers import LTXImageToVideoPipeline
 
     path = Path(directory) / LORA_WEIGHTS
@@ -66,8 +67,8 @@ def load_lora(transformer: torch.nn.Module, directory: str | Path, trainable: bo
         LTXImageToVideoPipeline.load_lora_into_transformer(state, transformer=transformer, adapter_name=ADAPTER_NAME,
                                                            metadata=metadata)
     except (RuntimeError, ValueError, KeyError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"LoRA {path} does not fit this transformer (different base model?): {first_line}") from None
+        raise UserError(f"LoRA {path} does not fit this transformer (different base model?): "
+                        f"{first_line(exc)}") from None
     loaded = [name for name, _ in transformer.named_parameters() if ".lora_" in name]
     if not loaded:
         raise UserError(f"LoRA {path} matched no module of this transformer (different base model?)")

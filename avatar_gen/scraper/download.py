@@ -38,7 +38,7 @@ DEFAULT_FORMAT = "bv*[height<={max_height}]+ba/b[height<={max_height}]/b"
 MAX_BACKOFF_SECONDS = 120.0
 
 
-class ErrorKind(str, enum.Enum):
+class ErrorKind(str, enum.Enum):  # noqa: UP042 - a StrEnum would change how members print in logs
     TRANSIENT = "transient"
     PERMANENT = "permanent"
     BOT_CHECK = "bot_check"
@@ -178,7 +178,7 @@ class Downloader:
                 time.sleep(wait)
         raise AssertionError("unreachable")
 
-    def open(self, youtube_id: str, work_dir: Path) -> "VideoSession":
+    def open(self, youtube_id: str, work_dir: Path) -> VideoSession:
         """Extract the video's page (with retries); raises SegmentDownloadError."""
         session = VideoSession(self, youtube_id, Path(work_dir))
         self.with_retries(f"{youtube_id} extract", session.extract)
@@ -243,7 +243,7 @@ class VideoSession:
             self._ydl.close()
             self._ydl = None
 
-    def __enter__(self) -> "VideoSession":
+    def __enter__(self) -> VideoSession:
         return self
 
     def __exit__(self, *exc_info) -> None:

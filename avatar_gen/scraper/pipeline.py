@@ -1,24 +1,8 @@
 """Stage 1: AVSpeech rows (or a folder of local videos) -> normalised clips + ``video_transcripts.json``.
 
-Per item, in a worker thread:
-
-1. validate the row (:mod:`avatar_gen.scraper.rows`; done for all rows up front, it costs nothing);
-2. download a short preview of the segment and run the filters on it (one face, speech within the
-   first second, English);
-3. download only the segment, then cut it exactly, normalise the frame rate, optionally crop around
-   the CSV face point and resize, in one ffmpeg pass to H.264 + AAC; check the decoded length;
-4. transcribe it with word timestamps.
-
-The main thread is the only writer: it appends each kept clip's record to the transcripts file and
-each rejection (row, id, stage, reason) to the sibling state file ``<transcripts>.state.json``, both
-with atomic writes.  A clip's video is moved into place before its record is written, so a record
-never points at a missing file.  On start the run sweeps ``.tmp-*`` leftovers of a killed run and
-skips every item already kept (its clip id is in the transcripts file) or rejected (its key is in the
-state file): killed at any moment and re-run, it ends with each kept clip recorded exactly once.
-
-Faults: transient network errors are retried with backoff; permanent ones reject the row; a bot
-check, or ``max_consecutive_failures`` transient failures in a row, stop the run with the state saved
-and a message naming the row to resume from.
+Workers validate, preview-filter, download, cut and transcribe items (docs/scraper.md, "What happens to one row");
+the main thread is the only writer of the transcripts file and its sibling state file, so that a run killed at any
+moment and re-run ends with each kept clip recorded exactly once and no record pointing at a missing file.
 """
 
 from __future__ import annotations
@@ -32,10 +16,11 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -103,7 +88,7 @@ class ScrapeConfig(StrictModel):
     retry_rejected: bool = Field(False, description="redo rejected items (not rows that failed validation)")
 
     @model_validator(mode="after")
-    def _check(self) -> "ScrapeConfig":
+    def _check(self) -> ScrapeConfig:
         if (self.csv_path is None) == (self.input_dir is None):
             raise ValueError("give exactly one of csv_path and input_dir")
         if self.sleep_min > self.sleep_max:
@@ -177,7 +162,7 @@ def state_path_for(transcripts_file: Path) -> Path:
 def _exclusive_lock(lock_file: Path, what: str) -> Iterator[None]:
     """Hold an advisory lock for the run (released by the OS even on SIGKILL)."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_file, "a+")
+    handle = open(lock_file, "a+")  # noqa: SIM115 - held open for the whole run, closed in the finally below
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -448,10 +433,8 @@ class Scraper:
             return Outcome(item, "failed", reason="run stopping")
         work_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{item.clip_id}-", dir=self.output_dir))
         try:
-            if item.row is not None:
-                record = self._process_row(item, work_dir)
-            else:
-                record = self._process_local(item, work_dir)
+            process = self._process_row if item.row is not None else self._process_local
+            record = process(item, work_dir)
             return Outcome(item, "kept", record=record)
         except _Rejected as exc:
             return Outcome(item, "rejected", stage=exc.stage, reason=exc.reason)

@@ -23,9 +23,11 @@ import base64
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np

@@ -45,7 +45,7 @@ class FigureStyle:
     mouth_width: float  # mouth half-width in head radii
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> "FigureStyle":
+    def random(cls, rng: np.random.Generator) -> FigureStyle:
         tone = rng.uniform(0, len(SKIN_TONES) - 1)
         low = int(np.floor(tone))
         high = min(low + 1, len(SKIN_TONES) - 1)

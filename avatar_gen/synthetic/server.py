@@ -32,8 +32,8 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from avatar_gen.errors import UserError

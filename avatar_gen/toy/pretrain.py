@@ -11,7 +11,7 @@ from avatar_gen.config import dump_config
 from avatar_gen.toy.config import ToyPretrainConfig
 from avatar_gen.toy.data import HELD_OUT_FOLDER, TRAIN_FOLDER, load_clip_frames, write_toy_clips
 from avatar_gen.toy.vae import measure_latent_statistics, train_toy_vae, vae_ceiling
-from avatar_gen.utils.io import atomic_folder_save, atomic_write_json, atomic_write_text
+from avatar_gen.utils.io import atomic_folder, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -56,4 +56,5 @@ def _vae_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
              "(originals %.3f +- %.3f)", report["psnr"]["n"], report["psnr"]["mean"], report["psnr"]["std"],
              report["sync_reconstruction"]["mean"], report["sync_reconstruction"]["std"],
              report["sync_original"]["mean"], report["sync_original"]["std"])
-    atomic_folder_save(paths["vae"], vae.save_pretrained)
+    with atomic_folder(paths["vae"]) as staging:
+        vae.save_pretrained(staging)

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from avatar_gen.config import ConfigPath, StrictModel, load_config
+from avatar_gen.model.flow import token_count_shift
 from avatar_gen.model.lora import DEFAULT_LORA_TARGETS
 
 
@@ -44,19 +45,22 @@ class LoraSection(StrictModel):
 class AudioSection(StrictModel):
     feature_dim: int = Field(ge=1, description="D of audio_latents/<key>_ff.npy [num_frames, D]")
     caption_channels: int | None = Field(
-        default=None, ge=1, description="projection output width; default and required: the transformer's caption_channels")
+        default=None, ge=1,
+        description="projection output width; default and required: the transformer's caption_channels")
     tokens_per_frame: int = Field(default=1, ge=1, le=8)
-    max_tokens: int = Field(default=128, ge=1, description="num_frames * tokens_per_frame must fit (128 for the real model)")
+    max_tokens: int = Field(default=128, ge=1,
+                            description="num_frames * tokens_per_frame must fit (128 for the real model)")
     hidden_dim: int = Field(default=1024, ge=1)
     position_embedding: Literal["learned", "sinusoidal", "none"] = "learned"
     input_norm: Literal["layer", "none"] = Field(
         default="layer", description="per-frame LayerNorm of the features; none for the logmel encoder (keeps loudness)")
     alignment: Literal["global", "local"] = Field(
-        default="global", description="global: every video token sees all audio tokens; local: only its frames' +- margin")
+        default="global",
+        description="global: every video token sees all audio tokens; local: only its frames' +- margin")
     local_margin_frames: int = Field(default=2, ge=0, description="local alignment: extra pixel frames on each side")
 
     @model_validator(mode="after")
-    def _position_information(self) -> "AudioSection":
+    def _position_information(self) -> AudioSection:
         if self.alignment == "global" and self.position_embedding == "none":
             raise ValueError("global alignment needs frame-position information: position_embedding 'learned' or "
                              "'sinusoidal' (only the local mask tells tokens' frames apart without it)")
@@ -66,8 +70,10 @@ class AudioSection(StrictModel):
 class DataSection(StrictModel):
     vae_latents: ConfigPath = Field(description="folder of <key>.pt + <key>.json")
     audio_latents: ConfigPath = Field(description="folder of <key>_ff.npy + <key>_text.json")
-    held_out_fraction: float = Field(default=0.05, ge=0, lt=1, description="share of clips held out (by hash of clip id)")
-    allow_missing_audio: bool = Field(default=False, description="skip (and log) chunks without audio features instead of failing")
+    held_out_fraction: float = Field(default=0.05, ge=0, lt=1,
+                                     description="share of clips held out (by hash of clip id)")
+    allow_missing_audio: bool = Field(default=False,
+                                      description="skip (and log) chunks without audio features instead of failing")
     batch_size: int = Field(default=1, ge=1, description="per rank, per micro-step")
     num_workers: int = Field(default=2, ge=0)
     shuffle: bool = True
@@ -83,12 +89,18 @@ class FlowSection(StrictModel):
     max_shift: float = 2.05
 
     @model_validator(mode="after")
-    def _ordered(self) -> "FlowSection":
+    def _ordered(self) -> FlowSection:
         if self.max_seq_len <= self.base_seq_len:
             raise ValueError("max_seq_len must exceed base_seq_len")
         if isinstance(self.shift, float) and self.shift <= 0:
             raise ValueError("shift must be > 0")
         return self
+
+    def shift_for(self, num_tokens: int) -> float:
+        """The sigma shift for a sequence of ``num_tokens`` video tokens."""
+        if self.shift == "auto":
+            return token_count_shift(num_tokens, self.base_seq_len, self.max_seq_len, self.base_shift, self.max_shift)
+        return float(self.shift)
 
 
 class ConditioningSection(StrictModel):
@@ -120,8 +132,10 @@ class AccelerationSection(StrictModel):
 
 class DistributedSection(StrictModel):
     backend: Literal["auto", "single", "deepspeed"] = Field(
-        default="auto", description="auto: DeepSpeed when launched with WORLD_SIZE > 1 (deepspeed/torchrun), else single")
-    deepspeed_config: ConfigPath | None = Field(default=None, description="DeepSpeed JSON (configs/deepspeed/zero2.json)")
+        default="auto",
+        description="auto: DeepSpeed when launched with WORLD_SIZE > 1 (deepspeed/torchrun), else single")
+    deepspeed_config: ConfigPath | None = Field(default=None,
+                                                description="DeepSpeed JSON (configs/deepspeed/zero2.json)")
     zero_stage: int | None = Field(default=None, ge=0, le=3, description="overrides the JSON's zero_optimization.stage")
 
 
@@ -170,7 +184,7 @@ class TrainConfig(StrictModel):
     logging: LoggingSection = Field(default_factory=LoggingSection)
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "TrainConfig":
+    def _cross_checks(self) -> TrainConfig:
         if self.distributed.backend == "deepspeed" and self.distributed.deepspeed_config is None:
             raise ValueError("distributed.backend deepspeed needs distributed.deepspeed_config")
         if self.validation.held_out_chunks and self.data.held_out_fraction == 0:

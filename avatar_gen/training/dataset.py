@@ -7,7 +7,7 @@ listing examples, before any training starts.
 
 Held-out split: a *clip* (all its chunks) is held out when ``held_out_score(clip_id) < held_out_fraction``, where
 the score is a SHA-1 hash of the clip id mapped to [0, 1).  Stable as the data grows, and chunks of one clip never
-straddle the split.  The trainer records the split in ``<run>/data_split.json``.
+straddle the split.  The trainer records the split in ``<run>/data_split.json`` (:func:`split_records`).
 """
 
 from __future__ import annotations
@@ -15,15 +15,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from avatar_gen.errors import UserError
+from avatar_gen.latents.vae import normalize_latents
+from avatar_gen.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,8 @@ def _examples(items: list[str]) -> str:
     return shown + (f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
 
 
-def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int, allow_missing_audio: bool = False) -> list[ChunkRecord]:
+def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int,
+                allow_missing_audio: bool = False) -> list[ChunkRecord]:
     """Pair every complete ``<key>.pt`` + ``<key>.json`` with ``<key>_ff.npy``; raise UserError on any mismatch."""
     vae_latents, audio_latents = Path(vae_latents), Path(audio_latents)
     for folder, what in ((vae_latents, "data.vae_latents"), (audio_latents, "data.audio_latents")):
@@ -116,7 +120,8 @@ def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int, allow_
     if bad_json:
         raise UserError(f"unreadable latent metadata in {vae_latents}: {_examples(bad_json)}")
     if frame_mismatch:
-        raise UserError(f"audio rows != chunk num_frames for {len(frame_mismatch)} chunk(s): {_examples(frame_mismatch)}")
+        raise UserError(f"audio rows != chunk num_frames for {len(frame_mismatch)} chunk(s): "
+                        f"{_examples(frame_mismatch)}")
     if dim_mismatch:
         raise UserError(f"audio feature width != audio.feature_dim={feature_dim} for {len(dim_mismatch)} chunk(s): "
                         f"{_examples(dim_mismatch)}")
@@ -134,11 +139,36 @@ def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int, allow_
     return records
 
 
+def split_records(records: list[ChunkRecord], held_out_fraction: float, split_path: Path,
+                  write: bool) -> tuple[list[ChunkRecord], list[ChunkRecord]]:
+    """(training, held-out) chunks, split by clip.  A run keeps the split recorded in ``split_path`` while
+    ``held_out_fraction`` is unchanged (even if the data grew); ``write`` (rank 0) records the split there."""
+    recorded = read_json(split_path)
+    if recorded is not None and recorded.get("held_out_fraction") == held_out_fraction:
+        held_out_clips = set(recorded["held_out_clips"])
+    else:
+        held_out_clips = set(split_clips([record.clip_id for record in records], held_out_fraction)[1])
+    train = [record for record in records if record.clip_id not in held_out_clips]
+    held_out = [record for record in records if record.clip_id in held_out_clips]
+    if not train:
+        raise UserError(f"no training chunks left after holding out {len(held_out_clips)} clip(s)")
+    if write:
+        atomic_write_json(split_path, {
+            "rule": "clip held out when held_out_score(clip_id) < held_out_fraction "
+                    "(avatar_gen.training.dataset.held_out_score: SHA-1 of the clip id in [0, 1))",
+            "held_out_fraction": held_out_fraction,
+            "held_out_clips": sorted(held_out_clips),
+            "train_clips": sorted({record.clip_id for record in train}),
+            "held_out_chunks": [record.key for record in held_out],
+            "train_chunks": [record.key for record in train],
+        })
+    return train, held_out
+
+
 def normalize(latents: torch.Tensor, vae: dict) -> torch.Tensor:
-    """Raw latents [C, F', h, w] -> ``(z - mean) * scaling_factor / std`` with the VAE's recorded statistics."""
-    mean = torch.tensor(vae["latents_mean"], dtype=torch.float32).view(-1, 1, 1, 1)
-    std = torch.tensor(vae["latents_std"], dtype=torch.float32).view(-1, 1, 1, 1)
-    return (latents.float() - mean) * float(vae.get("scaling_factor", 1.0)) / std
+    """Raw latents [C, F', h, w] -> fp32 normalised with the VAE's recorded statistics (:func:`normalize_latents`)."""
+    return normalize_latents(latents.float(), vae["latents_mean"], vae["latents_std"],
+                             float(vae.get("scaling_factor", 1.0)))
 
 
 class LatentAudioDataset(Dataset):
@@ -155,7 +185,8 @@ class LatentAudioDataset(Dataset):
         stored = torch.load(record.latents_path, map_location="cpu", weights_only=True)
         latents = stored["latents"] if isinstance(stored, dict) else stored
         if tuple(latents.shape) != record.latent_shape:
-            raise UserError(f"{record.latents_path}: latents {list(latents.shape)}, its JSON says {list(record.latent_shape)}")
+            raise UserError(f"{record.latents_path}: latents {list(latents.shape)}, "
+                            f"its JSON says {list(record.latent_shape)}")
         audio = torch.from_numpy(np.load(record.audio_path).astype(np.float32))
         return {"latents": normalize(latents, record.vae), "audio": audio, "index": index}
 
@@ -207,4 +238,5 @@ def check_uniform_shapes(records: list[ChunkRecord], batch_size: int) -> None:
     """Batches stack chunks: with batch_size > 1 every chunk must have the same latent shape."""
     shapes = {record.latent_shape for record in records}
     if batch_size > 1 and len(shapes) > 1:
-        raise UserError(f"data.batch_size {batch_size} needs chunks of one size, found latent shapes {sorted(shapes)[:4]}")
+        raise UserError(f"data.batch_size {batch_size} needs chunks of one size, "
+                        f"found latent shapes {sorted(shapes)[:4]}")

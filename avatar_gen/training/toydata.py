@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
 from avatar_gen.model.alignment import latent_frame_pixel_window
 from avatar_gen.utils.io import atomic_path, atomic_write_json
 
@@ -28,7 +29,7 @@ def write_toy_chunks(root: str | Path, num_clips: int, chunks_per_clip: int = 1,
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
-    latent_frames = (num_frames - 1) // 8 + 1
+    latent_frames = (num_frames - 1) // LTX_TEMPORAL_COMPRESSION + 1
     mouth_direction = rng.standard_normal(latent_channels).astype(np.float32)
     mouth_direction /= np.linalg.norm(mouth_direction) / np.sqrt(latent_channels)
     encoder = dict(TOY_ENCODER, feature_dim=feature_dim)
@@ -54,7 +55,7 @@ def write_toy_chunks(root: str | Path, num_clips: int, chunks_per_clip: int = 1,
                 "clip_id": clip_id, "chunk": chunk, "video_path": f"clips/{clip_id}.mp4",
                 "start_frame": chunk * num_frames, "num_frames": num_frames, "fps": fps,
                 "start_time": chunk * num_frames / fps, "end_time": (chunk + 1) * num_frames / fps,
-                "height": latent_height * 32, "width": latent_width * 32,
+                "height": latent_height * LTX_SPATIAL_COMPRESSION, "width": latent_width * LTX_SPATIAL_COMPRESSION,
                 "latent_shape": [latent_channels, latent_frames, latent_height, latent_width], "vae": vae})
             features = rng.standard_normal((num_frames, feature_dim)).astype(np.float32) * 0.1
             features[:, 0] = loudness

@@ -11,7 +11,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from avatar_gen.errors import UserError
 

@@ -1,8 +1,9 @@
-"""Atomic file writes: a reader never sees a half-written file, a killed writer leaves the old one intact.
+"""Atomic writes: a reader never sees a half-written file or folder, a killed writer leaves the old one intact.
 
-Every writer goes through :func:`atomic_path`: write to a hidden temporary file in the same folder
-(so ``os.replace`` is a same-filesystem rename), flush it to disk, then rename it over the target.
-Temporary names start with ``.tmp-`` so stages can sweep up leftovers of a killed run.
+A file is written through :func:`atomic_path`: a hidden temporary file in the same folder (so ``os.replace`` is a
+same-filesystem rename), flushed to disk, then renamed over the target.  A folder (a model, a checkpoint) is built
+in a hidden sibling and swapped in by :func:`replace_folder` (:func:`atomic_folder` does both).  Temporary names
+start with ``.tmp-`` so stages can sweep up leftovers of a killed run.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 TMP_PREFIX = ".tmp-"
 
@@ -52,6 +55,46 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def staging_path(target: str | os.PathLike) -> Path:
+    """The hidden sibling ``.tmp-<name>`` in which folder ``target`` is built."""
+    target = Path(target)
+    return target.parent / f"{TMP_PREFIX}{target.name}"
+
+
+def make_staging_folder(target: str | os.PathLike) -> Path:
+    """An empty :func:`staging_path` for ``target`` (a stale one from a killed run is cleared)."""
+    staging = staging_path(target)
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def replace_folder(staging: Path, target: str | os.PathLike) -> Path:
+    """Rename the complete folder ``staging`` to ``target``; an existing ``target`` is moved aside and removed."""
+    target = Path(target)
+    if target.exists():
+        retired = target.parent / f"{TMP_PREFIX}old-{target.name}"
+        if retired.exists():
+            shutil.rmtree(retired)
+        target.rename(retired)
+        shutil.rmtree(retired)
+    staging.rename(target)
+    return target
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder; when the block succeeds it replaces ``target``, otherwise it is removed."""
+    staging = make_staging_folder(target)
+    try:
+        yield staging
+        replace_folder(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from avatar_gen.errors import UserError
+from avatar_gen.errors import UserError, first_line
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ def resolve_pretrained(name_or_path: str | os.PathLike, what: str) -> Pretrained
 
 def loading_error(exc: BaseException, source: PretrainedSource, what: str, revision: str | None = None) -> UserError:
     """The one-line error for a ``from_pretrained`` that failed (missing files, no network, bad revision)."""
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     where = "folder" if source.is_local else "Hugging Face hub id"
     hint = "" if source.is_local else " (offline? download it and pass the local folder)"
     revision_text = f" (revision {revision})" if revision else ""
-    return UserError(f"cannot load the {what} from {where} {source.name_or_path!r}{revision_text}: {first_line}{hint}")
+    return UserError(f"cannot load the {what} from {where} {source.name_or_path!r}{revision_text}: "
+                     f"{first_line(exc)}{hint}")

@@ -15,18 +15,22 @@ import torch
 
 from avatar_gen.audio.features import AudioEncoderSpec, load_audio_encoder
 from avatar_gen.model.audio_projection import AudioProjection, AudioProjectionConfig
-from avatar_gen.model.checkpoint import export_model, load_base_transformer
+from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
+from avatar_gen.model.checkpoint import checkpoint_metadata, export_model, load_base_transformer
 from avatar_gen.model.lora import attach_lora, lora_parameters, make_lora_config
 
 
 def write_untrained_checkpoint(out_dir: str | Path, pretrained: str | Path, audio_encoder: AudioEncoderSpec,
                                video: dict[str, Any], alignment: str = "global", lora_rank: int | None = 4,
                                local_margin_frames: int = 0, tokens_per_frame: int = 1, hidden_dim: int = 64,
-                               max_tokens: int = 128, seed: int = 0) -> Path:
+                               max_tokens: int = 128, seed: int = 0,
+                               temporal_compression: int = LTX_TEMPORAL_COMPRESSION,
+                               spatial_compression: int = LTX_SPATIAL_COMPRESSION) -> Path:
     """Write a checkpoint folder at ``out_dir`` (``avatar_checkpoint.json`` + weights) and return it.
 
     ``video``: ``{height, width, num_frames, fps}`` the model is meant for (``num_frames`` = chunk length, 8k + 1).
     ``lora_rank``: LoRA on ``attn2`` of ``pretrained``'s transformer; None writes a full ``transformer/`` folder.
+    ``temporal_compression``/``spatial_compression``: the factors of the VAE the checkpoint is meant for.
     """
     torch.manual_seed(seed)
     transformer = load_base_transformer(pretrained)
@@ -43,18 +47,10 @@ def write_untrained_checkpoint(out_dir: str | Path, pretrained: str | Path, audi
         with torch.no_grad():
             for parameter in lora_parameters(transformer):
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
-    metadata = {
-        "step": 0,
-        "base_model": {"pretrained": str(pretrained), "revision": None},
-        "lora": None if lora_config is None else {"rank": lora_rank, "alpha": lora_rank, "dropout": 0.0,
-                                                  "target_modules": sorted(lora_config.target_modules)},
-        "audio_encoder": spec.model_dump(mode="json"),
-        "video": dict(video),
-        "alignment": alignment,
-        "local_margin_frames": local_margin_frames,
-        "temporal_compression": 8,
-        "spatial_compression": 32,
-    }
+    lora = None if lora_config is None else {"rank": lora_rank, "alpha": lora_rank, "dropout": 0.0,
+                                             "target_modules": sorted(lora_config.target_modules)}
+    metadata = checkpoint_metadata(0, str(pretrained), None, lora, spec.model_dump(mode="json"), video, alignment,
+                                   local_margin_frames, temporal_compression, spatial_compression)
     out_dir = Path(out_dir)
     export_model(out_dir, transformer, projection, metadata, lora_config=lora_config)
     return out_dir

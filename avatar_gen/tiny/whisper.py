@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from avatar_gen.utils.io import atomic_path
+
 TINY_WHISPER_FILE = "whisper-tiny.pt"  # the zoo entry: a single checkpoint file
 TINY_WHISPER_DIMS = {
     "n_mels": 80,
@@ -31,8 +33,6 @@ TINY_WHISPER_DIMS = {
 def write_tiny_whisper(out_dir: Path, seed: int = 0) -> Path:
     """Write ``<out_dir>/whisper-tiny.pt`` atomically and return its path."""
     from whisper.model import ModelDimensions, Whisper
-
-    from avatar_gen.utils.io import atomic_path
 
     torch.manual_seed(seed)
     model = Whisper(ModelDimensions(**TINY_WHISPER_DIMS))

@@ -1,0 +1,113 @@
+"""Validation during training: does the model use the speech, and what does it make of a held-out chunk?
+
+The audio-conditioning gain compares the loss with a chunk's own audio to the loss with another chunk's audio at
+the same noise; sample videos run the Euler sampler from a held-out chunk's first frame.  See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avatar_gen.model.checkpoint import step_folder_name
+from avatar_gen.model.flow import euler_sample, first_frame_token_mask, uniform_sigmas
+from avatar_gen.training.config import TrainConfig
+from avatar_gen.training.dataset import ChunkRecord, LatentAudioDataset
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, float, torch.Generator], torch.Tensor]
+"""``loss(latents [1, C, F', h, w], audio [1, F, D], frame_rate, generator)``: the training loss, first frame given."""
+
+
+@torch.no_grad()
+def audio_gain(records: list[ChunkRecord], loss: LossFn, num_draws: int, seed: int) -> dict[str, float]:
+    """Loss with the true audio vs with another chunk's audio at the same noise and sigma draws.
+
+    ``audio_gain`` = mean shuffled loss / mean true loss (> 1: the model uses the speech), averaged over
+    ``num_draws`` draws; ``audio_gain_std`` is its spread over the draws.  Chunks are paired with the next chunk of
+    the same frame count; fewer than two such chunks give ``{}``.
+    """
+    dataset = LatentAudioDataset(records)
+    items = [dataset[index] for index in range(len(dataset))]
+    partner = {}
+    for index, item in enumerate(items):
+        same = [other for other in range(len(items)) if other != index
+                and items[other]["audio"].shape == item["audio"].shape
+                and items[other]["latents"].shape == item["latents"].shape]
+        if same:
+            partner[index] = min(same, key=lambda other, index=index: (other - index) % len(items))
+    if not partner:
+        return {}
+    gains, true_means, shuffled_means = [], [], []
+    for draw in range(num_draws):
+        true_losses, shuffled_losses = [], []
+        for index, other in partner.items():
+            latents, record = items[index]["latents"][None], records[index]
+            for audio, bucket in ((items[index]["audio"], true_losses), (items[other]["audio"], shuffled_losses)):
+                generator = torch.Generator().manual_seed(seed + 7919 * draw + index)
+                bucket.append(float(loss(latents, audio[None], record.fps, generator)))
+        true_means.append(float(np.mean(true_losses)))
+        shuffled_means.append(float(np.mean(shuffled_losses)))
+        gains.append(shuffled_means[-1] / max(true_means[-1], 1e-12))
+    return {"loss_true": float(np.mean(true_means)), "loss_shuffled": float(np.mean(shuffled_means)),
+            "audio_gain": float(np.mean(gains)), "audio_gain_std": float(np.std(gains)), "chunks": float(len(partner))}
+
+
+class SampleWriter:
+    """Sample videos of held-out chunks: the model's latents from the chunk's first frame and speech, decoded."""
+
+    def __init__(self, config: TrainConfig, model: torch.nn.Module,
+                 autocast: Callable[[], contextlib.AbstractContextManager], device: torch.device):
+        self.config, self.model, self.autocast, self.device = config, model, autocast, device
+        self._vae = None
+
+    @torch.no_grad()
+    def sample_latents(self, record: ChunkRecord, audio: torch.Tensor, num_steps: int, seed: int = 0,
+                       sigmas: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised latents [C, F', h, w] for ``record``'s first frame and ``audio`` [F, D].
+
+        ``sigmas``: the schedule (decreasing from 1 to 0); default ``num_steps`` uniform steps shifted as in training.
+        """
+        latents = LatentAudioDataset([record])[0]["latents"][None]
+        frames, height, width = self.model.token_grid(latents)
+        clean = self.model.pack(latents.to(self.device))
+        condition = first_frame_token_mask(1, frames, height * width, torch.ones(1, dtype=torch.bool)).to(self.device)
+        noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        if sigmas is None:
+            sigmas = uniform_sigmas(num_steps, self.config.flow.shift_for(clean.shape[1]))
+        speech = audio[None].to(self.device)
+
+        def velocity(current: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+            with self.autocast():
+                return self.model(current, speech, timestep, frames, height, width, record.fps)
+
+        generated = euler_sample(velocity, clean, condition, noise, sigmas)
+        return self.model.unpack(generated, frames, height, width)[0].cpu()
+
+    def write(self, records: list[ChunkRecord], step: int) -> list[Path]:
+        """Decode sampled videos to ``<output_dir>/samples/step_XXXXXX/<key>.mp4`` with their speech muxed in."""
+        from avatar_gen.latents import decode_latents, denormalize_latents, load_vae
+        from avatar_gen.media import write_video
+
+        if self._vae is None:
+            self._vae = load_vae(self.config.model.pretrained, self.config.model.revision, dtype="fp32",
+                                 device=self.device).vae
+        folder = Path(self.config.output_dir) / "samples" / step_folder_name(step)
+        written = []
+        for record in records:
+            audio = torch.from_numpy(np.load(record.audio_path).astype(np.float32))
+            generated = self.sample_latents(record, audio, self.config.validation.sample_steps)
+            raw = denormalize_latents(generated, record.vae["latents_mean"], record.vae["latents_std"],
+                                      float(record.vae.get("scaling_factor", 1.0)))
+            frames = decode_latents(self._vae, raw.to(self.device))
+            wav = Path(self.config.data.vae_latents).parent / "audio_wav" / f"{record.key}.wav"
+            written.append(write_video(folder / f"{record.key}.mp4", frames, record.fps,
+                                       audio=wav if wav.is_file() else None))
+        log.info("sample videos: %s", folder)
+        return written
