@@ -20,7 +20,7 @@ class ToyDataSection(StrictModel):
     held_out_voices: list[str] = Field(default_factory=lambda: ["en-gb+f2", "en-us+f4"], min_length=1)
 
     @model_validator(mode="after")
-    def _voices_disjoint(self) -> "ToyDataSection":
+    def _voices_disjoint(self) -> ToyDataSection:
         shared = set(self.train_voices) & set(self.held_out_voices)
         if shared:
             raise ValueError(f"held-out voices must be unseen in training, but {sorted(shared)} are in both")
@@ -56,7 +56,7 @@ class ToyVaeSection(StrictModel):
     cpu_threads: int = Field(default=2, ge=1)
 
     @model_validator(mode="after")
-    def _crop_fits_patches(self) -> "ToyVaeSection":
+    def _crop_fits_patches(self) -> ToyVaeSection:
         if self.crop % self.patch_size:
             raise ValueError(f"crop {self.crop} must be a multiple of patch_size {self.patch_size}")
         return self

@@ -90,7 +90,8 @@ class CropSampler:
             start = int(self.rng.integers(0, len(frames) - settings.frames_per_crop + 1))
             if self.rng.random() < settings.mouth_crop_fraction:
                 jitter = self.rng.uniform(-crop / 4, crop / 4, size=2)
-                top, left = self._corner(clip.mouth_y + jitter[0], height), self._corner(clip.mouth_x + jitter[1], width)
+                top = self._corner(clip.mouth_y + jitter[0], height)
+                left = self._corner(clip.mouth_x + jitter[1], width)
             else:
                 top = self._corner(self.rng.uniform(crop / 2, height - crop / 2), height)
                 left = self._corner(self.rng.uniform(crop / 2, width - crop / 2), width)
