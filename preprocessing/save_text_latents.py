@@ -13,7 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
-from avatar_gen.audio.features import AudioEncoderSpec
+from avatar_gen.audio.features import LOGMEL_NAME, AudioEncoderSpec
 from avatar_gen.audio.pipeline import AUDIO_SOURCES, AudioLatentsConfig, parse_layers, save_audio_latents
 from avatar_gen.config import add_field_flag, config_from_flags
 from avatar_gen.errors import UserError
@@ -36,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     flag("tts_backend", "TTS back-end: espeak (offline) or gtts (needs the network)", flag="--tts",
          choices=("espeak", "gtts"))
     flag("voice", "espeak voice or gTTS language")
-    parser.add_argument("--encoder", choices=("faceformer", "wav2vec2"),
-                        help="audio encoder (default: faceformer when --faceformer_ckpt is given, else wav2vec2)")
+    parser.add_argument("--encoder", choices=("faceformer", "wav2vec2", "logmel"),
+                        help="audio encoder (default: faceformer when --faceformer_ckpt is given, else wav2vec2; "
+                             "logmel needs no weights: log-mel energies, the toy world's encoder)")
+    flag("mel_bands", "mel bands of --encoder logmel (default 40)", model=AudioEncoderSpec, type=int)
     parser.add_argument("--faceformer_ckpt", help="official FaceFormer checkpoint (vocaset.pth or biwi.pth)")
     flag("name_or_path", "wav2vec2 hub id or folder for --encoder wav2vec2", model=AudioEncoderSpec, flag="--wav2vec2")
     parser.add_argument("--layers", help="wav2vec2 hidden states to keep: 0 = transformer input, k = layer k, "
@@ -72,6 +74,10 @@ def encoder_spec(args: argparse.Namespace) -> AudioEncoderSpec:
         if layers not in (None, [-1]):
             raise UserError("--layers applies to --encoder wav2vec2; FaceFormer features come from its last layer")
         return AudioEncoderSpec(encoder="faceformer", name_or_path=_absolute_if_local(args.faceformer_ckpt))
+    if encoder == "logmel":
+        if layers not in (None, [-1]):
+            raise UserError("--layers applies to --encoder wav2vec2; logmel has one feature layer")
+        return config_from_flags(AudioEncoderSpec, args, encoder="logmel", name_or_path=LOGMEL_NAME, layers=None)
     return config_from_flags(AudioEncoderSpec, args, flags={"name_or_path": "--wav2vec2"}, encoder="wav2vec2",
                              name_or_path=_absolute_if_local(args.name_or_path), layers=layers)
 

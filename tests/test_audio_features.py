@@ -28,9 +28,31 @@ def faceformer_encoder(tiny_zoo):
     return load_audio_encoder(AudioEncoderSpec(encoder="faceformer", name_or_path=str(tiny_zoo / "faceformer.pth")))
 
 
-@pytest.fixture(params=["wav2vec2", "faceformer"])
-def encoder(request, wav2vec2_encoder, faceformer_encoder):
-    return wav2vec2_encoder if request.param == "wav2vec2" else faceformer_encoder
+@pytest.fixture(scope="module")
+def logmel_encoder():
+    return load_audio_encoder(AudioEncoderSpec(encoder="logmel"))
+
+
+@pytest.fixture(params=["wav2vec2", "faceformer", "logmel"])
+def encoder(request, wav2vec2_encoder, faceformer_encoder, logmel_encoder):
+    return {"wav2vec2": wav2vec2_encoder, "faceformer": faceformer_encoder, "logmel": logmel_encoder}[request.param]
+
+
+def test_logmel_features_carry_the_loudness_and_not_the_gain(logmel_encoder):
+    """The weight-free encoder: a frame's mean log-mel follows the speech's loudness envelope (what moves the
+    mouth), a quieter recording of the same speech gives the same features, and its spec records the bands."""
+    from avatar_gen.audio.tts import synthesize
+    from avatar_gen.media.audio import rms_envelope
+
+    speech = synthesize("Hello there, this sentence checks the loudness features.", sample_rate=SAMPLE_RATE)
+    num_frames = int(len(speech.audio) / SAMPLE_RATE * 25)
+    features = logmel_encoder.encode(speech.audio, num_frames, 25.0)
+    assert features.shape == (num_frames, 40) and logmel_encoder.spec.mel_bands == 40
+    loudness = np.log(rms_envelope(speech.audio, SAMPLE_RATE, 25.0, num_frames) + 1e-4)
+    assert np.corrcoef(features.mean(axis=1), loudness)[0, 1] > 0.8
+    np.testing.assert_allclose(logmel_encoder.encode(speech.audio * 0.05, num_frames, 25.0), features, atol=1e-3)
+    with pytest.raises(ValueError, match="mel_bands"):
+        AudioEncoderSpec(encoder="wav2vec2", mel_bands=40)
 
 
 def _burst_audio(num_samples: int, centre_seconds: float, seed: int = 0) -> np.ndarray:

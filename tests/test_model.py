@@ -36,6 +36,19 @@ def test_audio_projection_shapes_positions_and_round_trip(tmp_path):
         projection(torch.zeros(1, 5, 7))
 
 
+def test_audio_projection_without_input_norm_keeps_the_level_of_a_frame():
+    """A per-frame LayerNorm maps features x and x + c to the same tokens: log-mel loudness (a shift of every band)
+    would be lost. ``input_norm: none`` keeps it."""
+    features = torch.randn(1, 5, 16)
+    louder = features + 2.0
+    for norm, same in (("layer", True), ("none", False)):
+        torch.manual_seed(0)
+        projection = AudioProjection(AudioProjectionConfig(feature_dim=16, caption_channels=32, hidden_dim=24,
+                                                           input_norm=norm))
+        with torch.no_grad():
+            assert torch.allclose(projection(features), projection(louder), atol=1e-5) == same
+
+
 def test_audio_projection_load_rejects_other_size(tmp_path):
     AudioProjection(AudioProjectionConfig(feature_dim=6, caption_channels=32, hidden_dim=16)).save(tmp_path)
     other = AudioProjectionConfig(feature_dim=6, caption_channels=32, hidden_dim=8)

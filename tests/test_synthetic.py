@@ -322,3 +322,27 @@ def test_clip_paths_are_served_as_id_mp4(synthetic_dataset):
         status, headers, body = _request(url, "GET", f"/{clip.clip_id}.mp4", {"Range": "bytes=0-1023"})
         assert status == 206 and body == data[:1024]
         assert headers["content-range"] == f"bytes 0-1023/{len(data)}"
+
+
+def test_close_up_framing_fills_the_frame_and_held_out_voices_are_honoured(tmp_path):
+    """The toy world's clips: the face fills a 128 px close-up (Haar still finds it), the mouth position in the
+    ground truth is on the drawn mouth (the darkest part of the lower face when it is wide open), and only the
+    requested voices speak."""
+    clips = generate_dataset(tmp_path, num_clips=2, seed=4, size=128, min_seconds=2.0, max_seconds=2.5,
+                             framing="close_up", voices=["en-gb+f2"])
+    cascade = cv2.CascadeClassifier(HAAR_FRONTAL_FACE)
+    for clip in clips:
+        truth = load_ground_truth(clip.ground_truth_path)
+        assert truth["voice"] == "en-gb+f2" and truth["generation"]["framing"] == "close_up"
+        frames = read_frames(clip.video_path)
+        widths = [faces[0][2] for faces in (_count_faces(cascade, frame) for frame in frames[::10]) if len(faces)]
+        assert len(widths) >= 0.8 * len(frames[::10]) and np.median(widths) >= 0.4 * 128, widths
+        widest = frames[int(np.argmax(truth["mouth_open"]))].astype(np.float64).mean(axis=2)
+        mouth_x, mouth_y = truth["mouth"]["x"] * 128, truth["mouth"]["y"] * 128
+        radius = truth["head_radius"]
+        lower_face = widest[int(mouth_y - 0.5 * radius):int(mouth_y + 0.5 * radius),
+                            int(mouth_x - 0.5 * radius):int(mouth_x + 0.5 * radius)]
+        row, col = np.unravel_index(np.argmin(lower_face), lower_face.shape)
+        assert abs(row - 0.5 * radius) < 0.3 * radius and abs(col - 0.5 * radius) < 0.3 * radius
+    with pytest.raises(UserError, match="framing"):
+        generate_dataset(tmp_path / "bad", num_clips=1, framing="portrait")

@@ -1,6 +1,7 @@
 """Per-video-frame speech features: the audio side of the model's caption slot.
 
-One interface over two encoders (wav2vec2 hidden states, FaceFormer's lip-motion audio memory), so that the stage,
+One interface over three encoders (wav2vec2 hidden states, FaceFormer's lip-motion audio memory, weight-free
+log-mel energies), so that the stage,
 training and inference rebuild exactly the encoder an :class:`AudioEncoderSpec` names.  Row ``i`` of the features
 describes the audio around ``i / fps`` (timing in :mod:`avatar_gen.audio.framing`).  The encoders, layers,
 normalisation and batching are described in docs/audio_latents.md ("Encoders and alignment").
@@ -25,7 +26,8 @@ from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
 log = logging.getLogger(__name__)
 
 DEFAULT_WAV2VEC2 = "facebook/wav2vec2-base-960h"
-ENCODERS = ("faceformer", "wav2vec2")
+ENCODERS = ("faceformer", "wav2vec2", "logmel")
+LOGMEL_NAME = "logmel"
 # Variance floor of the per-clip normalisation (the value wav2vec2's feature extractor uses).
 NORMALISE_EPSILON = 1e-7
 
@@ -34,13 +36,14 @@ class AudioEncoderSpec(StrictModel):
     """Which audio encoder made a set of features: written into every ``<key>_text.json`` and training
     checkpoint so that inference rebuilds exactly the same encoder."""
 
-    encoder: Literal["faceformer", "wav2vec2"] = "wav2vec2"
+    encoder: Literal["faceformer", "wav2vec2", "logmel"] = "wav2vec2"
     name_or_path: str = Field(DEFAULT_WAV2VEC2, min_length=1,
                               description="wav2vec2: hub id or folder; faceformer: path of vocaset.pth/biwi.pth")
     layers: list[int] = Field(default_factory=lambda: [-1], min_length=1,
                               description="hidden_states indices to keep (0 = transformer input, -1 = last layer)")
     layer_reduce: Literal["concat", "mean"] = Field("concat", description="how several layers become one vector")
     feature_dim: int | None = Field(None, ge=1, description="D of the features; filled in when the model loads")
+    mel_bands: int | None = Field(None, ge=8, le=128, description="logmel: number of mel bands (default 40)")
 
     @field_validator("layers")
     @classmethod
@@ -51,8 +54,10 @@ class AudioEncoderSpec(StrictModel):
 
     @model_validator(mode="after")
     def _faceformer_uses_last_layer(self) -> AudioEncoderSpec:
-        if self.encoder == "faceformer" and self.layers != [-1]:
-            raise ValueError("the faceformer encoder's features come from its last layer: layers must be [-1]")
+        if self.encoder in ("faceformer", "logmel") and self.layers != [-1]:
+            raise ValueError(f"the {self.encoder} encoder has one feature layer: layers must be [-1]")
+        if self.mel_bands is not None and self.encoder != "logmel":
+            raise ValueError("mel_bands applies to the logmel encoder only")
         return self
 
 
@@ -118,6 +123,8 @@ class AudioFeatureEncoder:
     def _forward(self, input_values: torch.Tensor, num_frames: int, fps: float) -> torch.Tensor:
         if self.spec.encoder == "faceformer":
             return self.model.audio_features(input_values, num_frames, fps)
+        if self.spec.encoder == "logmel":
+            return resample_to_frames(self.model(input_values), self.timing, num_frames, fps)
         outputs = self.model(input_values, output_hidden_states=True)
         chosen = [outputs.hidden_states[index] for index in self.spec.layers]
         hidden = torch.cat(chosen, dim=-1) if self.spec.layer_reduce == "concat" else torch.stack(chosen).mean(0)
@@ -155,6 +162,12 @@ def load_audio_encoder(spec: AudioEncoderSpec, device: str | torch.device = "cpu
 
         model = load_faceformer(spec.name_or_path, device=device, dtype=dtype)
         timing, feature_dim, normalise = model.timing, model.config.feature_dim, True
+    elif spec.encoder == "logmel":
+        from avatar_gen.audio.logmel import DEFAULT_MEL_BANDS, LogMelFrontEnd
+
+        spec = spec.model_copy(update={"mel_bands": spec.mel_bands or DEFAULT_MEL_BANDS, "name_or_path": LOGMEL_NAME})
+        model = LogMelFrontEnd(spec.mel_bands).to(device=device).eval()
+        timing, feature_dim, normalise = model.timing, spec.mel_bands, True
     else:
         model, normalise = _load_wav2vec2(spec.name_or_path)
         model = model.to(device=device, dtype=dtype).eval()

@@ -39,6 +39,9 @@ class AudioProjectionConfig(StrictModel):
     hidden_dim: int = Field(default=1024, ge=1, description="width of the MLP's hidden layer")
     position_embedding: Literal["learned", "sinusoidal", "none"] = Field(
         default="learned", description="how each token learns its frame index")
+    input_norm: Literal["layer", "none"] = Field(
+        default="layer", description="LayerNorm of each frame's features (learned encoders), or none (logmel: a "
+                                     "per-frame norm would remove the frame's loudness, its mean log energy)")
 
     @property
     def max_frames(self) -> int:
@@ -67,7 +70,7 @@ class AudioProjection(nn.Module):
         super().__init__()
         self.config = config
         width = config.caption_channels
-        self.input_norm = nn.LayerNorm(config.feature_dim)
+        self.input_norm = nn.LayerNorm(config.feature_dim) if config.input_norm == "layer" else nn.Identity()
         self.mlp = nn.Sequential(
             nn.Linear(config.feature_dim, config.hidden_dim),
             nn.GELU(approximate="tanh"),

@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -35,7 +36,7 @@ from avatar_gen.audio.tts import Speech, synthesize
 from avatar_gen.errors import UserError
 from avatar_gen.media.audio import SAMPLE_RATE, rms_envelope
 from avatar_gen.media.video import write_video
-from avatar_gen.synthetic.figure import FigurePose, FigureStyle, background, draw_figure
+from avatar_gen.synthetic.figure import MOUTH_OFFSET, FigurePose, FigureStyle, background, draw_figure
 from avatar_gen.synthetic.sentences import random_text
 from avatar_gen.utils.io import atomic_path, atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
 from avatar_gen.utils.progress import progress
@@ -49,6 +50,30 @@ GROUND_TRUTH_DIR = "ground_truth"
 GROUND_TRUTH_VERSION = 1
 
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-us+m3", "en-gb+f2", "en-us+f4")
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Where a talking figure sits in the frame (fractions of the frame size).
+
+    ``half_body`` is what AVSpeech-like footage shows; ``close_up`` fills the frame with the face so that the mouth
+    stays large at a small frame size (the toy world trains at 128 px, where a half-body face is too small for the
+    offline lip-sync measure).
+    """
+
+    head_radius: float  # head half-width / frame size, before the per-clip scale
+    scale_range: tuple[float, float]  # per-clip random scale of the head
+    centre_x_jitter: float  # head centre x = 0.5 +- this
+    centre_y: float  # head centre y
+    centre_y_jitter: float
+
+
+FRAMINGS = {
+    "half_body": Framing(head_radius=0.17, scale_range=(0.8, 1.2), centre_x_jitter=0.1, centre_y=0.4,
+                         centre_y_jitter=0.05),
+    "close_up": Framing(head_radius=0.3, scale_range=(0.9, 1.1), centre_x_jitter=0.04, centre_y=0.45,
+                        centre_y_jitter=0.03),
+}
 SPEECH_RATES_WPM = (150, 190)
 WORDS_PER_SECOND = 2.6  # espeak at ~170 wpm with sentence pauses, to size the text to the clip
 LEAD_IN_SECONDS = (0.05, 0.3)  # silence before the first word (AVSpeech segments start near speech)
@@ -98,8 +123,12 @@ def _kind_plan(num_clips: int, two_face_clips: int, silent_clips: int) -> list[s
 
 def generate_dataset(out_dir: str | os.PathLike, num_clips: int = 4, seed: int = 0, size: int = 256, fps: float = 25,
                      min_seconds: float = 3.0, max_seconds: float = 8.0, two_face_clips: int = 0,
-                     silent_clips: int = 0, overwrite: bool = False) -> list[SyntheticClip]:
+                     silent_clips: int = 0, overwrite: bool = False, framing: str = "half_body",
+                     voices: Sequence[str] | None = None) -> list[SyntheticClip]:
     """Write ``num_clips`` talking clips, then ``two_face_clips`` and ``silent_clips`` extra ones.
+
+    ``framing``: a key of :data:`FRAMINGS`; ``voices``: the espeak voices to draw from (default :data:`VOICES`), so
+    that a held-out set can speak with voices no training clip used.
 
     Clips already complete in ``out_dir`` (video and ground truth present, same generation
     parameters) are kept unless ``overwrite``; ``avspeech.csv`` always lists exactly the clips of
@@ -115,6 +144,11 @@ def generate_dataset(out_dir: str | os.PathLike, num_clips: int = 4, seed: int =
         raise UserError(f"fps must be within 1..120, got {fps}")
     if not 1.0 <= min_seconds <= max_seconds:
         raise UserError(f"need 1 <= min_seconds <= max_seconds, got {min_seconds} and {max_seconds}")
+    if framing not in FRAMINGS:
+        raise UserError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+    voices = tuple(VOICES if voices is None else voices)
+    if not voices or any(not voice or not isinstance(voice, str) for voice in voices):
+        raise UserError(f"voices must be a non-empty list of espeak voice names, got {list(voices)}")
     out_dir = Path(out_dir)
     clips_dir, truth_dir = out_dir / CLIPS_DIR, out_dir / GROUND_TRUTH_DIR
     clips_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +156,8 @@ def generate_dataset(out_dir: str | os.PathLike, num_clips: int = 4, seed: int =
     for folder in (out_dir, clips_dir, truth_dir):
         remove_stale_temporaries(folder)
 
-    parameters = {"size": size, "fps": fps, "min_seconds": min_seconds, "max_seconds": max_seconds}
+    parameters = {"size": size, "fps": fps, "min_seconds": min_seconds, "max_seconds": max_seconds,
+                  "framing": framing, "voices": list(voices)}
     clips = []
     plan = _kind_plan(num_clips, two_face_clips, silent_clips)
     for index, kind in enumerate(progress(plan, desc="synthetic clips", unit="clip")):
@@ -134,7 +169,8 @@ def generate_dataset(out_dir: str | os.PathLike, num_clips: int = 4, seed: int =
             log.debug("keeping %s (%s)", clip_id, kind)
             truth = existing
         else:
-            truth = _generate_clip(video_path, clip_id, kind, seed, index, size, fps, min_seconds, max_seconds)
+            truth = _generate_clip(video_path, clip_id, kind, seed, index, size, fps, min_seconds, max_seconds,
+                                   FRAMINGS[framing], voices)
             truth["generation"] = parameters
             atomic_write_json(truth_path, truth)
         clips.append(_clip_from_truth(truth, video_path, truth_path))
@@ -158,11 +194,11 @@ def _clip_from_truth(truth: dict[str, Any], video_path: Path, truth_path: Path) 
                          face_y=truth["face"]["y"])
 
 
-def _speech_for_clip(rng: np.random.Generator, min_seconds: float, max_seconds: float,
-                     lead_in: float) -> tuple[Speech, str, str, int, float]:
+def _speech_for_clip(rng: np.random.Generator, min_seconds: float, max_seconds: float, lead_in: float,
+                     voices: Sequence[str] = VOICES) -> tuple[Speech, str, str, int, float]:
     """Synthesise a random text that fits the clip; returns (speech, text, voice, rate, clip duration)."""
     target = rng.uniform(min_seconds, max_seconds)
-    voice = VOICES[rng.integers(len(VOICES))]
+    voice = voices[rng.integers(len(voices))]
     rate = int(rng.integers(SPEECH_RATES_WPM[0], SPEECH_RATES_WPM[1] + 1))
     room = max_seconds - lead_in - TAIL_SECONDS
     words = random_text(rng, min_words=max(2, int((target - lead_in - TAIL_SECONDS) * WORDS_PER_SECOND))).split()
@@ -243,14 +279,15 @@ def _render(backdrop: np.ndarray, tracks: list[_FigureTrack], num_frames: int) -
 
 
 def _generate_clip(video_path: Path, clip_id: str, kind: str, seed: int, index: int, size: int, fps: float,
-                   min_seconds: float, max_seconds: float) -> dict[str, Any]:
+                   min_seconds: float, max_seconds: float, framing: Framing = FRAMINGS["half_body"],
+                   voices: Sequence[str] = VOICES) -> dict[str, Any]:
     rng = _clip_rng(seed, index, "clip")
     lead_in = float(rng.uniform(*LEAD_IN_SECONDS))
     if kind == "silent":
         speech, text, voice, rate = None, "", None, None
         duration = float(rng.uniform(min_seconds, max_seconds))
     else:
-        speech, text, voice, rate, duration = _speech_for_clip(rng, min_seconds, max_seconds, lead_in)
+        speech, text, voice, rate, duration = _speech_for_clip(rng, min_seconds, max_seconds, lead_in, voices)
     num_frames = max(1, int(round(duration * fps)))
     duration = num_frames / fps
     audio = np.zeros(int(round(duration * SAMPLE_RATE)), dtype=np.float32)
@@ -266,8 +303,8 @@ def _generate_clip(video_path: Path, clip_id: str, kind: str, seed: int, index: 
     mouth = mouth_from_envelope(rms_envelope(audio, SAMPLE_RATE, fps, num_frames))
 
     backdrop = background(size, size, rng)
-    scale = rng.uniform(0.8, 1.2)
-    if kind == "two_faces":
+    scale = rng.uniform(*framing.scale_range)
+    if kind == "two_faces":  # always two small half-body figures: a close-up has no room for a second face
         radius = size * 0.105 * scale
         centre_y = size * rng.uniform(0.38, 0.46)
         talker = _figure_track(rng, num_frames, fps, size * rng.uniform(0.24, 0.3), centre_y, radius, mouth)
@@ -275,9 +312,9 @@ def _generate_clip(video_path: Path, clip_id: str, kind: str, seed: int, index: 
                                  np.zeros(num_frames))
         tracks = [talker, listener]
     else:
-        radius = size * 0.17 * scale
-        centre_x = size * (0.5 + rng.uniform(-0.1, 0.1))
-        centre_y = size * (0.4 + rng.uniform(-0.05, 0.05))
+        radius = size * framing.head_radius * scale
+        centre_x = size * (0.5 + rng.uniform(-framing.centre_x_jitter, framing.centre_x_jitter))
+        centre_y = size * (framing.centre_y + rng.uniform(-framing.centre_y_jitter, framing.centre_y_jitter))
         tracks = [_figure_track(rng, num_frames, fps, centre_x, centre_y, radius, mouth)]
 
     write_video(video_path, _render(backdrop, tracks, num_frames), fps, audio=audio, sample_rate=SAMPLE_RATE,
@@ -304,20 +341,29 @@ def _generate_clip(video_path: Path, clip_id: str, kind: str, seed: int, index: 
         "mouth_open": [round(float(m), 4) for m in mouth],
         "face": faces[0],
         "faces": faces,
+        # The talker's mouth centre (normalised, mean over the clip) and head half-width (pixels): where a
+        # mouth-weighted loss or a mouth crop looks.
+        "mouth": {"x": faces[0]["x"], "y": round((float(tracks[0].head_y.mean()) + MOUTH_OFFSET * radius) / size, 6)},
+        "head_radius": round(float(radius), 3),
     }
 
 
-def make_portrait(path: str | os.PathLike, seed: int = 0, size: int = 256) -> Path:
+def make_portrait(path: str | os.PathLike, seed: int = 0, size: int = 256, framing: str = "half_body") -> Path:
     """Write a PNG of one new figure (mouth closed, eyes open), drawn from a stream no dataset clip uses.
 
     The demo's inference input: a face the model did not train on.
     """
     if size < 64:
         raise UserError(f"portrait size must be >= 64 pixels, got {size}")
+    if framing not in FRAMINGS:
+        raise UserError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+    layout = FRAMINGS[framing]
     rng = _clip_rng(seed, 0, "portrait")
     image = background(size, size, rng)
-    radius = size * 0.17 * rng.uniform(0.9, 1.1)
-    pose = FigurePose(head_x=size * (0.5 + rng.uniform(-0.05, 0.05)), head_y=size * 0.4, head_radius=radius)
+    radius = size * layout.head_radius * rng.uniform(0.9, 1.1)
+    jitter = min(layout.centre_x_jitter, 0.05)
+    pose = FigurePose(head_x=size * (0.5 + rng.uniform(-jitter, jitter)), head_y=size * layout.centre_y,
+                      head_radius=radius)
     draw_figure(image, FigureStyle.random(rng), pose)
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:

@@ -23,6 +23,7 @@ SKIN_TONES = np.array([
 HAIR_COLOURS = np.array([[25, 20, 18], [60, 40, 28], [105, 70, 40], [150, 110, 60], [90, 90, 95]], dtype=np.float64)
 IRIS_COLOURS = np.array([[70, 45, 25], [40, 90, 130], [60, 110, 70], [30, 25, 20]], dtype=np.float64)
 HEAD_ASPECT = 1.28  # head half-height / half-width
+MOUTH_OFFSET = 0.66  # mouth centre below the head centre, in head radii
 LINE = cv2.LINE_AA
 
 
@@ -172,7 +173,7 @@ def _draw_nose(image, skin, hx: float, hy: float, r: float) -> None:
 
 
 def _draw_mouth(image, style: FigureStyle, hx: float, hy: float, r: float, mouth_open: float) -> None:
-    mouth_y = hy + 0.66 * r
+    mouth_y = hy + MOUTH_OFFSET * r
     half_width = style.mouth_width * r * (1.0 - 0.15 * mouth_open)  # lips round a little as they open
     opening = 0.32 * r * float(np.clip(mouth_open, 0.0, 1.0))
     lips = style.lips

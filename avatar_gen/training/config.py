@@ -52,6 +52,9 @@ class AudioSection(StrictModel):
                             description="num_frames * tokens_per_frame must fit (128 for the real model)")
     hidden_dim: int = Field(default=1024, ge=1)
     position_embedding: Literal["learned", "sinusoidal", "none"] = "learned"
+    input_norm: Literal["layer", "none"] = Field(
+        default="layer",
+        description="per-frame LayerNorm of the features; none for the logmel encoder (keeps loudness)")
     alignment: Literal["global", "local"] = Field(
         default="global",
         description="global: every video token sees all audio tokens; local: only its frames' +- margin")

@@ -202,7 +202,8 @@ class Trainer:
         projection = AudioProjection(AudioProjectionConfig(
             feature_dim=config.audio.feature_dim, caption_channels=caption_channels,
             tokens_per_frame=config.audio.tokens_per_frame, max_tokens=config.audio.max_tokens,
-            hidden_dim=config.audio.hidden_dim, position_embedding=config.audio.position_embedding))
+            hidden_dim=config.audio.hidden_dim, position_embedding=config.audio.position_embedding,
+            input_norm=config.audio.input_norm))
         self.model = AvatarDenoiser(transformer, projection, alignment=config.audio.alignment,
                                     local_margin_frames=config.audio.local_margin_frames, **self.geometry)
         self.model.to(self.device)
