@@ -308,6 +308,27 @@ def test_weights_that_are_no_longer_numbers_are_never_saved(tmp_path, tiny_zoo, 
     trainer.release_run_folder()
 
 
+class _RunsCode:
+    def __reduce__(self):
+        return exec, ("raise SystemExit('unpickling ran code')",)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the payload it then refuses
+def test_a_training_state_holding_python_objects_is_refused_unread(tmp_path, tiny_zoo, toy_root):
+    """A checkpoint's optimizer state is a pickle: one that holds anything but tensors stops the resume with one line
+    (torch's own message suggests loading it with weights_only=False, which would run it)."""
+    import pickle
+
+    run = tmp_path / "run"
+    Trainer(make_config(run, tiny_zoo, toy_root)).train(stop_after_step=1)
+    with open(run / "checkpoints" / "step_000001" / "training_state" / "optimizer.pt", "wb") as payload:
+        pickle.dump({"optimizer": _RunsCode()}, payload)
+    with pytest.raises(UserError, match="optimizer state .* holds Python objects other than tensors and was not "
+                                        "loaded") as raised:
+        Trainer(make_config(run, tiny_zoo, toy_root, checkpoints={"resume": "latest"}))
+    assert "weights_only" not in str(raised.value)
+
+
 def test_a_restart_before_the_first_checkpoint_logs_each_step_once(tmp_path, tiny_zoo, toy_root, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -37,7 +37,8 @@ from avatar_gen.training.distributed import make_stepper, rng_state, seed_everyt
 from avatar_gen.training.metrics import MetricsLog, peak_memory_mb
 from avatar_gen.training.safeguards import apply_optimizer_settings, lock_run_folder, nonfinite_weights
 from avatar_gen.training.validation import SampleWriter, audio_gain
-from avatar_gen.utils.io import atomic_path, atomic_write_json, atomic_write_text, read_json, staging_path
+from avatar_gen.utils.datafiles import load_json, load_tensor_file
+from avatar_gen.utils.io import atomic_path, atomic_write_json, atomic_write_text, staging_path
 from avatar_gen.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -453,8 +454,9 @@ class Trainer:
     def _resume(self, folder: Path) -> None:
         metadata = read_checkpoint_metadata(folder)
         state_dir = folder / TRAINING_STATE_FOLDER
-        trainer_state = read_json(state_dir / "trainer.json")
-        if trainer_state is None:
+        trainer_file = state_dir / "trainer.json"
+        trainer_state = load_json(trainer_file, "training state") if trainer_file.is_file() else None
+        if not isinstance(trainer_state, dict):
             raise UserError(f"{folder} has no {TRAINING_STATE_FOLDER}/trainer.json: "
                             "not a resumable training checkpoint")
         where = f"checkpoint {folder}"
@@ -478,7 +480,7 @@ class Trainer:
         if trainer_state.get("world_size") == self.dist.world_size and rank_file.is_file():
             self.data_epoch = int(trainer_state["data_epoch"])
             self.data_batches_in_epoch = int(trainer_state["data_batches_in_epoch"])
-            rank_state = torch.load(rank_file, weights_only=True)
+            rank_state = load_tensor_file(rank_file, "training state")
             set_rng_state(rank_state["rng"])
             self.noise_generator.set_state(rank_state["noise_generator"])
         else:
