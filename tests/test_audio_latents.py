@@ -115,7 +115,7 @@ def test_stage_script_end_to_end_and_resume(data_root, tiny_zoo):
         assert text["num_frames"] == chunk["num_frames"] and text["fps"] == chunk["fps"]
         assert text["audio_source"] == "original" and text["tts"] is None
         assert text["encoder"] == {"encoder": "wav2vec2", "name_or_path": wav2vec2, "layers": [1, 2],
-                                   "layer_reduce": "concat", "feature_dim": 64}
+                                   "layer_reduce": "concat", "feature_dim": 64, "mel_bands": None}
         for word in text["words"]:  # chunk-relative times that overlap the window
             assert word["end"] > 0 and word["start"] < chunk["num_frames"] / chunk["fps"]
     silent = next(path.stem for path in records if not json.loads(
