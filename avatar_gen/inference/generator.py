@@ -1,11 +1,11 @@
 """Image + speech -> talking video: :class:`AvatarGenerator` (load once, generate many).
 
-The steps (speech, portrait, audio features, denoising through diffusers' ``LTXImageToVideoPipeline``, decoding,
-writing) and why they are done so are in docs/inference.md ("What happens"); long speech is cut into chunks by
-:mod:`avatar_gen.inference.schedule`.  :meth:`AvatarGenerator.stream` yields every chunk as a playable segment while
-later chunks are still being made (:mod:`avatar_gen.inference.streaming`); :meth:`AvatarGenerator.generate` is that
-stream without segment files.  The same seed gives the same video: one ``torch.Generator`` seeded once draws every
-random number of a request.
+The steps (speech, portrait, audio features, denoising with the project's own sampling loop
+(:mod:`avatar_gen.inference.sampler`), decoding, writing) and why they are done so are in docs/inference.md ("What
+happens"); long speech is cut into chunks by :mod:`avatar_gen.inference.schedule`.  :meth:`AvatarGenerator.stream`
+yields every chunk as a playable segment while later chunks are still being made
+(:mod:`avatar_gen.inference.streaming`); :meth:`AvatarGenerator.generate` is that stream without segment files.  The
+same seed gives the same video: one ``torch.Generator`` seeded once draws every random number of a request.
 """
 
 from __future__ import annotations
@@ -31,11 +31,10 @@ from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, 
                                          MUX_SAMPLE_RATE)
 from avatar_gen.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_STEPS, MAX_VIDEO_PIXELS,
                                MIN_GUIDANCE, MIN_STEPS)
+from avatar_gen.inference.sampler import ChunkConditioning, ChunkSampler
 from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, MIN_CHUNK_FRAMES, ChunkPlan,
-                                           FixedScheduleFlowMatchScheduler, check_timesteps, frames_for_duration,
-                                           plan_chunks)
-from avatar_gen.inference.streaming import (DecodedChunk, GenerationCancelled, decode_chunk, denoise_chunk,
-                                            stream_chunks)
+                                           check_timesteps, frames_for_duration, plan_chunks)
+from avatar_gen.inference.streaming import DecodedChunk, GenerationCancelled, stream_chunks
 from avatar_gen.latents.vae import DTYPES
 from avatar_gen.utils.io import TMP_PREFIX
 from avatar_gen.utils.progress import progress as progress_bar
@@ -86,16 +85,6 @@ class GenerationResult:
                 "num_chunks": self.num_chunks, "steps": self.steps, "guidance": self.guidance,
                 "speech_source": self.speech_source, "face_center": self.face_center,
                 "timings": {stage: round(seconds, 3) for stage, seconds in self.timings.items()}}
-
-
-@dataclass
-class ChunkConditioning:
-    """The caption-slot inputs of one chunk, ready for the pipeline (batch 1)."""
-
-    prompt_embeds: torch.Tensor  # [1, tokens, caption_channels]
-    prompt_attention_mask: torch.Tensor  # [1, tokens] (global) or bool [1, video tokens, tokens] (local)
-    negative_prompt_embeds: torch.Tensor | None  # silence through the same encoder and projection (None: no guidance)
-    negative_prompt_attention_mask: torch.Tensor | None
 
 
 @dataclass
@@ -268,7 +257,7 @@ def check_seed(seed: Any) -> int:
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Checked sampling settings of one request (``timesteps`` None = the pipeline's regular schedule)."""
+    """Checked sampling settings of one request (``timesteps`` None = the regular schedule)."""
 
     steps: int
     guidance: float
@@ -357,10 +346,8 @@ class AvatarGenerator:
     One generation runs at a time per instance (a lock serialises concurrent calls, e.g. from a web server).
     """
 
-    def __init__(self, checkpoint, vae, scheduler: FixedScheduleFlowMatchScheduler, audio_encoder,
-                 device: torch.device, dtype: torch.dtype, base_model: str):
-        from diffusers import LTXImageToVideoPipeline
-
+    def __init__(self, checkpoint, vae, scheduler_config: dict[str, Any], audio_encoder, device: torch.device,
+                 dtype: torch.dtype, base_model: str):
         from avatar_gen.model.denoiser import AvatarDenoiser
 
         self.checkpoint = checkpoint
@@ -375,9 +362,9 @@ class AvatarGenerator:
             local_margin_frames=int(self.metadata.get("local_margin_frames", 0)),
             temporal_compression=int(self.metadata.get("temporal_compression", vae.temporal_compression_ratio)),
             spatial_compression=int(self.metadata.get("spatial_compression", vae.spatial_compression_ratio)))
-        self.pipeline = LTXImageToVideoPipeline(vae=vae, text_encoder=None, tokenizer=None,
-                                                transformer=checkpoint.transformer, scheduler=scheduler)
-        self.pipeline.set_progress_bar_config(disable=True)  # our own bar counts steps over all chunks
+        self.vae = vae
+        self.transformer = checkpoint.transformer
+        self.sampler = ChunkSampler(self.denoiser, vae, scheduler_config, device)
         video = self.metadata.get("video") or {}
         self.default_height = int(video.get("height", 512))
         self.default_width = int(video.get("width", 768))
@@ -429,12 +416,14 @@ class AvatarGenerator:
             raise UserError(f"checkpoint {folder} could not be loaded (corrupt or incomplete?): "
                             f"{first_line(exc)}") from None
         vae = load_vae(base, revision=revision, dtype=dtype, device=torch_device).vae
-        in_channels = loaded.transformer.config["in_channels"]
-        if vae.config.latent_channels != in_channels:
+        config = loaded.transformer.config
+        in_channels, patch_volume = config["in_channels"], config["patch_size"] ** 2 * config["patch_size_t"]
+        if vae.config.latent_channels * patch_volume != in_channels:
             raise UserError(f"checkpoint {folder} does not match the base model {base}: its transformer takes "
-                            f"{in_channels} latent channels, the VAE makes {vae.config.latent_channels}")
+                            f"{in_channels} channels per token ({patch_volume} latents per token), the VAE makes "
+                            f"{vae.config.latent_channels} latent channels")
         _warn_if_other_vae(metadata, vae, folder, base)
-        scheduler = _load_scheduler(base, revision)
+        scheduler_config = _load_scheduler_config(base, revision)
         spec_dict = metadata.get("audio_encoder")
         if not spec_dict:
             raise UserError(f"checkpoint {folder} records no audio_encoder: cannot rebuild its speech features")
@@ -455,7 +444,7 @@ class AvatarGenerator:
             speed.compile_transformer(loaded.transformer)
         if vae_tiling:
             speed.enable_vae_tiling(vae)
-        return cls(loaded, vae, scheduler, audio_encoder, torch_device, torch_dtype, base)
+        return cls(loaded, vae, scheduler_config, audio_encoder, torch_device, torch_dtype, base)
 
     # ------------------------------------------------------------------------------------------ generating
 
@@ -524,7 +513,7 @@ class AvatarGenerator:
     def _settings(self, steps, guidance, height, width, fps, distilled, timesteps, seed) -> GenerationSettings:
         settings = resolve_settings(steps, guidance, height or self.default_height, width or self.default_width,
                                     fps or self.default_fps, distilled, timesteps,
-                                    spatial_multiple=self.pipeline.vae_spatial_compression_ratio, seed=seed)
+                                    spatial_multiple=self.sampler.side_multiple, seed=seed)
         if settings.fps != self.default_fps:
             log.warning("generating at %.3g fps, the model was trained at %.3g fps", settings.fps, self.default_fps)
         return settings
@@ -539,7 +528,7 @@ class AvatarGenerator:
         speech: SpeechInput = clock.run("speech", lambda: load_speech(text, audio, tts=tts, voice=voice, fps=fps))
         total_frames = frames_for_duration(speech.duration, fps)
         check_video_pixels(total_frames, height, width)
-        chunks = plan_chunks(total_frames, self.chunk_frames, self.pipeline.vae_temporal_compression_ratio)
+        chunks = plan_chunks(total_frames, self.chunk_frames, self.sampler.temporal_compression)
         first_frame, center = fit_portrait(portrait, height, width)
         log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps, guidance %g",
                  speech.duration, total_frames, fps, width, height, len(chunks), self.chunk_frames, steps, guidance)
@@ -550,8 +539,6 @@ class AvatarGenerator:
                                  lambda: self.chunk_conditioning(speech.audio_16k, chunks, fps, height, width,
                                                                  negative=guidance > 1.0))
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        scheduler: FixedScheduleFlowMatchScheduler = self.pipeline.scheduler
-        scheduler.set_fixed_timesteps(settings.timesteps)
         total_steps = steps * len(chunks)
         first_second = min(total_frames, max(1, int(round(fps))))  # frames of the first playable second
         final = _BackgroundVideoWriter(output, fps, speech.audio_mux, self.write) if overlap else None
@@ -564,12 +551,8 @@ class AvatarGenerator:
                     clock.report("denoising", (chunk_index * steps + step + 1) / total_steps)
 
                 def denoise(index, condition_frame, inputs, plan, step_done):
-                    def on_step_end(pipeline, step, timestep, callback_kwargs):
-                        step_done(step)
-                        return {}
-
                     return self.denoise(condition_frame, inputs, plan.num_frames, height, width, fps, steps,
-                                        guidance, generator, callback=on_step_end)
+                                        guidance, generator, on_step=step_done, timesteps=settings.timesteps)
 
                 def decode(latents, plan):
                     if plan.start == 0:
@@ -601,8 +584,6 @@ class AvatarGenerator:
             if final is not None:
                 final.abort()
             raise
-        finally:
-            scheduler.set_fixed_timesteps(None)
         with clock.timed("writing"):
             if final is not None:
                 num_frames = final.close()
@@ -635,13 +616,11 @@ class AvatarGenerator:
         total = chunks[-1].end
         features = self.audio_encoder.encode(audio_16k, total, fps)
         silence = self.audio_encoder.encode(np.zeros_like(audio_16k), total, fps) if negative else None
-        spatial = self.pipeline.vae_spatial_compression_ratio
-        patch = self.pipeline.transformer_spatial_patch_size
-        latent_height, latent_width = height // spatial // patch, width // spatial // patch
         result = []
         for chunk in chunks:
-            latent_frames = (chunk.num_frames - 1) // self.pipeline.vae_temporal_compression_ratio + 1
-            mask = self.denoiser.attention_mask(1, chunk.num_frames, latent_frames, latent_height, latent_width,
+            # the token grid, as the denoiser builds the mask in training (after the transformer's patching)
+            token_frames, token_height, token_width = self.sampler.grid(chunk.num_frames, height, width).token_grid
+            mask = self.denoiser.attention_mask(1, chunk.num_frames, token_frames, token_height, token_width,
                                                 self.device)
             embeds = [None if rows is None else
                       self.audio_projection(torch.from_numpy(rows[chunk.start:chunk.end])[None].to(self.device))
@@ -651,12 +630,24 @@ class AvatarGenerator:
                                             negative_prompt_attention_mask=mask if negative else None))
         return result
 
-    def denoise(self, condition_frame: np.ndarray, inputs: ChunkConditioning, num_frames: int, height: int,
-                width: int, fps: float, steps: int, guidance: float, generator: torch.Generator,
-                callback: Callable | None = None) -> torch.Tensor:
-        """One chunk through ``LTXImageToVideoPipeline``: packed, normalised latents [1, tokens, C]."""
-        return denoise_chunk(self.pipeline, condition_frame, inputs, num_frames, height, width, fps, steps, guidance,
-                             generator, callback)
+    def denoise(self, condition_frame: np.ndarray | None, inputs: ChunkConditioning, num_frames: int, height: int,
+                width: int, fps: float, steps: int | None, guidance: float, generator: torch.Generator,
+                on_step: Callable[[int], None] | None = None, timesteps: Sequence[float] | None = None,
+                condition_latents: torch.Tensor | None = None) -> torch.Tensor:
+        """One chunk through :meth:`ChunkSampler.denoise`: packed, normalised latents float32 [1, tokens, C'].
+
+        The chunk starts from ``condition_frame`` (uint8 [height, width, 3], encoded as latent frame 0) or, with
+        ``condition_frame`` None, from ``condition_latents`` (clean normalised [1, C, m, h, w]: its first m latent
+        frames, kept as given; e.g. :meth:`latent_frames` of the previous chunk).  ``steps`` regular steps, or the
+        fixed ``timesteps``; ``on_step(step)`` after every step."""
+        return self.sampler.denoise(inputs, num_frames, height, width, fps, steps, guidance, generator,
+                                    image=condition_frame, condition_latents=condition_latents, timesteps=timesteps,
+                                    on_step=on_step)
+
+    def latent_frames(self, packed_latents: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
+        """A chunk's packed latents as normalised latent frames [1, C, F', h, w] (``[:, :, -m:]`` of them can
+        condition the next chunk through :meth:`denoise`'s ``condition_latents``)."""
+        return self.sampler.unpack(packed_latents, num_frames, height, width)
 
     def decode(self, packed_latents: torch.Tensor, num_frames: int, height: int, width: int,
                generator: torch.Generator, decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
@@ -667,8 +658,8 @@ class AvatarGenerator:
         if not bool(torch.isfinite(packed_latents).all()):
             raise UserError(f"checkpoint {self.checkpoint.path} made NaN/inf latents: its weights have diverged "
                             "(a far too large learning rate?); use an earlier checkpoint")
-        return decode_chunk(self.pipeline, packed_latents, num_frames, height, width, generator, decode_timestep,
-                            decode_noise_scale)
+        return self.sampler.decode(packed_latents, num_frames, height, width, generator, decode_timestep,
+                                   decode_noise_scale)
 
     def write(self, output: Path, video: Iterable[np.ndarray], fps: float, audio_mux: np.ndarray) -> Path:
         """H.264 + AAC MP4 of uint8 frames (an array or any iterable of frames) and speech at ``MUX_SAMPLE_RATE``,
@@ -691,12 +682,17 @@ def _warn_if_other_vae(metadata: dict[str, Any], vae, folder: Path, base: str) -
                     "expect poor videos", base, folder, recorded.get("name_or_path"))
 
 
-def _load_scheduler(base: str, revision: str | None) -> FixedScheduleFlowMatchScheduler:
-    """The base model's scheduler config (``scheduler/``) as a :class:`FixedScheduleFlowMatchScheduler`."""
+def _load_scheduler_config(base: str, revision: str | None) -> dict[str, Any]:
+    """The base model's scheduler config (``scheduler/``), completed with diffusers' defaults: what
+    :func:`avatar_gen.model.sampling.sigma_schedule` computes the schedule from."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
+    from avatar_gen.model.sampling import check_scheduler_config
+
     try:
-        config = FlowMatchEulerDiscreteScheduler.load_config(base, subfolder="scheduler", revision=revision)
+        config = dict(FlowMatchEulerDiscreteScheduler.from_config(
+            FlowMatchEulerDiscreteScheduler.load_config(base, subfolder="scheduler", revision=revision)).config)
+        check_scheduler_config(config)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load the scheduler of the base model {base}: {first_line(exc)}") from None
-    return FixedScheduleFlowMatchScheduler.from_config(config)
+        raise UserError(f"cannot use the scheduler of the base model {base}: {first_line(exc)}") from None
+    return config

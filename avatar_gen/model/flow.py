@@ -16,16 +16,26 @@ import torch
 TIMESTEP_SCALE = 1000.0
 
 
-def token_count_shift(num_tokens: int, base_seq_len: int = 1024, max_seq_len: int = 4096, base_shift: float = 0.95,
-                      max_shift: float = 2.05) -> float:
-    """Time shift for a sequence of ``num_tokens`` video tokens: ``exp(mu)`` with ``mu`` linear in the count.
+def token_count_mu(num_tokens: int, base_seq_len: int = 1024, max_seq_len: int = 4096, base_shift: float = 0.95,
+                   max_shift: float = 2.05) -> float:
+    """``mu`` of the time shift for a sequence of ``num_tokens`` video tokens: linear in the count, ``base_shift`` at
+    ``base_seq_len`` and ``max_shift`` at ``max_seq_len`` (LTX-Video's scheduler settings by default).
 
-    Longer videos (more tokens) keep more structure at a given sigma, so training spends more time at high noise.
-    Defaults are LTX-Video's scheduler settings (``base_shift`` 0.95 at 1024 tokens, 2.05 at 4096).
+    Computed in the order diffusers' pipelines compute it (slope, intercept, then the line), so that the inference
+    schedule (:func:`avatar_gen.model.sampling.sigma_schedule`) gives the scheduler's sigmas bit for bit.
     """
     slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
-    mu = base_shift + slope * (num_tokens - base_seq_len)
-    return math.exp(mu)
+    intercept = base_shift - slope * base_seq_len
+    return num_tokens * slope + intercept
+
+
+def token_count_shift(num_tokens: int, base_seq_len: int = 1024, max_seq_len: int = 4096, base_shift: float = 0.95,
+                      max_shift: float = 2.05) -> float:
+    """Time shift for a sequence of ``num_tokens`` video tokens: ``exp(mu)`` with ``mu`` of :func:`token_count_mu`.
+
+    Longer videos (more tokens) keep more structure at a given sigma, so training spends more time at high noise.
+    """
+    return math.exp(token_count_mu(num_tokens, base_seq_len, max_seq_len, base_shift, max_shift))
 
 
 def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
