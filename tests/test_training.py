@@ -318,3 +318,107 @@ def test_overfit_and_audio_reaches_the_model(tmp_path, tiny_zoo):
     assert end["loss_true"] < 0.3 * start["loss_true"]
     assert end["audio_gain"] >= 1.5
     assert result.step == 400
+
+
+# ------------------------------------------------------------------------------------------ fidelity (issue 13)
+
+def test_lora_and_projection_train_in_fp32_over_a_bf16_base(tmp_path, tiny_zoo, toy_root):
+    """peft gives adapters the base layer's dtype; the trainer upcasts what it trains, so AdamW updates fp32."""
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, toy_root, model={"dtype": "bfloat16"},
+                                  lora={"train_mode": "lora"}, acceleration={"mixed_precision": "bf16"},
+                                  optimization={"max_steps": 1, "warmup_steps": 0}))
+    trained = {name: parameter for name, parameter in trainer.model.named_parameters() if parameter.requires_grad}
+    frozen = [parameter for parameter in trainer.model.parameters() if not parameter.requires_grad]
+    assert any(".lora_" in name for name in trained) and any("audio_projection" in name for name in trained)
+    assert {parameter.dtype for parameter in trained.values()} == {torch.float32}
+    assert {parameter.dtype for parameter in frozen} == {torch.bfloat16}
+    before = {name: parameter.detach().clone() for name, parameter in trained.items()}
+    trainer.train()
+    lora_b = [name for name in trained if ".lora_B" in name]
+    assert all(not torch.equal(before[name], trained[name]) for name in lora_b)  # zero-initialised, now updated
+    assert {parameter.dtype for parameter in trained.values()} == {torch.float32}
+
+
+def test_a_batch_may_mix_frame_rates(tmp_path, tiny_zoo):
+    """Each item keeps its own frame rate for RoPE: a mixed batch predicts what its items predict alone."""
+    from avatar_gen.model.denoiser import AvatarDenoiser
+
+    root = write_toy_chunks(tmp_path / "toy", num_clips=4, feature_dim=FEATURE_DIM)
+    for clip in ("toyclip001", "toyclip003"):
+        for path in (root / "vae_latents" / f"{clip}_0.json", root / "audio_latents" / f"{clip}_0_text.json"):
+            path.write_text(json.dumps(dict(json.loads(path.read_text()), fps=30.0)))
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, root, data={"held_out_fraction": 0.0},
+                                  validation={"held_out_chunks": 0}, optimization={"max_steps": 2}))
+    seen = []
+    real_forward = AvatarDenoiser.forward
+
+    def recording_forward(model, *args):
+        seen.append((args[-1], [float(fps) for fps in args[-1]] if isinstance(args[-1], torch.Tensor) else None))
+        return real_forward(model, *args)
+
+    AvatarDenoiser.forward = recording_forward
+    try:
+        batches = trainer._batches()
+        batch = next(batches)
+        trainer.training_step(trainer.model, batch["latents"], batch["audio"], batch["fps"], torch.Generator(), 1.0)
+    finally:
+        AvatarDenoiser.forward = real_forward
+    expected = [trainer.train_records[int(index)].fps for index in batch["index"]]
+    assert seen[-1][1] == expected
+    # the denoiser: a batch at 25 and 30 fps == each item alone at its own rate
+    model = trainer.model.eval()
+    torch.manual_seed(0)
+    noisy, audio = torch.randn(2, 20, 8), torch.randn(2, 33, FEATURE_DIM)
+    timestep = torch.full((2, 20), 400.0)
+    with torch.no_grad():
+        mixed = model(noisy, audio, timestep, 5, 2, 2, torch.tensor([25.0, 30.0]))
+        alone = [model(noisy[i:i + 1], audio[i:i + 1], timestep[i:i + 1], 5, 2, 2, fps)
+                 for i, fps in enumerate((25.0, 30.0))]
+        at_25 = model(noisy[1:], audio[1:], timestep[1:], 5, 2, 2, 25.0)
+    torch.testing.assert_close(mixed, torch.cat(alone), atol=1e-5, rtol=1e-5)
+    assert (alone[1] - at_25).abs().max() > 1e-4  # the rate matters
+
+
+def test_preview_samples_what_inference_samples(tmp_path, tiny_zoo, toy_root):
+    """The trainer's preview latents == LTXImageToVideoPipeline's from the same start (the inference schedule,
+    shift_terminal included)."""
+    from diffusers import LTXImageToVideoPipeline
+
+    from avatar_gen.model.flow import first_frame_token_mask
+    from avatar_gen.training.dataset import LatentAudioDataset
+
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, toy_root, flow={"shift": 1.0}))
+    model = trainer.model.eval()
+    record, steps = trainer.held_out_records[0], 3
+    item = LatentAudioDataset([record])[0]
+    preview = trainer.samples.sample_latents(record, item["audio"], steps, seed=0)
+
+    latents = item["latents"][None]
+    frames, height, width = model.token_grid(latents)
+    clean = model.pack(latents)
+    keep = first_frame_token_mask(1, frames, height * width, torch.ones(1, dtype=torch.bool))[..., None]
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    pipeline = LTXImageToVideoPipeline.from_pretrained(tiny_zoo / "ltx-video", text_encoder=None, tokenizer=None,
+                                                       transformer=model.transformer)
+    pipeline.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        embeds = model.audio_projection(item["audio"][None])
+        mask = model.attention_mask(1, record.num_frames, frames, height, width, torch.device("cpu"))
+        out = pipeline(latents=keep * clean + (1 - keep) * noise, prompt_embeds=embeds, prompt_attention_mask=mask,
+                       height=record.height, width=record.width, num_frames=record.num_frames,
+                       frame_rate=record.fps, num_inference_steps=steps, guidance_scale=1.0,
+                       output_type="latent").frames
+    assert pipeline.scheduler.config.shift_terminal  # the schedule the old uniform preview ignored
+    torch.testing.assert_close(preview, model.unpack(out, frames, height, width)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_preview_video_without_its_wav_names_the_missing_file(tmp_path, tiny_zoo, caplog):
+    root = write_toy_chunks(tmp_path / "toy", num_clips=3, feature_dim=FEATURE_DIM)
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, root, validation={"sample_steps": 2}))
+    record = trainer.held_out_records[0]
+    wav = root / "audio_wav" / f"{record.key}.wav"
+    assert not wav.exists()
+    with caplog.at_level("WARNING", logger="avatar_gen.training.validation"):
+        written = trainer.samples.write([record], step=0)
+    assert len(written) == 1 and written[0].is_file()
+    assert f"sample video {record.key} has no sound: {wav} is missing" in caplog.text

@@ -34,6 +34,7 @@ from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTE
 from avatar_gen.inference.streaming import (DecodedChunk, GenerationCancelled, decode_chunk, denoise_chunk,
                                             stream_chunks)
 from avatar_gen.latents.vae import DTYPES
+from avatar_gen.ltx import LTX_DECODE_NOISE_SCALE, LTX_DECODE_TIMESTEP
 from avatar_gen.utils.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,8 @@ log = logging.getLogger(__name__)
 DEFAULT_STEPS = 40
 MIN_STEPS = 2
 DEFAULT_GUIDANCE = 3.0
-# LTX-Video 0.9.1+ VAEs decode with timestep conditioning; these are the values diffusers recommends for them.
-DEFAULT_DECODE_TIMESTEP = 0.05
-DEFAULT_DECODE_NOISE_SCALE = 0.025
+DEFAULT_DECODE_TIMESTEP = LTX_DECODE_TIMESTEP
+DEFAULT_DECODE_NOISE_SCALE = LTX_DECODE_NOISE_SCALE
 MAX_FPS = 60.0
 MAX_GUIDANCE = 20.0
 STAGES = ("speech", "audio_features", "denoising", "decoding", "writing")

@@ -154,12 +154,15 @@ def encode_frames(vae: Any, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_latents(vae: Any, latents: torch.Tensor, height: int | None = None, width: int | None = None,
-                   decode_timestep: float = 0.0) -> np.ndarray:
+                   decode_timestep: float = 0.0, decode_noise_scale: float = 0.0,
+                   generator: torch.Generator | None = None) -> np.ndarray:
     """Decode raw (not normalised) latents back to uint8 frames.
 
     ``latents``: [C, F', h, w] or [B, C, F', h, w].  Returns frames [F, H, W, 3] (or [B, F, H, W, 3]) with
-    F = 8 (F' - 1) + 1; H x W is h*32 x w*32 unless ``height``/``width`` ask for another size (resized).
-    ``decode_timestep`` feeds VAEs with timestep conditioning (LTX-Video 0.9.1+), as the pipeline does.
+    F = t (F' - 1) + 1 for the VAE's temporal factor t; H x W is h*s x w*s for its spatial factor s unless
+    ``height``/``width`` ask for another size (resized).  For VAEs with timestep conditioning (LTX-Video 0.9.1+),
+    ``latents`` are mixed with ``decode_noise_scale`` of Gaussian noise from ``generator`` and decoded at
+    ``decode_timestep``, as the pipeline does (inference: :data:`avatar_gen.ltx.LTX_DECODE_TIMESTEP`, ...).
     """
     single = latents.ndim == 4
     batch = latents.unsqueeze(0) if single else latents
@@ -167,6 +170,9 @@ def decode_latents(vae: Any, latents: torch.Tensor, height: int | None = None, w
     batch = batch.to(device=parameter.device, dtype=parameter.dtype)
     timestep = None
     if getattr(vae.config, "timestep_conditioning", False):
+        if decode_noise_scale:
+            noise = torch.randn(batch.shape, generator=generator, device=batch.device, dtype=batch.dtype)
+            batch = (1 - decode_noise_scale) * batch + decode_noise_scale * noise
         timestep = torch.full((batch.shape[0],), float(decode_timestep), device=batch.device, dtype=batch.dtype)
     frames = pixels_to_frames(vae.decode(batch, timestep).sample)
     if height is not None or width is not None:

@@ -16,7 +16,8 @@ class AvatarDenoiser(nn.Module):
 
     One module (so DeepSpeed wraps both trainable parts), called as
     ``denoiser(noisy [B, N, C], audio_features [B, F, D], timestep [B, N] or [B], latent_frames, latent_height,
-    latent_width, frame_rate)`` -> velocity [B, N, C]; N = latent_frames * latent_height * latent_width.
+    latent_width, frame_rate)`` -> velocity [B, N, C]; N = latent_frames * latent_height * latent_width;
+    ``frame_rate`` a number or one per item [B] (a batch may mix frame rates).
     """
 
     def __init__(self, transformer: nn.Module, audio_projection: AudioProjection, alignment: Alignment = "global",
@@ -54,13 +55,25 @@ class AvatarDenoiser(nn.Module):
         return encoder_attention_mask(self.alignment, batch_size, latent_frames, latent_height * latent_width,
                                       token_frames, self.local_margin_frames, self.temporal_compression)
 
+    def rope_time_scale(self, frame_rate: float | torch.Tensor, device: torch.device) -> float | torch.Tensor:
+        """RoPE's time scale (seconds per latent frame): a number, or [B, 1, 1, 1, 1] for per-item ``frame_rate`` [B]
+        (diffusers multiplies the [B, 1, F, H, W] frame coordinates by it, so each item keeps its own rate)."""
+        if not isinstance(frame_rate, torch.Tensor):
+            return self.temporal_compression / frame_rate
+        rates = frame_rate.detach().to("cpu", torch.float64).flatten()
+        if bool((rates == rates[0]).all()):
+            return self.temporal_compression / float(rates[0])  # one rate: the same number a scalar gives
+        return (self.temporal_compression / rates).to(device, torch.float32).view(-1, 1, 1, 1, 1)
+
     def forward(self, noisy: torch.Tensor, audio_features: torch.Tensor, timestep: torch.Tensor, latent_frames: int,
-                latent_height: int, latent_width: int, frame_rate: float) -> torch.Tensor:
+                latent_height: int, latent_width: int, frame_rate: float | torch.Tensor) -> torch.Tensor:
+        """``frame_rate``: frames per second of the pixel video, one number or one per item [B]."""
         batch_size, _, _ = noisy.shape
         tokens = self.audio_tokens(audio_features)
         mask = self.attention_mask(batch_size, audio_features.shape[1], latent_frames, latent_height, latent_width,
                                    noisy.device)
-        rope_scale = (self.temporal_compression / frame_rate, self.spatial_compression, self.spatial_compression)
+        rope_scale = (self.rope_time_scale(frame_rate, noisy.device), self.spatial_compression,
+                      self.spatial_compression)
         dtype = next(self.transformer.parameters()).dtype
         return self.transformer(
             hidden_states=noisy.to(dtype), encoder_hidden_states=tokens.to(dtype), timestep=timestep,

@@ -15,7 +15,8 @@ TINY_CAPTION_CHANNELS = 32
 
 def tiny_ltx_components(seed: int = 0) -> dict:
     """A tiny LTX-Video: VAE with the real 32x spatial / 8x temporal compression (patch 4, three
-    2x2x2 down-samplings), 8 latent channels, and a 2-layer transformer with head dim 16."""
+    2x2x2 down-samplings), 8 latent channels and timestep-conditioned decoding (as LTX-Video 0.9.1+, so the decode
+    timestep and noise code runs), and a 2-layer transformer with head dim 16."""
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
 
     torch.manual_seed(seed)
@@ -26,7 +27,7 @@ def tiny_ltx_components(seed: int = 0) -> dict:
         spatio_temporal_scaling=(True, True, True, False), decoder_spatio_temporal_scaling=(True, True, True, False),
         decoder_inject_noise=(False, False, False, False, False),
         upsample_residual=(False, False, False, False), upsample_factor=(1, 1, 1, 1),
-        timestep_conditioning=False, patch_size=4, patch_size_t=1, encoder_causal=True, decoder_causal=False,
+        timestep_conditioning=True, patch_size=4, patch_size_t=1, encoder_causal=True, decoder_causal=False,
     )
     vae.use_framewise_encoding = False
     vae.use_framewise_decoding = False

@@ -172,7 +172,7 @@ def normalize(latents: torch.Tensor, vae: dict) -> torch.Tensor:
 
 
 class LatentAudioDataset(Dataset):
-    """Items ``{"latents": [C, F', h, w] normalised fp32, "audio": [F, D] fp32, "index": int}``."""
+    """Items ``{"latents": [C, F', h, w] normalised fp32, "audio": [F, D] fp32, "fps": float, "index": int}``."""
 
     def __init__(self, records: list[ChunkRecord]):
         self.records = records
@@ -188,12 +188,14 @@ class LatentAudioDataset(Dataset):
             raise UserError(f"{record.latents_path}: latents {list(latents.shape)}, "
                             f"its JSON says {list(record.latent_shape)}")
         audio = torch.from_numpy(np.load(record.audio_path).astype(np.float32))
-        return {"latents": normalize(latents, record.vae), "audio": audio, "index": index}
+        return {"latents": normalize(latents, record.vae), "audio": audio, "fps": record.fps, "index": index}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch: ``latents`` [B, C, F', h, w], ``audio`` [B, F, D], ``fps`` [B] (items may differ), ``index``."""
     return {"latents": torch.stack([item["latents"] for item in items]),
             "audio": torch.stack([item["audio"] for item in items]),
+            "fps": torch.tensor([item["fps"] for item in items], dtype=torch.float64),
             "index": torch.tensor([item["index"] for item in items])}
 
 

@@ -192,6 +192,11 @@ class Trainer:
         self.model.to(self.device)
         self.model.train()
         self.trainable = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+        # peft gives adapters the dtype of the layer they wrap: over a bf16 base, AdamW would update bf16 weights,
+        # and updates of ~1e-4 on entries of ~0.02 round away.  Trained weights live in fp32 (autocast computes in
+        # bf16); DeepSpeed keeps its own fp32 master copy.
+        for parameter in self.trainable:
+            parameter.data = parameter.data.float()
         count = sum(parameter.numel() for parameter in self.trainable)
         log.info("model: %s training, %.2fM trainable parameters, alignment %s",
                  config.lora.train_mode, count / 1e6, config.audio.alignment)
@@ -227,9 +232,11 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------- one step
 
-    def training_step(self, model: torch.nn.Module, latents: torch.Tensor, audio: torch.Tensor, frame_rate: float,
-                      generator: torch.Generator, condition_probability: float) -> torch.Tensor:
-        """Rectified-flow loss of normalised ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D].
+    def training_step(self, model: torch.nn.Module, latents: torch.Tensor, audio: torch.Tensor,
+                      frame_rate: float | torch.Tensor, generator: torch.Generator,
+                      condition_probability: float) -> torch.Tensor:
+        """Rectified-flow loss of normalised ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D] at ``frame_rate``
+        (one number, or one per item [B]: RoPE scales time per item).
 
         All randomness (sigma, noise, which samples get their first frame clean) comes from ``generator``;
         ``model`` is what the forward calls (the stepper's, or the bare model for validation).
@@ -260,8 +267,7 @@ class Trainer:
         losses, samples = [], 0
         while len(losses) < accumulation:
             batch = next(batches)
-            frame_rate = self.train_records[int(batch["index"][0])].fps
-            loss = self.training_step(self.stepper.forward, batch["latents"], batch["audio"], frame_rate,
+            loss = self.training_step(self.stepper.forward, batch["latents"], batch["audio"], batch["fps"],
                                       self.noise_generator, self.config.conditioning.first_frame_probability)
             if self.dist.any_rank(not bool(torch.isfinite(loss.detach()).item())):
                 self._count_nonfinite("loss")
