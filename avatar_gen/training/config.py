@@ -137,7 +137,9 @@ class DistributedSection(StrictModel):
         description="auto: DeepSpeed when launched with WORLD_SIZE > 1 (deepspeed/torchrun), else single")
     deepspeed_config: ConfigPath | None = Field(default=None,
                                                 description="DeepSpeed JSON (configs/deepspeed/zero2.json)")
-    zero_stage: int | None = Field(default=None, ge=0, le=3, description="overrides the JSON's zero_optimization.stage")
+    zero_stage: int | None = Field(default=None, ge=0, le=3,
+                                   description="overrides the JSON's zero_optimization.stage (3 is refused: rank 0 "
+                                               "exports and validates from whole weights)")
 
 
 class CheckpointSection(StrictModel):
