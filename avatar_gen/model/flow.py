@@ -109,8 +109,8 @@ def euler_sample(velocity: Velocity, clean: torch.Tensor, condition_mask: torch.
     """Integrate the flow from ``noise`` [B, N, C] over decreasing ``sigmas`` (first 1, last 0) with Euler steps.
 
     Tokens with ``condition_mask`` [B, N] = 1 are held at ``clean`` with timestep 0 (image-to-video), exactly as
-    :func:`make_flow_inputs` presents them in training.  ``sigmas`` is the schedule: :func:`pipeline_sigmas` (inference's), or any
-    other.
+    :func:`make_flow_inputs` presents them in training.  ``sigmas`` is the schedule: :func:`pipeline_sigmas`
+    (inference's), or any other.
     """
     keep = condition_mask[..., None]
     current = noise
