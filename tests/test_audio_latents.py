@@ -115,7 +115,7 @@ def test_stage_script_end_to_end_and_resume(data_root, tiny_zoo):
         assert text["num_frames"] == chunk["num_frames"] and text["fps"] == chunk["fps"]
         assert text["audio_source"] == "original" and text["tts"] is None
         assert text["encoder"] == {"encoder": "wav2vec2", "name_or_path": wav2vec2, "layers": [1, 2],
-                                   "layer_reduce": "concat", "feature_dim": 64}
+                                   "layer_reduce": "concat", "feature_dim": 64, "mel_bands": None}
         for word in text["words"]:  # chunk-relative times that overlap the window
             assert word["end"] > 0 and word["start"] < chunk["num_frames"] / chunk["fps"]
     silent = next(path.stem for path in records if not json.loads(
@@ -307,3 +307,35 @@ def test_words_in_window_spreads_segments_without_word_times():
     assert [word["word"] for word in words] == ["aa", "bbbb", "late"]
     assert words[0]["start"] == pytest.approx(-0.2) and words[1]["start"] == pytest.approx(1 / 3 - 0.2, abs=1e-3)
     assert words_in_window(transcript, start=5.0, duration=1.0) == []
+
+
+@pytest.mark.parametrize("encoder_name", ["wav2vec2", "faceformer"])
+def test_stage_rows_are_the_rows_inference_feeds(data_root, tiny_zoo, tmp_path, encoder_name):
+    """The rows the stage writes for a clip's chunks == the rows inference feeds for the same speech (one encoding
+    of the whole speech, cut per chunk; both encoders attend over their whole input, so encoding each chunk's window
+    alone would differ), and its silence file == inference's guidance negative for a chunk of that length."""
+    from avatar_gen.audio.pipeline import AudioLatentsStage, group_by_clip, read_chunks, silence_paths
+    from avatar_gen.inference import AvatarGenerator
+    from avatar_gen.inference.schedule import ChunkPlan
+    from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
+
+    spec = (AudioEncoderSpec(encoder="wav2vec2", name_or_path=str(tiny_zoo / "wav2vec2")) if encoder_name == "wav2vec2"
+            else AudioEncoderSpec(encoder="faceformer", name_or_path=str(tiny_zoo / "faceformer.pth")))
+    config = make_config(latents_dir=data_root / "vae_latents", transcripts=data_root / "video_transcripts.json",
+                         audio_out=tmp_path / "wav", ff_out=tmp_path / "ff", audio_source="original", encoder=spec)
+    encoder = load_audio_encoder(spec)
+    save_audio_latents(config, encoder)
+    clip = next(clip for clip in group_by_clip(read_chunks(data_root / "vae_latents")[0]) if len(clip.chunks) == 2)
+    speech, _ = AudioLatentsStage(config, encoder).clip_audio(clip)
+    tiled = np.concatenate([read_audio(tmp_path / "wav" / f"{chunk.key}.wav") for chunk in clip.chunks])
+    np.testing.assert_allclose(tiled, speech, atol=2 / 2**15)  # the chunk WAVs are that speech, cut
+
+    checkpoint = write_untrained_checkpoint(tmp_path / "ckpt", tiny_zoo / "ltx-video", spec,
+                                            {"height": 64, "width": 64, "num_frames": CHUNK_FRAMES, "fps": clip.fps})
+    generator = AvatarGenerator.load(checkpoint)
+    fed = generator.chunk_features(speech, [ChunkPlan(chunk.start_frame, chunk.num_frames) for chunk in clip.chunks],
+                                   clip.fps)
+    for chunk, rows in zip(clip.chunks, fed):
+        np.testing.assert_allclose(np.load(tmp_path / "ff" / f"{chunk.key}_ff.npy"), rows, rtol=1e-5, atol=1e-5)
+    silence = np.load(silence_paths(tmp_path / "ff", CHUNK_FRAMES, clip.fps)["features"])
+    np.testing.assert_array_equal(silence, generator.silence_features(CHUNK_FRAMES, clip.fps))

@@ -201,6 +201,10 @@ def test_chunk_features_are_slices_of_one_sequence(chunked_generator):
         latent_frames = (chunk.num_frames - 1) // 8 + 1
         assert inputs.prompt_attention_mask.shape == (1, latent_frames * 4, chunk.num_frames)
         assert inputs.prompt_attention_mask.dtype == torch.bool
+        # the negative: silence at the chunk's length, the rows audio dropout trains with
+        silence = chunked_generator.silence_features(chunk.num_frames, FPS)
+        torch.testing.assert_close(inputs.negative_prompt_embeds,
+                                   chunked_generator.audio_projection(torch.from_numpy(silence)[None]))
         assert not torch.equal(inputs.negative_prompt_embeds, inputs.prompt_embeds)
 
 

@@ -344,6 +344,7 @@ class AvatarGenerator:
             raise UserError(f"checkpoint {checkpoint.path}: chunks of {self.chunk_frames} frames are too short to "
                             f"generate (audio projection max_tokens {checkpoint.audio_projection.config.max_tokens})")
         self._lock = threading.Lock()
+        self._silence: dict[tuple[int, float], np.ndarray] = {}
 
     # ------------------------------------------------------------------------------------------ loading
 
@@ -573,6 +574,26 @@ class AvatarGenerator:
 
     # ------------------------------------------------------------------------------------------ stages
 
+    def chunk_features(self, audio_16k: np.ndarray, chunks: list[ChunkPlan], fps: float) -> list[np.ndarray]:
+        """The feature rows [chunk.num_frames, D] of every chunk: one encoding of the whole speech, cut per chunk
+        (:func:`avatar_gen.audio.features.speech_features`, as the audio stage cuts a training clip's speech), so
+        row ``i`` of a chunk carries the audio at time ``(chunk.start + i) / fps``."""
+        from avatar_gen.audio.features import speech_features
+
+        return speech_features(self.audio_encoder, audio_16k, [(chunk.start, chunk.num_frames) for chunk in chunks],
+                               fps)
+
+    def silence_features(self, num_frames: int, fps: float) -> np.ndarray:
+        """[num_frames, D]: the features of silence for a chunk of ``num_frames`` frames, the guidance negative;
+        the same rows the audio stage writes for audio dropout in training
+        (:func:`avatar_gen.audio.features.silence_features`).  Cached per length and rate."""
+        from avatar_gen.audio.features import silence_features
+
+        key = (num_frames, float(fps))
+        if key not in self._silence:
+            self._silence[key] = silence_features(self.audio_encoder, num_frames, fps)
+        return self._silence[key]
+
     @torch.no_grad()
     def chunk_conditioning(self, audio_16k: np.ndarray, chunks: list[ChunkPlan], fps: float, height: int,
                            width: int, negative: bool = True) -> list[ChunkConditioning]:
@@ -580,24 +601,23 @@ class AvatarGenerator:
 
         ``negative``: also make the silence embeddings guidance needs (without guidance they are None).
 
-        Rows ``chunk.start .. chunk.end - 1`` of the features [total, D] belong to a chunk, so its token ``i`` carries
-        the audio at time ``(chunk.start + i) / fps`` (what the frame it sits beside shows), and the projection gives
-        it the in-chunk frame index ``i``, as in training.
+        A chunk's tokens are the projection of its rows of :meth:`chunk_features` (token ``i`` beside the frame
+        it describes, with the in-chunk frame index ``i``, as in training); its negative is the projection of
+        :meth:`silence_features` for its length, the input audio dropout trains for.
         """
-        total = chunks[-1].end
-        features = self.audio_encoder.encode(audio_16k, total, fps)
-        silence = self.audio_encoder.encode(np.zeros_like(audio_16k), total, fps) if negative else None
+        features = self.chunk_features(audio_16k, chunks, fps)
         spatial = self.pipeline.vae_spatial_compression_ratio
         patch = self.pipeline.transformer_spatial_patch_size
         latent_height, latent_width = height // spatial // patch, width // spatial // patch
         result = []
-        for chunk in chunks:
+        for chunk, rows in zip(chunks, features):
             latent_frames = (chunk.num_frames - 1) // self.pipeline.vae_temporal_compression_ratio + 1
             mask = self.denoiser.attention_mask(1, chunk.num_frames, latent_frames, latent_height, latent_width,
                                                 self.device)
-            embeds = [None if rows is None else
-                      self.audio_projection(torch.from_numpy(rows[chunk.start:chunk.end])[None].to(self.device))
-                      .to(self.dtype) for rows in (features, silence)]
+            silence = self.silence_features(chunk.num_frames, fps) if negative else None
+            embeds = [None if values is None else
+                      self.audio_projection(torch.from_numpy(values)[None].to(self.device)).to(self.dtype)
+                      for values in (rows, silence)]
             result.append(ChunkConditioning(prompt_embeds=embeds[0], prompt_attention_mask=mask,
                                             negative_prompt_embeds=embeds[1],
                                             negative_prompt_attention_mask=mask if negative else None))

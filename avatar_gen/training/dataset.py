@@ -26,12 +26,11 @@ from torch.utils.data import Dataset, Sampler
 
 from avatar_gen.errors import UserError
 from avatar_gen.latents.vae import normalize_latents
+from avatar_gen.layout import AUDIO_FEATURES_SUFFIX, AUDIO_TEXT_SUFFIX
 from avatar_gen.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIX = "_ff.npy"
-AUDIO_TEXT_SUFFIX = "_text.json"
 MAX_LISTED = 5
 
 
@@ -98,7 +97,7 @@ def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int,
         except (ValueError, KeyError, TypeError) as exc:
             bad_json.append(f"{meta_path.name} ({type(exc).__name__}: {exc})")
             continue
-        audio_path = audio_latents / f"{key}{AUDIO_SUFFIX}"
+        audio_path = audio_latents / f"{key}{AUDIO_FEATURES_SUFFIX}"
         if not audio_path.is_file():
             missing_audio.append(key)
             continue
@@ -126,8 +125,8 @@ def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int,
         raise UserError(f"audio feature width != audio.feature_dim={feature_dim} for {len(dim_mismatch)} chunk(s): "
                         f"{_examples(dim_mismatch)}")
     if missing_audio:
-        message = (f"{len(missing_audio)} chunk(s) in {vae_latents} have no {AUDIO_SUFFIX} in {audio_latents}: "
-                   f"{_examples(missing_audio)}")
+        message = (f"{len(missing_audio)} chunk(s) in {vae_latents} have no {AUDIO_FEATURES_SUFFIX} in "
+                   f"{audio_latents}: {_examples(missing_audio)}")
         if not allow_missing_audio:
             raise UserError(message + " (run the audio stage, or set data.allow_missing_audio: true to skip them)")
         log.warning("skipping %s", message)
