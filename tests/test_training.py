@@ -87,7 +87,13 @@ def test_config_errors_are_one_clear_line(tmp_path):
     base = {"output_dir": "o", "model": {"pretrained": "x"}, "data": {"vae_latents": "v", "audio_latents": "a"},
             "optimization": {"max_steps": 1}}
     with pytest.raises(ConfigError, match="global alignment needs frame-position"):
-        validate_config(TrainConfig, dict(base, audio={"feature_dim": 4, "position_embedding": "none"}))
+        validate_config(TrainConfig, dict(base, audio={"feature_dim": 4, "position_embedding": "none",
+                                                        "alignment": "global"}))
+    with pytest.raises(ConfigError, match="feature_dim is required with conditioning: features"):
+        validate_config(TrainConfig, dict(base, audio={}))
+    with pytest.raises(ConfigError, match="audio_dropout needs audio.conditioning: features"):
+        validate_config(TrainConfig, dict(base, audio={"conditioning": "fixed_caption"},
+                                          conditioning={"audio_dropout": 0.1}))
     with pytest.raises(ConfigError, match="deepspeed_config"):
         validate_config(TrainConfig, dict(base, audio={"feature_dim": 4}, distributed={"backend": "deepspeed"}))
 
@@ -422,3 +428,91 @@ def test_preview_video_without_its_wav_names_the_missing_file(tmp_path, tiny_zoo
         written = trainer.samples.write([record], step=0)
     assert len(written) == 1 and written[0].is_file()
     assert f"sample video {record.key} has no sound: {wav} is missing" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------ the toy world (issue 14)
+
+def test_audio_dropout_trains_on_inference_negative(tmp_path, tiny_zoo):
+    """With audio_dropout, dropped samples get exactly the features inference feeds as the guidance negative (the
+    silence the audio stage wrote for their length); the checkpoint records the probability."""
+    from avatar_gen.audio.features import AudioEncoderSpec, load_audio_encoder
+    from avatar_gen.audio.pipeline import write_silence_features
+    from avatar_gen.inference import AvatarGenerator, plan_chunks
+    from avatar_gen.model.denoiser import AvatarDenoiser
+
+    encoder = load_audio_encoder(AudioEncoderSpec(encoder="wav2vec2", name_or_path=str(tiny_zoo / "wav2vec2")))
+    dim = encoder.feature_dim
+    root = write_toy_chunks(tmp_path / "toy", num_clips=3, feature_dim=dim, encoder=encoder.spec.model_dump())
+    config = make_config(tmp_path / "run", tiny_zoo, root, audio={"feature_dim": dim},
+                         conditioning={"audio_dropout": 1.0}, optimization={"max_steps": 1, "warmup_steps": 0})
+    with pytest.raises(UserError, match=r"audio_dropout needs the features of silence .*silence/33f_25fps_ff.npy"):
+        Trainer(config)
+    write_silence_features(root / "audio_latents", encoder, 33, 25.0)
+    trainer = Trainer(config)
+    seen = []
+    real_forward = AvatarDenoiser.forward
+
+    def recording_forward(model, noisy, audio, *args):
+        seen.append(audio.detach().clone())
+        return real_forward(model, noisy, audio, *args)
+
+    AvatarDenoiser.forward = recording_forward
+    try:
+        result = trainer.train()
+    finally:
+        AvatarDenoiser.forward = real_forward
+    assert result.checkpoint is not None and json.loads(
+        (result.checkpoint / "avatar_checkpoint.json").read_text())["audio_dropout"] == 1.0
+    generator = AvatarGenerator.load(result.checkpoint)
+    negative = generator.silence_features(33, 25.0)
+    assert seen[0].shape == (2, 33, dim)
+    for row in seen[0]:
+        np.testing.assert_array_equal(row.numpy(), negative)
+    speech = np.random.default_rng(0).standard_normal(21120).astype(np.float32) * 0.1
+    inputs = generator.chunk_conditioning(speech, plan_chunks(33, 33), 25.0, 64, 64)[0]
+    torch.testing.assert_close(inputs.negative_prompt_embeds, generator.audio_projection(seen[0][:1]))
+
+
+def test_audio_free_base_trains_resumes_and_is_refused_by_inference(tmp_path, tiny_zoo):
+    """audio.conditioning fixed_caption: no audio files, a fixed seeded caption, the whole transformer trained; the
+    held-out flow loss is reported, the checkpoint resumes exactly, its transformer/ is a diffusers folder the avatar
+    recipe can start from, and inference refuses it in one line."""
+    import shutil
+
+    from diffusers import LTXVideoTransformer3DModel
+
+    from avatar_gen.inference import AvatarGenerator
+
+    root = write_toy_chunks(tmp_path / "toy", num_clips=4, feature_dim=FEATURE_DIM)
+    shutil.rmtree(root / "audio_latents")
+    sections = {"audio": {"conditioning": "fixed_caption", "fixed_caption_tokens": 4},
+                "data": {"audio_latents": None}, "optimization": {"max_steps": 3},
+                "validation": {"every_n_steps": 3, "held_out_chunks": 1, "num_draws": 1}}
+    straight = Trainer(make_config(tmp_path / "straight", tiny_zoo, root, **sections))
+    result = straight.train()
+    assert result.step == 3 and all(np.isfinite(row["loss"]) for row in result.history if row["kind"] == "train")
+    assert set(result.validation) == {"val_loss", "val_loss_std", "val_chunks"} and np.isfinite(result.validation["val_loss"])
+    metadata = json.loads((result.checkpoint / "avatar_checkpoint.json").read_text())
+    assert metadata["conditioning"] == "fixed_caption" and metadata["audio_projection"] is None
+    assert metadata["fixed_caption"]["tokens"] == 4 and metadata["transformer_training"] == "full"
+    assert metadata["audio_encoder"] is None
+    exported = LTXVideoTransformer3DModel.from_pretrained(result.checkpoint / "transformer")
+    for name, value in exported.state_dict().items():
+        torch.testing.assert_close(value, straight.model.transformer.state_dict()[name])
+
+    first = Trainer(make_config(tmp_path / "split", tiny_zoo, root, **sections))
+    first.train(stop_after_step=2)
+    resumed = Trainer(make_config(tmp_path / "split", tiny_zoo, root, checkpoints={"resume": "latest"}, **sections))
+    assert resumed.step == 2
+    resumed.train()
+    for name, value in trainable_state(straight).items():
+        torch.testing.assert_close(trainable_state(resumed)[name], value, atol=1e-6, rtol=0)
+
+    with pytest.raises(UserError, match="is an audio-free base .* no speech input"):
+        AvatarGenerator.load(result.checkpoint)
+    # the avatar recipe starts from the exported transformer
+    toy = write_toy_chunks(tmp_path / "speech", num_clips=3, feature_dim=FEATURE_DIM)
+    recipe = Trainer(make_config(tmp_path / "recipe", tiny_zoo, toy, lora={"train_mode": "lora"},
+                                 model={"pretrained": str(result.checkpoint / "transformer"), "dtype": "float32"},
+                                 optimization={"max_steps": 1}))
+    assert recipe.train().step == 1

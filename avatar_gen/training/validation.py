@@ -61,6 +61,23 @@ def audio_gain(records: list[ChunkRecord], loss: LossFn, num_draws: int, seed: i
             "audio_gain": float(np.mean(gains)), "audio_gain_std": float(np.std(gains)), "chunks": float(len(partner))}
 
 
+@torch.no_grad()
+def fixed_draw_loss(records: list[ChunkRecord], loss: LossFn, num_draws: int, seed: int) -> dict[str, float]:
+    """The flow loss of ``records`` with their own audio at the fixed noise and sigma draws :func:`audio_gain` uses:
+    ``loss`` (mean over the draws) and ``loss_std`` (its spread over the draws).  For runs without audio (an
+    audio-free base), where there is no gain to measure."""
+    dataset = LatentAudioDataset(records)
+    means = []
+    for draw in range(num_draws):
+        losses = []
+        for index, record in enumerate(records):
+            item = dataset[index]
+            generator = torch.Generator().manual_seed(seed + 7919 * draw + index)
+            losses.append(float(loss(item["latents"][None], item["audio"][None], record.fps, generator)))
+        means.append(float(np.mean(losses)))
+    return {"loss": float(np.mean(means)), "loss_std": float(np.std(means)), "chunks": float(len(records))}
+
+
 class SampleWriter:
     """Sample videos of held-out chunks: the model's latents from the chunk's first frame and speech, decoded.
 
@@ -127,7 +144,7 @@ class SampleWriter:
         folder = Path(self.config.output_dir) / "samples" / step_folder_name(step)
         written = []
         for record in records:
-            audio = torch.from_numpy(np.load(record.audio_path).astype(np.float32))
+            audio = LatentAudioDataset([record])[0]["audio"]
             generated = self.sample_latents(record, audio, self.config.validation.sample_steps)
             raw = denormalize_latents(generated, record.vae["latents_mean"], record.vae["latents_std"],
                                       float(record.vae.get("scaling_factor", 1.0)))
@@ -135,7 +152,7 @@ class SampleWriter:
                                     decode_noise_scale=LTX_DECODE_NOISE_SCALE,
                                     generator=torch.Generator(device=self.device).manual_seed(0))
             wav = Path(self.config.data.vae_latents).parent / "audio_wav" / f"{record.key}.wav"
-            if not wav.is_file():
+            if record.audio_path is not None and not wav.is_file():  # an audio-free run has no speech to mux
                 log.warning("sample video %s has no sound: %s is missing", record.key, wav)
             written.append(write_video(folder / f"{record.key}.mp4", frames, record.fps,
                                        audio=wav if wav.is_file() else None))
