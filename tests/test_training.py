@@ -491,7 +491,8 @@ def test_audio_free_base_trains_resumes_and_is_refused_by_inference(tmp_path, ti
     straight = Trainer(make_config(tmp_path / "straight", tiny_zoo, root, **sections))
     result = straight.train()
     assert result.step == 3 and all(np.isfinite(row["loss"]) for row in result.history if row["kind"] == "train")
-    assert set(result.validation) == {"val_loss", "val_loss_std", "val_chunks"} and np.isfinite(result.validation["val_loss"])
+    assert set(result.validation) == {"val_loss", "val_loss_std", "val_chunks"}
+    assert np.isfinite(result.validation["val_loss"])
     metadata = json.loads((result.checkpoint / "avatar_checkpoint.json").read_text())
     assert metadata["conditioning"] == "fixed_caption" and metadata["audio_projection"] is None
     assert metadata["fixed_caption"]["tokens"] == 4 and metadata["transformer_training"] == "full"
