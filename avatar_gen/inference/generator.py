@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import threading
@@ -28,13 +29,13 @@ from avatar_gen.audio.tts import DEFAULT_VOICE
 from avatar_gen.errors import UserError, first_line
 from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, load_portrait, load_speech,
                                          MUX_SAMPLE_RATE)
-from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, MIN_CHUNK_FRAMES, ChunkPlan,
+from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, ChunkPlan,
                                            FixedScheduleFlowMatchScheduler, check_timesteps, frames_for_duration,
-                                           plan_chunks)
+                                           min_chunk_frames, plan_chunks)
 from avatar_gen.inference.streaming import (DecodedChunk, GenerationCancelled, decode_chunk, denoise_chunk,
                                             stream_chunks)
 from avatar_gen.latents.vae import DTYPES
-from avatar_gen.ltx import LTX_DECODE_NOISE_SCALE, LTX_DECODE_TIMESTEP
+from avatar_gen.ltx import LTX_DECODE_NOISE_SCALE, LTX_DECODE_TIMESTEP, LTX_PIPELINE_SIDE_MULTIPLE
 from avatar_gen.utils.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
@@ -340,7 +341,7 @@ class AvatarGenerator:
         temporal = vae.temporal_compression_ratio
         longest = (checkpoint.audio_projection.config.max_frames - 1) // temporal * temporal + 1
         self.chunk_frames = min(int(video.get("num_frames", 121)), longest)
-        if self.chunk_frames < MIN_CHUNK_FRAMES:
+        if self.chunk_frames < min_chunk_frames(temporal):
             raise UserError(f"checkpoint {checkpoint.path}: chunks of {self.chunk_frames} frames are too short to "
                             f"generate (audio projection max_tokens {checkpoint.audio_projection.config.max_tokens})")
         self._lock = threading.Lock()
@@ -366,7 +367,7 @@ class AvatarGenerator:
         from avatar_gen.inference import speed
 
         from avatar_gen.audio.features import AudioEncoderSpec, load_audio_encoder
-        from avatar_gen.latents.vae import load_vae
+        from avatar_gen.latents.vae import load_vae, vae_compression
         from avatar_gen.model.checkpoint import load_avatar_checkpoint, read_checkpoint_metadata, resolve_checkpoint
 
         torch_device = resolve_device(device)
@@ -388,6 +389,11 @@ class AvatarGenerator:
         if vae.config.latent_channels != in_channels:
             raise UserError(f"checkpoint {folder} does not match the base model {base}: its transformer takes "
                             f"{in_channels} latent channels, the VAE makes {vae.config.latent_channels}")
+        recorded = (metadata.get("temporal_compression"), metadata.get("spatial_compression"))
+        if None not in recorded and tuple(recorded) != vae_compression(vae):
+            raise UserError(f"checkpoint {folder} was trained on latents of a VAE compressing {recorded[1]}x in space "
+                            f"and {recorded[0]}x in time; the VAE of {base} compresses "
+                            f"{vae_compression(vae)[1]}x and {vae_compression(vae)[0]}x")
         _warn_if_other_vae(metadata, vae, folder, base)
         scheduler = _load_scheduler(base, revision)
         spec_dict = metadata.get("audio_encoder")
@@ -479,7 +485,8 @@ class AvatarGenerator:
     def _settings(self, steps, guidance, height, width, fps, distilled, timesteps) -> GenerationSettings:
         settings = resolve_settings(steps, guidance, height or self.default_height, width or self.default_width,
                                     fps or self.default_fps, distilled, timesteps,
-                                    spatial_multiple=self.pipeline.vae_spatial_compression_ratio)
+                                    spatial_multiple=math.lcm(self.pipeline.vae_spatial_compression_ratio,
+                                                              LTX_PIPELINE_SIDE_MULTIPLE))
         if settings.fps != self.default_fps:
             log.warning("generating at %.3g fps, the model was trained at %.3g fps", settings.fps, self.default_fps)
         return settings

@@ -52,11 +52,14 @@ class LoadedVae:
 
 
 def vae_metadata(vae: Any, name_or_path: str, revision: str | None, dtype_name: str) -> dict:
-    """``{name_or_path, revision, dtype, latents_mean, latents_std, scaling_factor}`` of a loaded VAE.
+    """``{name_or_path, revision, dtype, latents_mean, latents_std, scaling_factor, temporal_compression,
+    spatial_compression}`` of a loaded VAE.
 
     ``latents_mean``/``latents_std`` are per-channel lists (length C); training normalises stored raw
-    latents as ``(z - mean) * scaling_factor / std``.
+    latents as ``(z - mean) * scaling_factor / std``.  The compression factors are the VAE's own
+    (:func:`vae_compression`): training and the checkpoint take them from here.
     """
+    temporal, spatial = vae_compression(vae)
     return {
         "name_or_path": name_or_path,
         "revision": revision,
@@ -64,6 +67,8 @@ def vae_metadata(vae: Any, name_or_path: str, revision: str | None, dtype_name: 
         "latents_mean": [float(v) for v in vae.latents_mean.detach().float().cpu()],
         "latents_std": [float(v) for v in vae.latents_std.detach().float().cpu()],
         "scaling_factor": float(vae.config.scaling_factor),
+        "temporal_compression": temporal,
+        "spatial_compression": spatial,
     }
 
 
@@ -132,7 +137,8 @@ def encode_frames(vae: Any, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Encode video with the VAE; returns the posterior mean (= mode), raw (not normalised).
 
     ``frames``: uint8 numpy [F, H, W, 3] / [B, F, H, W, 3], or float pixels [B, 3, F, H, W] in [-1, 1].
-    F must be 8k + 1 and H, W multiples of 32.  Returns latents [B, C, (F - 1) / 8 + 1, H / 32, W / 32]
+    F must be t k + 1 and H, W multiples of s for the VAE's factors (LTX: t = 8, s = 32).  Returns latents
+    [B, C, (F - 1) / t + 1, H / s, W / s]
     ([C, ...] for a single unbatched uint8 clip) in the VAE's dtype, on the VAE's device.
     We store the mean rather than a sample: latents are then reproducible (a re-run writes the same
     bytes), and training can still add noise if it wants to.

@@ -64,11 +64,13 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: str, min_l
 
 
 def video_geometry(record: ChunkRecord) -> dict[str, int]:
-    """VAE compression factors from a chunk's metadata (LTX's when a chunk cannot tell)."""
+    """VAE compression factors of a chunk: those its metadata records (the VAE stage writes the loaded VAE's), else
+    derived from its frame count, size and latent shape (LTX's when a chunk cannot tell)."""
     _, latent_frames, latent_height, _ = record.latent_shape
     temporal = (record.num_frames - 1) // (latent_frames - 1) if latent_frames > 1 else LTX_TEMPORAL_COMPRESSION
     spatial = record.height // latent_height if record.height and latent_height else LTX_SPATIAL_COMPRESSION
-    return {"temporal_compression": temporal, "spatial_compression": spatial}
+    return {"temporal_compression": int(record.vae.get("temporal_compression", temporal)),
+            "spatial_compression": int(record.vae.get("spatial_compression", spatial))}
 
 
 @dataclass
@@ -149,6 +151,10 @@ class Trainer:
                             f"fill one batch of data.batch_size={config.data.batch_size}")
         first = self.train_records[0]
         self.geometry = video_geometry(first)
+        geometries = {tuple(video_geometry(record).values()) for record in records}
+        if len(geometries) > 1:
+            raise UserError(f"the latents come from VAEs with different compression (temporal, spatial): "
+                            f"{sorted(geometries)}; train on one VAE's latents")
         # Audio dropout puts the features of silence (the guidance negative inference feeds) in place of a sample's.
         self.silence = (read_silence(config.data.audio_latents, self.train_records)
                         if config.conditioning.audio_dropout else {})
