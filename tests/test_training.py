@@ -517,3 +517,24 @@ def test_audio_free_base_trains_resumes_and_is_refused_by_inference(tmp_path, ti
                                  model={"pretrained": str(result.checkpoint / "transformer"), "dtype": "float32"},
                                  optimization={"max_steps": 1}))
     assert recipe.train().step == 1
+
+
+def test_training_shift_counts_latents_as_the_pipeline_does(tmp_path, tiny_zoo, toy_root, monkeypatch):
+    """With a patch-2 transformer (4 latents per token), the sigma shift follows the latent count (pre-patch), the
+    sequence length LTXImageToVideoPipeline computes its schedule from at inference."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    import avatar_gen.training.trainer as trainer_module
+
+    transformer = LTXVideoTransformer3DModel(in_channels=32, out_channels=32, patch_size=2, patch_size_t=1,
+                                             num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+                                             num_layers=1, caption_channels=32)
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, toy_root, flow={"shift": "auto"}),
+                      transformer=transformer)
+    shifts = []
+    real = trainer_module.sample_sigmas
+    monkeypatch.setattr(trainer_module, "sample_sigmas", lambda size, shift, *args: shifts.append(shift)
+                        or real(size, shift, *args))
+    item = trainer.train_dataset[0]
+    trainer.training_step(trainer.model, item["latents"][None], item["audio"][None], 25.0, torch.Generator(), 1.0)
+    assert shifts == [pytest.approx(trainer.config.flow.shift_for(5 * 2 * 2))]  # latents [8, 5, 2, 2]: 20, 5 tokens

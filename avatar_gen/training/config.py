@@ -99,7 +99,9 @@ class DataSection(StrictModel):
 class FlowSection(StrictModel):
     logit_mean: float = 0.0
     logit_std: float = Field(default=1.0, gt=0)
-    shift: float | Literal["auto"] = Field(default="auto", description="'auto': grows with the video token count")
+    shift: float | Literal["auto"] = Field(
+        default="auto", description="'auto': grows with the latent count (frames x height x width of the VAE's grid, "
+                                    "before the transformer's patching, as LTXImageToVideoPipeline counts it)")
     base_seq_len: int = Field(default=1024, ge=1)
     max_seq_len: int = Field(default=4096, ge=2)
     base_shift: float = 0.95
@@ -113,10 +115,11 @@ class FlowSection(StrictModel):
             raise ValueError("shift must be > 0")
         return self
 
-    def shift_for(self, num_tokens: int) -> float:
-        """The sigma shift for a sequence of ``num_tokens`` video tokens."""
+    def shift_for(self, latent_positions: int) -> float:
+        """The sigma shift for a video of ``latent_positions`` latents (frames x height x width, before patching)."""
         if self.shift == "auto":
-            return token_count_shift(num_tokens, self.base_seq_len, self.max_seq_len, self.base_shift, self.max_shift)
+            return token_count_shift(latent_positions, self.base_seq_len, self.max_seq_len, self.base_shift,
+                                     self.max_shift)
         return float(self.shift)
 
 

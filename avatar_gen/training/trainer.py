@@ -264,8 +264,10 @@ class Trainer:
         batch_size = latents.shape[0]
         frames, height, width = self.model.token_grid(latents)
         clean = self.model.pack(latents.to(self.device))
-        # Noising: a shifted logit-normal sigma per sample, Gaussian noise, the first latent frame given clean.
-        sigmas = sample_sigmas(batch_size, self.config.flow.shift_for(clean.shape[1]), self.config.flow.logit_mean,
+        # Noising: a shifted logit-normal sigma per sample, Gaussian noise, the first latent frame given clean.  The
+        # shift grows with the latent grid's size, counted before patching as the pipeline counts it at inference.
+        latent_positions = latents.shape[2] * latents.shape[3] * latents.shape[4]
+        sigmas = sample_sigmas(batch_size, self.config.flow.shift_for(latent_positions), self.config.flow.logit_mean,
                                self.config.flow.logit_std, generator)
         noise = torch.randn(clean.shape, generator=generator)
         conditioned = torch.rand(batch_size, generator=generator) < condition_probability
