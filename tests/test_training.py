@@ -303,8 +303,7 @@ def test_overfit_and_audio_reaches_the_model(tmp_path, tiny_zoo):
     start and the in-sample audio-conditioning gain (shuffled / true audio loss) passes 1.5.
 
     Local alignment: LTX's attn2 queries carry no position (RoPE is only in attn1), so with global attention a
-    video token must first learn which frame it is in; the frame mask hands it its own audio (measured at 400
-    steps: local gain ~5, global ~1.01).
+    video token must first learn which frame it is in; the frame mask hands it its own audio (docs/results.md).
     """
     root = write_toy_chunks(tmp_path / "toy", num_clips=6, feature_dim=FEATURE_DIM, mouth_strength=3.0, seed=0)
     config = make_config(tmp_path / "run", tiny_zoo, root, data={"held_out_fraction": 0.0, "batch_size": 3},
