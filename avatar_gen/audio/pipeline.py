@@ -1,9 +1,11 @@
 """The audio-latents stage: per video chunk, 16 kHz speech for exactly its window and per-frame features.
 
+A clip's chunks are cut from one speech, encoded once, as inference cuts a request's speech (``speech_features``).
 Its files (``audio_wav/<key>.wav``, ``audio_latents/<key>_ff.npy`` and ``_text.json``, written last so that its
-presence marks a complete chunk), audio sources and per-chunk faults are described in docs/audio_latents.md.  A chunk
-that cannot be made is recorded and the run goes on; a re-run skips complete chunks and refuses to mix features of
-another encoder or audio source into one folder unless ``overwrite``.
+presence marks a complete chunk; ``audio_latents/silence/`` for guidance and audio dropout), audio sources and
+per-chunk faults are described in docs/audio_latents.md.  A chunk that cannot be made is recorded and the run goes on;
+a re-run skips complete chunks and refuses to mix features of another encoder or audio source into one folder unless
+``overwrite``.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class AudioLatentsConfig(StrictModel):
     device: str = "cpu"
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     save_dtype: Literal["float32", "float16"] = "float32"
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="clips whose speech has one length, encoded together")
     shard_index: int = Field(0, ge=0)
     shard_count: int = Field(1, ge=1)
     overwrite: bool = False
