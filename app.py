@@ -9,9 +9,8 @@ public Gradio link) until Ctrl-C or SIGTERM.  See docs/webapp.md.
 from __future__ import annotations
 
 import argparse
-import signal
 
-from avatar_gen.utils.cli import add_common_arguments, run_main
+from avatar_gen.utils.cli import add_common_arguments, interrupt_on_sigterm, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,16 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         defaults = PageDefaults(**{name: value for name, value in initial.items() if value is not None})
         generator = AvatarGenerator.load(args.checkpoint, pretrained=args.pretrained, device=args.device,
                                          dtype=args.dtype)
-        # Gradio stops cleanly on KeyboardInterrupt; make SIGTERM (a service manager, a test) do the same.
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        serve(generator, host=args.host, port=args.port, share=args.share, work_dir=args.work_dir, defaults=defaults)
+        with interrupt_on_sigterm():  # Gradio stops cleanly on KeyboardInterrupt
+            serve(generator, host=args.host, port=args.port, share=args.share, work_dir=args.work_dir,
+                  defaults=defaults)
         return 0
 
     return run_main(body, verbose=args.verbose)
-
-
-def _raise_keyboard_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -26,23 +26,22 @@ import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
 from avatar_gen.errors import UserError
-from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, MIN_IMAGE_SIDE
-from avatar_gen.inference.generator import MIN_STEPS
+from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS
+# The bounds of a generation request are inference's own, so that the page, the command line and the Python API
+# accept the same requests.
+from avatar_gen.limits import (MAX_GUIDANCE, MAX_IMAGE_SIDE, MAX_SEED, MAX_SPEECH_SECONDS, MAX_STEPS,
+                               MIN_GUIDANCE, MIN_IMAGE_SIDE, MIN_STEPS)
+from avatar_gen.media.audio import declared_audio_duration
 
 log = logging.getLogger(__name__)
 
-# Upload limits.  Gradio refuses larger uploads itself (``max_file_size``); the checks below repeat the
+# Limits of the page itself.  Gradio refuses larger uploads itself (``max_file_size``); the checks below repeat the
 # limit for files that reach the handler another way.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_SIZE_TEXT = "20 MB"
-MAX_IMAGE_SIDE = 4096  # pixels; larger photos only cost decoding time, the model works at a few hundred
-# MIN_IMAGE_SIDE (64 px, shorter side) comes from inference: below it a portrait holds too little of a face.
 IMAGE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "BMP": "BMP"}  # Pillow format -> display name
 SPEECH_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
-WEB_TEXT_MAX_CHARS = 300  # about 20 s of speech at espeak's default rate; a caption, not a speech
-MAX_SEED = 2**31 - 1
-MAX_STEPS = 100  # MIN_STEPS (2) comes from inference: one regular flow step does not denoise
-MIN_GUIDANCE, MAX_GUIDANCE = 1.0, 15.0  # 1 = no classifier-free guidance
+WEB_TEXT_MAX_CHARS = 300  # about 20 s of speech at espeak's default rate: a caption keeps the page's queue moving
 
 TEXT_SOURCE = "Type text"
 AUDIO_SOURCE = "Upload speech"
@@ -162,13 +161,18 @@ def check_portrait(path: Path) -> tuple[int, int]:
 
 
 def check_speech_file(path: Path) -> None:
-    """Cheap checks of an uploaded speech file; decoding errors come from the generator as UserError."""
+    """Cheap checks of an uploaded speech file, the length its header declares included (a small compressed file can
+    hold hours of audio); decoding errors, and a length that the header hides, come from the generator, which stops
+    decoding at the same limit."""
     if not path.is_file():
         raise UserError("the speech upload did not arrive; upload it again")
     if path.suffix.lower() not in SPEECH_EXTENSIONS:
         raise UserError(f"the speech file must be one of {', '.join(SPEECH_EXTENSIONS)}, "
                         f"got {path.suffix or 'no extension'}")
     check_upload_size(path, "speech file")
+    seconds = declared_audio_duration(path)
+    if seconds is not None and seconds > MAX_SPEECH_SECONDS:
+        raise UserError(f"the speech file lasts {seconds:.0f} s; the limit is {MAX_SPEECH_SECONDS:.0f} s")
 
 
 def _number(value: Any, what: str) -> float:

@@ -15,13 +15,14 @@ from pathlib import Path
 
 from avatar_gen.audio.tts import BACKENDS, DEFAULT_VOICE
 from avatar_gen.errors import UserError
-from avatar_gen.utils.cli import add_common_arguments, run_main
+from avatar_gen.utils.cli import add_common_arguments, interrupt_on_sigterm, run_main
 
 log = logging.getLogger("ltx_video.inference")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, DISTILLED_TIMESTEPS, REQUEST_TEXT_MAX_CHARS
+    from avatar_gen.limits import MAX_FPS, MAX_SEED, MAX_SIDE, MAX_SPEECH_SECONDS, MAX_STEPS
 
     parser = argparse.ArgumentParser(description="Generate a talking video of the person in --image speaking "
                                                  "--text (or --audio) with a trained avatar checkpoint.")
@@ -30,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     speech.add_argument("--text",
                         help=f"what the avatar says (spoken by --tts; at most {REQUEST_TEXT_MAX_CHARS} characters)")
     speech.add_argument("--audio",
-                        help="speech recording to lip-sync instead of --text (WAV/MP3/FLAC/OGG/M4A, any rate)")
+                        help="speech recording to lip-sync instead of --text (WAV/MP3/FLAC/OGG/M4A, any rate, at most "
+                             f"{MAX_SPEECH_SECONDS:g} s)")
     parser.add_argument("--checkpoint", required=True,
                         help="training checkpoint: step_XXXXXX folder, its 'latest' link, or the run folder")
     parser.add_argument("--output", default="talking.mp4", help="MP4 to write (default: talking.mp4)")
@@ -39,14 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tts", default="espeak", choices=BACKENDS, help="speech synthesis back-end (default espeak, "
                                                                          "offline; gtts needs the network)")
     parser.add_argument("--voice", default=DEFAULT_VOICE, help=f"TTS voice (default {DEFAULT_VOICE})")
-    parser.add_argument("--steps", type=int, default=None, help=f"denoising steps (default {DEFAULT_STEPS})")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"denoising steps (default {DEFAULT_STEPS}, at most {MAX_STEPS})")
     parser.add_argument("--guidance", type=float, default=None,
                         help=f"audio classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE}; 1 with "
                              "--distilled)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same video")
-    parser.add_argument("--height", type=int, default=None, help="video height, multiple of 32 (default: training's)")
-    parser.add_argument("--width", type=int, default=None, help="video width, multiple of 32 (default: training's)")
-    parser.add_argument("--fps", type=float, default=None, help="frames per second (default: training's)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help=f"random seed from 0 to {MAX_SEED}; the same seed gives the same video")
+    parser.add_argument("--height", type=int, default=None,
+                        help=f"video height, multiple of 32 up to {MAX_SIDE} (default: training's)")
+    parser.add_argument("--width", type=int, default=None,
+                        help=f"video width, multiple of 32 up to {MAX_SIDE} (default: training's)")
+    parser.add_argument("--fps", type=float, default=None,
+                        help=f"frames per second, up to {MAX_FPS:g} (default: training's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="compute precision (default fp32)")
     parser.add_argument("--distilled", action="store_true",
@@ -87,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         check_output_path(args.output)
         if args.stream_dir is not None and Path(args.stream_dir).is_file():
             raise UserError(f"--stream_dir {args.stream_dir} is a file, not a folder")
-        resolve_settings(args.steps, args.guidance, args.height, args.width, args.fps, args.distilled, args.timesteps)
+        resolve_settings(args.steps, args.guidance, args.height, args.width, args.fps, args.distilled, args.timesteps,
+                         seed=args.seed)
         load_portrait(args.image)
         if args.text is not None:
             check_text(args.text)
@@ -112,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("done: %s", json.dumps(summary))
         return 0
 
-    return run_main(body, verbose=args.verbose)
+    with interrupt_on_sigterm():  # a terminated run stops its ffmpeg and removes its temporary video
+        return run_main(body, verbose=args.verbose)
 
 
 if __name__ == "__main__":

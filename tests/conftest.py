@@ -45,3 +45,26 @@ def synthetic_dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic")
     clips = generate_dataset(out, num_clips=4, seed=0, two_face_clips=1, silent_clips=1)
     return out, clips
+
+
+@pytest.fixture(scope="session")
+def webapp_checkpoint(tiny_zoo, tmp_path_factory) -> Path:
+    """An untrained LoRA checkpoint over the tiny zoo (tiny wav2vec2 features), 64x64 video in 17-frame chunks."""
+    from avatar_gen.audio.features import AudioEncoderSpec
+    from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
+
+    spec = AudioEncoderSpec(encoder="wav2vec2", name_or_path=str(tiny_zoo / "wav2vec2"))
+    return write_untrained_checkpoint(tmp_path_factory.mktemp("webapp_run") / "step_000000", tiny_zoo / "ltx-video",
+                                      spec, {"height": 64, "width": 64, "num_frames": 17, "fps": 25.0})
+
+
+@pytest.fixture(scope="session")
+def webapp_server(webapp_checkpoint, tmp_path_factory):
+    """``python app.py`` on the tiny checkpoint, started once for the session (its start costs most of a minute)
+    and not waited for (call ``wait_until_serving``).  At the end it must still be up, stop on SIGTERM with exit 0,
+    leave no process behind and have logged no traceback, whatever the tests sent it."""
+    from webapp_server import start_webapp, stop_webapp
+
+    server = start_webapp(webapp_checkpoint, tmp_path_factory.mktemp("webapp_server"))
+    yield server
+    stop_webapp(server)

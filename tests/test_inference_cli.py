@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from avatar_gen.audio.features import AudioEncoderSpec
 from avatar_gen.inference import REQUEST_TEXT_MAX_CHARS
@@ -130,7 +133,30 @@ def broken_checkpoints(run_dir, tiny_zoo, tmp_path_factory) -> dict[str, Path]:
         cross_attention_dim=32, num_layers=1, caption_channels=32)
     other_base = root / "other-base"
     LTXImageToVideoPipeline(text_encoder=None, tokenizer=None, **components).save_pretrained(str(other_base))
-    return {"good": good, "missing": missing, "truncated": truncated, "other_base": other_base}
+    projection_cut = root / "projection-cut"
+    shutil.copytree(good, projection_cut)
+    projection = projection_cut / "audio_projection.safetensors"
+    projection.write_bytes(projection.read_bytes()[:-40])
+    metadata_not_utf8 = root / "metadata-not-utf8"
+    shutil.copytree(good, metadata_not_utf8)
+    metadata = metadata_not_utf8 / "avatar_checkpoint.json"
+    metadata.write_bytes(metadata.read_bytes().replace(b'"step"', b'"st\xe9p"'))  # Latin-1, not UTF-8
+    diverged = root / "diverged"  # what a run with a far too large learning rate would have saved
+    shutil.copytree(good, diverged)
+    lora_file = diverged / "pytorch_lora_weights.safetensors"
+    with safe_open(str(lora_file), "pt") as opened:
+        lora_metadata, tensors = opened.metadata(), {key: opened.get_tensor(key) for key in opened.keys()}  # noqa: SIM118
+    first = sorted(tensors)[0]
+    tensors[first] = torch.full_like(tensors[first], float("nan"))
+    save_file(tensors, str(lora_file), metadata=lora_metadata)
+    huge = root / "huge"  # finite weights so large that every output is NaN: a run diverged one step before
+    shutil.copytree(good, huge)
+    lora_file = huge / "pytorch_lora_weights.safetensors"
+    save_file({key: torch.full_like(value, 1e30) for key, value in tensors.items()}, str(lora_file),
+              metadata=lora_metadata)
+    return {"good": good, "missing": missing, "truncated": truncated, "other_base": other_base,
+            "projection_cut": projection_cut, "metadata_not_utf8": metadata_not_utf8, "diverged": diverged,
+            "huge": huge}
 
 
 BAD_CASES = {
@@ -147,6 +173,10 @@ BAD_CASES = {
     "checkpoint missing": ({"--checkpoint": "{tmp}/no-run"}, "checkpoint not found"),
     "checkpoint missing a file": ({"--checkpoint": "{missing}"}, "audio_projection.safetensors missing"),
     "checkpoint cut short": ({"--checkpoint": "{truncated}"}, "could not be loaded"),
+    "projection cut short": ({"--checkpoint": "{projection_cut}"}, "audio_projection.safetensors is cut short"),
+    "metadata not UTF-8": ({"--checkpoint": "{metadata_not_utf8}"}, "avatar_checkpoint.json is not UTF-8 text"),
+    "diverged weights": ({"--checkpoint": "{diverged}"}, "holds non-finite weights (NaN or infinity) in 1 tensor"),
+    "huge weights": ({"--checkpoint": "{huge}"}, "made NaN/inf latents: its weights have diverged"),
     "other base model": ({"--pretrained": "{other_base}"}, "different base model: num_layers 2 vs base 1"),
     "bad size": ({"--height": "48"}, "multiples of 32"),
     "one regular step": ({"--steps": "1"}, "at least 2"),

@@ -100,10 +100,66 @@ def test_causal_vae_windows_and_masks():
     assert encoder_attention_mask("global", 2, 3, 4, frames).shape == (2, 17)
 
 
-def _fake_checkpoint(folder, step):
+def _fake_checkpoint(folder, step, content="weights"):
     staging = staging_folder(folder, step)
     (staging / CHECKPOINT_METADATA).write_text('{"format_version": 1}')
+    (staging / "content").write_text(content)
     return staging
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL at one point of a checkpoint's finalisation."""
+
+
+def test_resaving_a_step_never_leaves_latest_dangling(tmp_path, monkeypatch):
+    """Re-saving an existing step (a resumed run that stops where it started), killed after any one filesystem
+    operation: ``latest`` always names a complete checkpoint, the old or the new one."""
+    from pathlib import Path
+
+    from avatar_gen.model import checkpoint
+    from avatar_gen.utils import io
+    from avatar_gen.utils.io import exchange_paths
+
+    probe_a, probe_b = tmp_path / "probe_a", tmp_path / "probe_b"
+    probe_a.mkdir()
+    probe_b.mkdir()
+    if not exchange_paths(probe_a, probe_b):
+        pytest.skip("this filesystem cannot exchange two paths atomically")
+    real = {"exchange_paths": io.exchange_paths, "symlink": os.symlink, "replace": os.replace,
+            "rmtree": checkpoint.shutil.rmtree, "rename": Path.rename}
+    for kill_after in range(12):
+        folder = tmp_path / f"run{kill_after}"
+        finalize_checkpoint(folder, _fake_checkpoint(folder, 10, "old"), 10, keep_last=2)
+        staging = _fake_checkpoint(folder, 10, "new")
+        calls: list[str] = []
+
+        def counted(name, calls=calls, kill_after=kill_after):
+            def call(*args, **kwargs):
+                if len(calls) == kill_after:
+                    raise _Killed(name)
+                calls.append(name)
+                return real[name](*args, **kwargs)
+            return call
+
+        with monkeypatch.context() as patch:
+            patch.setattr(io, "exchange_paths", counted("exchange_paths"))
+            patch.setattr(checkpoint.os, "symlink", counted("symlink"))
+            patch.setattr(checkpoint.os, "replace", counted("replace"))
+            patch.setattr(checkpoint.shutil, "rmtree", counted("rmtree"))
+            patch.setattr(Path, "rename", counted("rename"))
+            try:
+                finalize_checkpoint(folder, staging, 10, keep_last=2)
+                finished = True
+            except _Killed:
+                finished = False
+        latest = folder / LATEST_LINK
+        assert (latest / CHECKPOINT_METADATA).is_file(), f"latest dangles after {calls}"
+        assert (latest / "content").read_text() in ("old", "new")
+        if finished:
+            assert (latest / "content").read_text() == "new" and len(list(folder.iterdir())) == 2
+            break
+    else:
+        pytest.fail("finalize_checkpoint never finished")
 
 
 def test_checkpoint_rename_latest_and_pruning(tmp_path):

@@ -271,6 +271,91 @@ def test_nonfinite_losses_stop_with_a_usable_checkpoint(tmp_path, tiny_zoo):
     assert all(torch.isfinite(parameter).all() for parameter in loaded.transformer.parameters())
 
 
+def test_a_second_training_on_the_same_folder_stops_with_one_line(tmp_path, tiny_zoo, toy_root):
+    config = make_config(tmp_path / "run", tiny_zoo, toy_root)
+    first = Trainer(config)
+    with pytest.raises(UserError, match=f"another training is running in {tmp_path / 'run'}"):
+        Trainer(config)
+    first.train(stop_after_step=1)  # undisturbed, and it frees the folder when it is done
+    resumed = Trainer(make_config(tmp_path / "run", tiny_zoo, toy_root, checkpoints={"resume": "latest"}))
+    assert resumed.step == 1
+    resumed.release_run_folder()
+
+
+def test_resume_applies_the_new_learning_rate_and_a_diverged_run_never_saves(tmp_path, tiny_zoo, toy_root, caplog):
+    """Resumed with another learning rate, the run uses it (as config.yaml says) and logs the change; a far too large
+    one makes the next losses NaN, and the run stops without saving the diverged weights: latest stays on the last
+    checkpoint that gave finite losses."""
+    run = tmp_path / "run"
+    sections = {"lora": {"train_mode": "lora"}, "checkpoints": {"every_n_steps": 1, "keep_last": 5}}
+    Trainer(make_config(run, tiny_zoo, toy_root, **sections)).train(stop_after_step=2)
+    huge = make_config(run, tiny_zoo, toy_root, lora={"train_mode": "lora"},
+                       optimization={"learning_rate": 1e37, "warmup_steps": 0, "max_consecutive_nonfinite": 2},
+                       checkpoints={"every_n_steps": 10, "keep_last": 5, "resume": "latest"})
+    with caplog.at_level("INFO", logger="avatar_gen.training.trainer"):
+        resumed = Trainer(huge)
+    assert "learning_rate 0.002 -> 1e+37" in caplog.text
+    assert resumed.stepper.optimizer.param_groups[0]["lr"] > 1e36  # what runs is what config.yaml records
+    assert "learning_rate: 1.0e+37" in (run / "config.yaml").read_text()
+    with pytest.raises(NonFiniteLossError, match=r"the weights of step 3 are not saved .*/step_000002 stays"):
+        resumed.train()
+    assert resolve_checkpoint(run).name == "step_000002"
+    loaded = load_avatar_checkpoint(resolve_checkpoint(run))
+    assert all(torch.isfinite(parameter).all() for parameter in loaded.transformer.parameters())
+
+
+def test_weights_that_are_no_longer_numbers_are_never_saved(tmp_path, tiny_zoo, toy_root):
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, toy_root))
+    with torch.no_grad():
+        next(parameter for parameter in trainer.model.parameters() if parameter.requires_grad).fill_(float("inf"))
+    with pytest.raises(NonFiniteLossError, match="became NaN/inf by step 0 .* not saved, no checkpoint was saved"):
+        trainer.save_checkpoint()
+    assert not list((tmp_path / "run" / "checkpoints").glob("step_*"))
+    trainer.release_run_folder()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return exec, ("raise SystemExit('unpickling ran code')",)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the payload it then refuses
+def test_a_training_state_holding_python_objects_is_refused_unread(tmp_path, tiny_zoo, toy_root):
+    """A checkpoint's optimizer state is a pickle: one that holds anything but tensors stops the resume with one line
+    (torch's own message suggests loading it with weights_only=False, which would run it)."""
+    import pickle
+
+    run = tmp_path / "run"
+    Trainer(make_config(run, tiny_zoo, toy_root)).train(stop_after_step=1)
+    with open(run / "checkpoints" / "step_000001" / "training_state" / "optimizer.pt", "wb") as payload:
+        pickle.dump({"optimizer": _RunsCode()}, payload)
+    with pytest.raises(UserError, match="optimizer state .* holds Python objects other than tensors and was not "
+                                        "loaded") as raised:
+        Trainer(make_config(run, tiny_zoo, toy_root, checkpoints={"resume": "latest"}))
+    assert "weights_only" not in str(raised.value)
+
+
+def test_a_restart_before_the_first_checkpoint_logs_each_step_once(tmp_path, tiny_zoo, toy_root, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    config = make_config(run, tiny_zoo, toy_root, logging={"log_every_n_steps": 1, "tensorboard": True},
+                         optimization={"max_steps": 3}, checkpoints={"every_n_steps": 3, "resume": "latest"})
+    killed = Trainer(config)
+
+    def killed_at_the_first_checkpoint():
+        killed.metrics.flush()  # what a killed run leaves: the events written so far
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(killed, "save_checkpoint", killed_at_the_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    Trainer(config).train()  # starts again from step 0: no checkpoint was written
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3]
+
+
 def test_stage_script_runs_and_reports_errors(tmp_path, tiny_zoo, toy_root, capsys):
     import importlib.util
 

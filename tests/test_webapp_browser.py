@@ -2,19 +2,12 @@
 
 The app runs as a subprocess exactly as a user starts it; Playwright drives Debian's chromium (no browser
 download): refused uploads show an error, an upload + text + Generate gives a video that plays, with sound,
-and the server stops cleanly on SIGTERM.
+and the server stops cleanly on SIGTERM (the session fixture ``webapp_server`` in conftest.py checks that).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -24,12 +17,10 @@ import pytest
 from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # Without the background-networking flags chromium keeps calling Google's services on a closed network.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--autoplay-policy=no-user-gesture-required"]
-SERVER_START_SECONDS = 150
 GENERATION_SECONDS = 120
 
 pytestmark = [
@@ -41,74 +32,6 @@ pytestmark = [
                        reason="Gradio's streaming video needs ffmpeg and ffprobe on PATH "
                               "(apt-get install ffmpeg; .ci/run installs it)"),
 ]
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tiny_zoo, tmp_path_factory) -> Path:
-    """An untrained LoRA checkpoint over the tiny zoo (tiny wav2vec2 features), 64x64 video in 17-frame chunks."""
-    from avatar_gen.audio.features import AudioEncoderSpec
-    from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
-
-    spec = AudioEncoderSpec(encoder="wav2vec2", name_or_path=str(tiny_zoo / "wav2vec2"))
-    return write_untrained_checkpoint(tmp_path_factory.mktemp("webapp_run") / "step_000000", tiny_zoo / "ltx-video",
-                                      spec, {"height": 64, "width": 64, "num_frames": 17, "fps": 25.0})
-
-
-def wait_until_serving(url: str, process: subprocess.Popen, log_path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"app.py exited with {process.returncode} before serving:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"app.py did not answer on {url} within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
-
-
-def process_group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-@pytest.fixture(scope="module")
-def app_process(tiny_checkpoint, tmp_path_factory):
-    """``python app.py`` starting on a free loopback port; yields (url, process, log path) without waiting
-    for it to answer (the test starts the browser meanwhile); stops it with SIGTERM if still running."""
-    work = tmp_path_factory.mktemp("webapp_server")
-    port = free_loopback_port()
-    log_path = work / "app.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_TEMP_DIR=str(work / "gradio"))
-    command = [sys.executable, str(REPO_ROOT / "app.py"), "--checkpoint", str(tiny_checkpoint),
-               "--port", str(port), "--steps", "2", "--guidance", "2", "--work-dir", str(work / "app")]
-    with open(log_path, "wb") as log_file:
-        # Its own session: the app and anything it starts form one process group we can check and clean up.
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    try:
-        yield f"http://127.0.0.1:{port}/", process, log_path
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if process_group_alive(process.pid):
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -142,17 +65,17 @@ FIRST_PLAY_JS = """video => new Promise(resolve => {
 })"""
 
 
-def test_browser_upload_generate_play_and_refuse_bad_uploads(app_process, upload_files, artifacts_dir):
+def test_browser_upload_generate_play_and_refuse_bad_uploads(webapp_server, upload_files, artifacts_dir):
     from playwright.sync_api import expect, sync_playwright
 
     from avatar_gen.media import probe_video
     from avatar_gen.webapp import EXAMPLE_TEXTS
 
-    url, process, log_path = app_process
+    url = webapp_server.url
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            wait_until_serving(url, process, log_path, SERVER_START_SECONDS)
+            webapp_server.wait_until_serving()
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             requested = []
             page.on("request", lambda request: requested.append(request.url))
@@ -224,10 +147,6 @@ def test_browser_upload_generate_play_and_refuse_bad_uploads(app_process, upload
     assert requested and all(address.startswith((url, "data:", "blob:")) for address in requested), \
         sorted({address for address in requested if not address.startswith((url, "data:", "blob:"))})
 
-    assert process.poll() is None, "the server died during the session"
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0, log_path.read_text()[-3000:]
-    time.sleep(0.5)
-    assert not process_group_alive(process.pid), "app.py left processes behind"
-    log_text = log_path.read_text()
-    assert "Traceback" not in log_text, log_text[-3000:]
+    # The server stays up; the session fixture checks at the end that it stops cleanly on SIGTERM (exit 0, no process
+    # left, no traceback logged).
+    assert webapp_server.process.poll() is None, "the server died during the session"

@@ -42,6 +42,7 @@ from torch import nn
 
 from avatar_gen.audio.framing import FrontEndTiming, resample_to_frames
 from avatar_gen.errors import UserError, first_line
+from avatar_gen.utils.datafiles import load_tensor_file
 
 # wav2vec2-base's convolutional front end; its strides cannot be read from the weights.
 WAV2VEC2_CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
@@ -367,10 +368,7 @@ def load_faceformer(path: str | os.PathLike, device: str | torch.device = "cpu",
     if not path.is_file():
         raise UserError(f"FaceFormer checkpoint not found: {path} (download vocaset.pth from the official "
                         "FaceFormer repository, see docs/audio_latents.md)")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt or non-tensor pickle
-        raise UserError(f"cannot read FaceFormer checkpoint {path}: {first_line(exc)}") from None
+    state_dict = load_tensor_file(path, "FaceFormer checkpoint")
     if isinstance(state_dict, dict) and "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict):

@@ -31,6 +31,7 @@ from avatar_gen.layout import AUDIO_FEATURES_SUFFIX, AUDIO_TEXT_SUFFIX, SILENCE_
 from avatar_gen.latents.sources import stable_shard
 from avatar_gen.media.audio import SAMPLE_RATE, extract_audio, write_wav
 from avatar_gen.media.video import probe_video
+from avatar_gen.utils.datafiles import data_path, load_json, read_transcripts
 from avatar_gen.utils.io import atomic_path, atomic_write_json, read_json, remove_stale_temporaries
 from avatar_gen.utils.progress import progress
 
@@ -139,9 +140,9 @@ def read_chunks(latents_dir: Path) -> tuple[list[Chunk], dict[str, str]]:
         if path.name.startswith(("_", ".")):
             continue
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            bad[path.name] = f"unreadable chunk record: {exc}"
+            record = load_json(path, "chunk record")
+        except UserError as exc:
+            bad[path.name] = str(exc)
             continue
         missing = [name for name in _CHUNK_FIELDS if not isinstance(record, dict) or name not in record]
         if missing:
@@ -169,25 +170,20 @@ def load_transcripts(path: Path | None) -> dict[str, dict[str, Any]]:
         return {}
     if not path.is_file():
         raise UserError(f"--transcripts not found: {path}")
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"--transcripts {path} is not valid JSON: {exc}") from None
-    if not isinstance(records, list):
-        raise UserError(f"--transcripts {path} must hold a JSON list of records")
-    return {str(record["clip_id"]): record for record in records if isinstance(record, dict) and "clip_id" in record}
+    return {record["clip_id"]: record for record in read_transcripts(path, "--transcripts")}
 
 
 def _segment_words(segment: dict[str, Any]) -> list[dict[str, Any]]:
     """A segment's words; a segment with text but no word times gets its words spread over its span in
     proportion to their length (an estimate)."""
     words = [word for word in segment.get("words") or []
-             if isinstance(word, dict) and "start" in word and "end" in word and str(word.get("word", "")).strip()]
+             if isinstance(word, dict) and word.get("start") is not None and word.get("end") is not None
+             and str(word.get("word", "")).strip()]
     if words:
         return [{"word": str(word["word"]).strip(), "start": float(word["start"]), "end": float(word["end"])}
                 for word in words]
     tokens = str(segment.get("text", "")).split()
-    if not tokens or "start" not in segment or "end" not in segment:
+    if not tokens or segment.get("start") is None or segment.get("end") is None:
         return []
     start, end = float(segment["start"]), float(segment["end"])
     weights = np.array([max(1, len(spoken_form(token))) for token in tokens], dtype=np.float64)
@@ -300,7 +296,7 @@ class AudioLatentsStage:
             return False
         try:
             record = read_json(paths["text"])
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return False
         expected = self.config.settings()
         found = {"audio_source": record.get("audio_source"), "tts": record.get("tts"),
@@ -325,17 +321,26 @@ class AudioLatentsStage:
 
     # ------------------------------------------------------------------ audio
     def _video_path(self, chunk: Chunk) -> Path:
-        candidates = []
+        """The chunk's video: the chunk record's path (relative to the data root), else the transcript's (relative to
+        the transcripts' folder); a path leading outside its root is refused (see :func:`data_path`)."""
+        named = []
         if chunk.video_path:
-            path = Path(chunk.video_path)
-            candidates.append(path if path.is_absolute() else self.config.data_root / path)
+            named.append((chunk.video_path, self.config.data_root, "the chunk record's video_path"))
         transcript = self.transcripts.get(chunk.clip_id)
         if transcript and transcript.get("video_path") and self.config.transcripts is not None:
-            path = Path(transcript["video_path"])
-            candidates.append(path if path.is_absolute() else self.config.transcripts.resolve().parent / path)
+            named.append((transcript["video_path"], self.config.transcripts.resolve().parent,
+                          "the transcript's video_path"))
+        candidates, refused = [], []
+        for recorded, root, what in named:
+            try:
+                candidates.append(data_path(recorded, root, what))
+            except UserError as exc:
+                refused.append(str(exc))
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
+        if refused:
+            raise ChunkFailure(refused[0])
         raise ChunkFailure(f"video not found: {', '.join(map(str, candidates)) or 'the chunk record names none'}")
 
     def _original_audio(self, clip: ClipSpeech) -> np.ndarray:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from pathlib import Path
 
 import cv2
@@ -31,6 +30,7 @@ import scipy.linalg
 import torch
 
 from avatar_gen.errors import UserError, first_line
+from avatar_gen.utils.datafiles import load_tensor_file
 from avatar_gen.evaluation.i3d import i3d_from_state_dict, looks_like_i3d_state_dict
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,8 @@ class VideoFeatureExtractor:
     @staticmethod
     def _load_i3d_state_dict(path: Path, torchscript_error: Exception) -> torch.nn.Module:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError):
+            state = load_tensor_file(path, "I3D weights")
+        except UserError:
             state = None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from avatar_gen.errors import UserError
 from avatar_gen.layout import SPLIT_FILE
+from avatar_gen.utils.datafiles import load_json
 
 # Training writes {"held_out_clips": [...], "train_clips": [...], "held_out_chunks": [...], ...} there.
 # Keys under which a JSON file may hold the list of held-out clip ids (training's key first).
@@ -25,12 +25,8 @@ def read_heldout_ids(path: str | os.PathLike) -> list[str]:
         path = path / SPLIT_FILE
     if not path.is_file():
         raise UserError(f"held-out list not found: {path}")
-    text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"held-out list {path} is not valid JSON: {exc}") from None
+        data = load_json(path, "held-out list")
         if isinstance(data, dict):
             for key in HELDOUT_JSON_KEYS:
                 if key in data:
@@ -44,6 +40,10 @@ def read_heldout_ids(path: str | os.PathLike) -> list[str]:
         if not all(isinstance(clip_id, str) for clip_id in ids):
             raise UserError(f"held-out list {path}: every entry must be a clip id string or a record with clip_id")
     else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"held-out list {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     ids = [clip_id for clip_id in ids if clip_id]
     return list(dict.fromkeys(ids))  # unique, order kept

@@ -3,8 +3,13 @@
 One clip's record (a JSON dict) holds whatever could be measured; every metric that could not be
 (no audio track, no face, clip too short, reference missing) leaves ``null`` and a line in
 ``problems``.  ``status`` is ``"ok"`` (everything asked for was measured), ``"partial"`` or
-``"error"`` (the video itself could not be read).  Records are cached in ``<out>/clips/<id>.json``
-with a fingerprint of the inputs and settings, so a re-run skips unchanged clips (``overwrite`` redoes).
+``"error"`` (the video itself could not be read, or is too large to evaluate).  Records are cached in
+``<out>/clips/<id>.json`` with a fingerprint of the inputs and settings, so a re-run skips unchanged clips
+(``overwrite`` redoes).
+
+A clip's frames are held in memory while it is measured, so a clip (and its reference) is bounded before it is
+decoded, from its header: sides up to :data:`MAX_SIDE`, frame rate up to :data:`MAX_FPS`, and frames x height x width
+up to :data:`MAX_PIXELS` (the largest video inference makes); decoding stops at the same bound when a header lies.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from avatar_gen.evaluation.lipsync import DEFAULT_MAX_LAG, OfflineSyncResult, mo
 from avatar_gen.evaluation.quality import compare_to_reference, temporal_stability
 from avatar_gen.evaluation.report import write_report
 from avatar_gen.evaluation.syncnet import SYNCNET_FPS, SyncNet, compute_lse, load_syncnet, syncnet_face_crops
-from avatar_gen.media import SAMPLE_RATE, extract_audio, probe_video, read_frames, rms_envelope
+from avatar_gen.limits import MAX_VIDEO_PIXELS
+from avatar_gen.media import SAMPLE_RATE, extract_audio, probe_video, rms_envelope
+from avatar_gen.media.video import VideoInfo, iter_frames
 from avatar_gen.utils.io import atomic_write_json, read_json, remove_stale_temporaries
 from avatar_gen.utils.progress import progress
 
@@ -41,6 +48,56 @@ RECORD_FORMAT_VERSION = 1
 SILENCE_RMS = 1e-4  # a track quieter than this everywhere is treated as "no speech"
 LENGTH_TOLERANCE_SECONDS = 0.1  # audio and video durations further apart than this are reported
 DEFAULT_DETECT_EVERY = 2  # face detection on every 2nd frame: half the cost, boxes interpolated between
+# Bounds on one clip, checked before decoding (see the module docstring).
+MAX_SIDE = 4096  # px
+MAX_FPS = 240.0
+MAX_PIXELS = MAX_VIDEO_PIXELS  # frames x height x width: anything inference can make is evaluated
+
+
+class ClipTooLarge(MediaError):
+    """A clip (or reference) beyond the bounds evaluation holds in memory."""
+
+
+def _check_clip_size(info: VideoInfo, fps: float, what: str) -> int:
+    """The number of frames ``info``'s video may decode into at ``fps``; MediaError when it is beyond the bounds."""
+    if max(info.width, info.height) > MAX_SIDE:
+        raise ClipTooLarge(f"{what} is {info.width}x{info.height} px, larger than evaluation takes "
+                         f"({MAX_SIDE} px a side)")
+    if info.fps > MAX_FPS:
+        raise ClipTooLarge(f"{what} runs at {info.fps:g} fps, above the {MAX_FPS:g} fps evaluation takes")
+    budget = MAX_PIXELS // max(1, info.width * info.height)
+    expected = int(math.ceil(max(info.duration, info.num_frames / info.fps if info.fps else 0.0) * fps))
+    if expected > budget:
+        raise ClipTooLarge(f"{what} holds {expected} frames of {info.width}x{info.height} at {fps:g} fps "
+                         f"({expected * info.width * info.height / 1e9:.1f} gigapixels), more than evaluation takes "
+                         f"({MAX_PIXELS / 1e9:.1f} gigapixels)")
+    return budget
+
+
+def read_clip_frames(path: str | os.PathLike, info: VideoInfo, fps: float, what: str = "the video",
+                     keep: int | None = None) -> tuple[np.ndarray, int]:
+    """Frames of ``path`` resampled to ``fps`` as uint8 [T, H, W, 3], within the bounds above.
+
+    ``keep``: hold only the first ``keep`` frames (and count the others).  Returns (frames, frames in the video).
+    Raises MediaError for an unreadable video and ClipTooLarge for one beyond the bounds (before decoding when its
+    header tells, else as soon as decoding passes them).
+    """
+    budget = _check_clip_size(info, fps, what)
+    frames: list[np.ndarray] = []
+    count = 0
+    for _, frame in iter_frames(path, fps=fps):
+        if frame.shape[:2] != (info.height, info.width):
+            raise MediaError(f"{what} changes its frame size midway ({info.width}x{info.height} to "
+                             f"{frame.shape[1]}x{frame.shape[0]})")
+        count += 1
+        if count > budget:
+            raise ClipTooLarge(f"{what} decodes into more than {budget} frames of {info.width}x{info.height}, more "
+                             f"than evaluation takes ({MAX_PIXELS / 1e9:.1f} gigapixels)")
+        if keep is None or len(frames) < keep:
+            frames.append(frame)
+    if not frames:
+        raise MediaError(f"no frames decoded from {path}")
+    return np.stack(frames), count
 
 
 def _json_number(value: float | None) -> float | str | None:
@@ -104,7 +161,11 @@ def evaluate_clip(video_path: str | os.PathLike, reference_path: str | os.PathLi
     features: dict[str, np.ndarray] = {}
     try:
         info = probe_video(video_path)
-        frames = read_frames(video_path, fps=info.fps)
+        frames, _ = read_clip_frames(video_path, info, info.fps)
+    except ClipTooLarge as exc:
+        record["status"] = "error"
+        problems.append(f"not evaluated: {exc}")
+        return record, features
     except MediaError as exc:
         record["status"] = "error"
         problems.append(f"unreadable video: {exc}")
@@ -119,12 +180,17 @@ def evaluate_clip(video_path: str | os.PathLike, reference_path: str | os.PathLi
     if not info.has_audio:
         problems.append("no audio track: lip-sync metrics skipped")
     else:
+        # Audio past the video's end is never measured: decoding stops a little after it (enough to tell that the
+        # lengths differ), so a long sound track costs no memory.
+        decode_seconds = len(frames) / fps + 2 * LENGTH_TOLERANCE_SECONDS
         try:
-            audio = extract_audio(video_path, SAMPLE_RATE)
+            audio = extract_audio(video_path, SAMPLE_RATE, max_duration=decode_seconds)
         except MediaError as exc:
             problems.append(f"audio unreadable: {exc}")
         if audio is not None:
             audio_seconds = len(audio) / SAMPLE_RATE
+            if audio_seconds >= decode_seconds - 1.0 / SAMPLE_RATE and info.audio_duration:
+                audio_seconds = max(audio_seconds, info.audio_duration)  # cut short: the header tells the length
             record["video"]["audio_duration_s"] = audio_seconds
             if abs(audio_seconds - len(frames) / fps) > LENGTH_TOLERANCE_SECONDS:
                 problems.append(f"audio ({audio_seconds:.2f} s) and video ({len(frames) / fps:.2f} s) lengths differ")
@@ -166,11 +232,16 @@ def evaluate_clip(video_path: str | os.PathLike, reference_path: str | os.PathLi
 
     if reference_path is not None:
         try:
-            reference_frames = read_frames(reference_path, fps=fps)
+            # Frames are compared by index: only as many reference frames as the clip has are kept.
+            reference_frames, reference_count = read_clip_frames(reference_path, probe_video(reference_path), fps,
+                                                                 what="the reference", keep=len(frames))
+        except ClipTooLarge as exc:
+            problems.append(f"reference not compared: {exc}")
         except MediaError as exc:
             problems.append(f"reference unreadable: {exc}")
         else:
             comparison = asdict(compare_to_reference(frames, reference_frames))
+            comparison["frames_reference"] = reference_count
             comparison.pop("ssim_per_frame")
             comparison["reference_path"] = str(reference_path)
             record["reference"] = comparison
@@ -198,7 +269,11 @@ def _syncnet_record(video_path: Path, frames: np.ndarray, fps: float, track: Fac
                     syncnet: SyncNet, max_offset: int, problems: list[str]) -> dict[str, Any] | None:
     """LSE-C/D at 25 fps (the clip is resampled when it has another rate); ``audio`` is 16 kHz as SyncNet wants."""
     if abs(fps - SYNCNET_FPS) > 1e-3:
-        frames = read_frames(video_path, fps=SYNCNET_FPS)
+        try:
+            frames, _ = read_clip_frames(video_path, probe_video(video_path), SYNCNET_FPS)
+        except MediaError as exc:
+            problems.append(f"SyncNet: {exc}")
+            return None
         track = _boxes_at_times(track, fps, np.arange(len(frames)) / SYNCNET_FPS)
     try:
         result = compute_lse(syncnet, syncnet_face_crops(frames, track), audio, max_offset=max_offset)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from avatar_gen.errors import UserError, first_line
+from avatar_gen.errors import UserError
+from avatar_gen.utils.datafiles import load_tensor_file
 from avatar_gen.evaluation.faces import FaceTrack, crop_region
 from avatar_gen.evaluation.mfcc import mfcc
 
@@ -128,12 +128,10 @@ def load_syncnet(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     if not path.is_file():
         raise UserError(f"SyncNet weights not found: {path}")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as exc:
-        raise UserError(
-            f"cannot load SyncNet weights {path} as a plain state dict ({first_line(exc)[:200]}); "
-            "if it is a pickled whole model, convert it once (see docs/evaluation.md, 'SyncNet weights')"
-        ) from None
+        loaded = load_tensor_file(path, "SyncNet weights")
+    except UserError as exc:
+        raise UserError(f"{exc}; a pickled whole model must be converted into a state dict (convert it once with "
+                        "docs/evaluation.md, 'SyncNet weights')") from None
     if isinstance(loaded, dict):
         for wrapper_key in ("state_dict", "model"):
             if wrapper_key in loaded and isinstance(loaded[wrapper_key], dict):

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import queue
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,6 +30,8 @@ from avatar_gen.audio.tts import DEFAULT_VOICE
 from avatar_gen.errors import UserError, first_line
 from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, load_portrait, load_speech,
                                          MUX_SAMPLE_RATE)
+from avatar_gen.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_STEPS, MAX_VIDEO_PIXELS,
+                               MIN_GUIDANCE, MIN_STEPS)
 from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, ChunkPlan,
                                            FixedScheduleFlowMatchScheduler, check_timesteps, frames_for_duration,
                                            min_chunk_frames, plan_chunks)
@@ -36,17 +39,15 @@ from avatar_gen.inference.streaming import (DecodedChunk, GenerationCancelled, d
                                             stream_chunks)
 from avatar_gen.latents.vae import DTYPES
 from avatar_gen.ltx import LTX_DECODE_NOISE_SCALE, LTX_DECODE_TIMESTEP, LTX_PIPELINE_SIDE_MULTIPLE
+from avatar_gen.utils.io import TMP_PREFIX
 from avatar_gen.utils.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 40
-MIN_STEPS = 2
 DEFAULT_GUIDANCE = 3.0
 DEFAULT_DECODE_TIMESTEP = LTX_DECODE_TIMESTEP
 DEFAULT_DECODE_NOISE_SCALE = LTX_DECODE_NOISE_SCALE
-MAX_FPS = 60.0
-MAX_GUIDANCE = 20.0
 STAGES = ("speech", "audio_features", "denoising", "decoding", "writing")
 
 ProgressCallback = Callable[[str, float], None]
@@ -222,13 +223,48 @@ def resolve_dtype(dtype: str) -> torch.dtype:
 
 
 def check_output_path(output: str | os.PathLike) -> Path:
-    """The output path; UserError unless it names an ``.mp4`` file that is not a folder."""
+    """The output path; UserError unless it names an ``.mp4`` file that is not a folder, in a folder we can write
+    (checked by creating and removing a temporary file there, so a read-only or special folder such as ``/proc``
+    fails before any generating)."""
     path = Path(output)
     if path.suffix.lower() != ".mp4":
         raise UserError(f"output must be an .mp4 file, got {path}")
     if path.is_dir():
         raise UserError(f"output {path} is a folder")
+    folder = path.absolute().parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the writer creates the missing folders below the nearest existing one
+    if not existing.is_dir():
+        raise UserError(f"cannot write {path}: {existing} is not a folder")
+    if existing == folder:
+        try:
+            with tempfile.NamedTemporaryFile(prefix=f"{TMP_PREFIX}probe-", dir=folder):
+                pass
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: the folder {folder} does not take new files "
+                            f"({exc.strerror or exc})") from None
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {path}: no permission to create folders in {existing}")
     return path
+
+
+def check_video_pixels(num_frames: int, height: int, width: int) -> None:
+    """UserError when a video of ``num_frames`` frames of ``height`` x ``width`` exceeds :data:`MAX_VIDEO_PIXELS`."""
+    if num_frames * height * width > MAX_VIDEO_PIXELS:
+        raise UserError(f"the video would be {num_frames} frames of {width}x{height} "
+                        f"({num_frames * height * width / 1e9:.2f} gigapixels; the limit is "
+                        f"{MAX_VIDEO_PIXELS / 1e9:.2f}): use shorter speech, a lower fps or a smaller size")
+
+
+def check_seed(seed: Any) -> int:
+    """The seed as an int; UserError unless it is a whole number in [0, MAX_SEED] (what torch.Generator takes)."""
+    whole = isinstance(seed, (int, np.integer)) or (isinstance(seed, float) and seed.is_integer())
+    if isinstance(seed, bool) or not whole:
+        raise UserError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise UserError(f"seed must be from 0 to {MAX_SEED} (64 bits), got {int(seed)}")
+    return int(seed)
 
 
 @dataclass(frozen=True)
@@ -241,27 +277,36 @@ class GenerationSettings:
     width: int | None
     fps: float | None
     timesteps: list[float] | None
+    seed: int = 0
 
 
 def resolve_settings(steps: int | None = None, guidance: float | None = None, height: int | None = None,
                      width: int | None = None, fps: float | None = None, distilled: bool = False,
-                     timesteps: Sequence[float] | None = None, spatial_multiple: int = 32) -> GenerationSettings:
+                     timesteps: Sequence[float] | None = None, spatial_multiple: int = LTX_PIPELINE_SIDE_MULTIPLE,
+                     seed: Any = 0) -> GenerationSettings:
     """Check and complete the sampling settings; None height/width/fps stay None (the model's defaults apply).
 
     A fixed schedule (``timesteps``, or :data:`DISTILLED_TIMESTEPS` with ``distilled``) sets the number of steps and
-    makes guidance default to 1.  Raises UserError for values the model cannot use.
+    makes guidance default to 1.  Raises UserError for values the model cannot use and for values beyond the bounds of
+    :mod:`avatar_gen.limits` (checked here, before anything is allocated for them).
     """
     for name, value in (("height", height), ("width", width)):
         if value is not None and (int(value) < spatial_multiple or int(value) % spatial_multiple):
             raise UserError(f"height and width must be positive multiples of {spatial_multiple}, got {name} {value}")
+        if value is not None and int(value) > MAX_SIDE:
+            raise UserError(f"{name} {value} is above the limit of {MAX_SIDE} px")
     if fps is not None and not 0 < float(fps) <= MAX_FPS:
         raise UserError(f"fps must be in (0, {MAX_FPS:.0f}], got {fps}")
     if timesteps is None and distilled:
         timesteps = DISTILLED_TIMESTEPS
     if timesteps is not None:
+        if len(timesteps) > MAX_STEPS:
+            raise UserError(f"a fixed schedule of {len(timesteps)} timesteps is above the limit of {MAX_STEPS} steps")
         timesteps = check_timesteps(timesteps)
         steps = len(timesteps)
     steps = DEFAULT_STEPS if steps is None else int(steps)
+    if steps > MAX_STEPS:
+        raise UserError(f"steps must be at most {MAX_STEPS}, got {steps}")
     if timesteps is None and steps < MIN_STEPS:
         # The pipeline's 1-step schedule is sigma [1.0], which the scheduler's shift_terminal stretch divides by
         # zero; a one-step fixed schedule (timesteps=[1000]) works.
@@ -270,11 +315,12 @@ def resolve_settings(steps: int | None = None, guidance: float | None = None, he
     if guidance is None:
         guidance = DISTILLED_GUIDANCE if timesteps is not None else DEFAULT_GUIDANCE
     guidance = float(guidance)
-    if not 1.0 <= guidance <= MAX_GUIDANCE:
-        raise UserError(f"guidance must be in [1, {MAX_GUIDANCE:g}] (1 = no classifier-free guidance), got {guidance}")
+    if not MIN_GUIDANCE <= guidance <= MAX_GUIDANCE:
+        raise UserError(f"guidance must be in [{MIN_GUIDANCE:g}, {MAX_GUIDANCE:g}] (1 = no classifier-free guidance), "
+                        f"got {guidance}")
     return GenerationSettings(steps=steps, guidance=guidance, height=None if height is None else int(height),
                               width=None if width is None else int(width), fps=None if fps is None else float(fps),
-                              timesteps=timesteps)
+                              timesteps=timesteps, seed=check_seed(seed))
 
 
 class _StageClock:
@@ -469,10 +515,10 @@ class AvatarGenerator:
         """
         started = time.perf_counter()
         output = check_output_path(output)
-        settings = self._settings(steps, guidance, height, width, fps, distilled, timesteps)
+        settings = self._settings(steps, guidance, height, width, fps, distilled, timesteps, seed)
         portrait = load_portrait(image)
         with self._lock, contextlib.closing(self._stream(
-                portrait, text, audio, output, segment_dir, tts, voice, settings, int(seed), progress,
+                portrait, text, audio, output, segment_dir, tts, voice, settings, settings.seed, progress,
                 decode_timestep, decode_noise_scale, overlap, started)) as segments:
             segment = None
             for segment in segments:
@@ -482,11 +528,11 @@ class AvatarGenerator:
         log.info("wrote %s (%d frames, %.2f s) in %.1f s", output, segment.result.num_frames,
                  segment.result.duration, segment.result.timings["total"])
 
-    def _settings(self, steps, guidance, height, width, fps, distilled, timesteps) -> GenerationSettings:
+    def _settings(self, steps, guidance, height, width, fps, distilled, timesteps, seed) -> GenerationSettings:
         settings = resolve_settings(steps, guidance, height or self.default_height, width or self.default_width,
                                     fps or self.default_fps, distilled, timesteps,
                                     spatial_multiple=math.lcm(self.pipeline.vae_spatial_compression_ratio,
-                                                              LTX_PIPELINE_SIDE_MULTIPLE))
+                                                              LTX_PIPELINE_SIDE_MULTIPLE), seed=seed)
         if settings.fps != self.default_fps:
             log.warning("generating at %.3g fps, the model was trained at %.3g fps", settings.fps, self.default_fps)
         return settings
@@ -500,6 +546,7 @@ class AvatarGenerator:
         clock = _StageClock(progress)
         speech: SpeechInput = clock.run("speech", lambda: load_speech(text, audio, tts=tts, voice=voice, fps=fps))
         total_frames = frames_for_duration(speech.duration, fps)
+        check_video_pixels(total_frames, height, width)
         chunks = plan_chunks(total_frames, self.chunk_frames, self.pipeline.vae_temporal_compression_ratio)
         first_frame, center = fit_portrait(portrait, height, width)
         log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps, guidance %g",
@@ -568,9 +615,10 @@ class AvatarGenerator:
             if final is not None:
                 num_frames = final.close()
             else:
-                video = np.concatenate(frames)
-                num_frames = len(video)
-                self.write(output, video, fps, speech.audio_mux)
+                # The writer takes frames one by one: no second copy of the whole video.
+                num_frames = sum(len(chunk_frames) for chunk_frames in frames)
+                self.write(output, (frame for chunk_frames in frames for frame in chunk_frames), fps,
+                           speech.audio_mux)
         clock.report("writing", 1.0)
         result = GenerationResult(
             video_path=output, duration=speech.duration, num_frames=num_frames, height=height, width=width, fps=fps,
@@ -640,7 +688,12 @@ class AvatarGenerator:
     def decode(self, packed_latents: torch.Tensor, num_frames: int, height: int, width: int,
                generator: torch.Generator, decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
                decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE) -> np.ndarray:
-        """Packed normalised latents -> uint8 frames [num_frames, height, width, 3], as the pipeline decodes them."""
+        """Packed normalised latents -> uint8 frames [num_frames, height, width, 3], as the pipeline decodes them.
+
+        UserError when the latents are not finite: decoded, NaN would become an all-black video."""
+        if not bool(torch.isfinite(packed_latents).all()):
+            raise UserError(f"checkpoint {self.checkpoint.path} made NaN/inf latents: its weights have diverged "
+                            "(a far too large learning rate?); use an earlier checkpoint")
         return decode_chunk(self.pipeline, packed_latents, num_frames, height, width, generator, decode_timestep,
                             decode_noise_scale)
 

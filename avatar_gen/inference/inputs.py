@@ -3,11 +3,15 @@
 Limits a user can hit, each reported as one :class:`~avatar_gen.errors.UserError` line:
 
 - the portrait must be a readable image (PNG, JPEG, WebP, BMP, ... anything Pillow opens) whose shorter side is at
-  least :data:`MIN_IMAGE_SIDE` pixels; smaller targets are fine, larger ones are up-scaled (with a warning);
+  least :data:`MIN_IMAGE_SIDE` pixels and whose longer side is at most :data:`MAX_IMAGE_SIDE` (read from the header,
+  before decoding); smaller targets are fine, larger ones are up-scaled (with a warning);
 - text must be non-empty and at most :data:`REQUEST_TEXT_MAX_CHARS` characters (about a minute of speech);
 - audio must be readable by libsndfile or ffmpeg (WAV, FLAC, OGG, MP3, M4A, the sound of a video, any sample rate),
   not silent (peak above :data:`SILENCE_PEAK`, -60 dBFS), and between one video frame and
-  :data:`MAX_SPEECH_SECONDS` long.
+  :data:`MAX_SPEECH_SECONDS` long (the length the header declares is checked before decoding, and decoding stops
+  at the limit, so a small file holding hours of audio costs no more memory than a long-enough one).
+
+The numbers live in :mod:`avatar_gen.limits`.
 """
 
 from __future__ import annotations
@@ -22,14 +26,12 @@ import numpy as np
 
 from avatar_gen.audio.tts import DEFAULT_VOICE, synthesize
 from avatar_gen.errors import UserError
+from avatar_gen.limits import MAX_IMAGE_SIDE, MAX_SPEECH_SECONDS, MIN_IMAGE_SIDE, REQUEST_TEXT_MAX_CHARS
 from avatar_gen.media.audio import SAMPLE_RATE, read_audio, resample_audio
 from avatar_gen.media.frames import fit_frames
 
 log = logging.getLogger(__name__)
 
-MIN_IMAGE_SIDE = 64  # px: below this a portrait holds too little of a face to animate
-REQUEST_TEXT_MAX_CHARS = 1000  # about 170 words, a minute of speech at espeak's 175 words per minute
-MAX_SPEECH_SECONDS = 120.0  # longer speech is generated chunk by chunk; this bounds one request's cost
 SILENCE_PEAK = 1e-3  # full scale 1.0: audio whose loudest sample is below -60 dBFS carries no speech
 MUX_SAMPLE_RATE = 44_100  # Hz of the AAC track in the output (the encoder always gets its own 16 kHz copy)
 
@@ -54,6 +56,7 @@ def load_portrait(image: ImageInput) -> np.ndarray:
             raise UserError(f"image is not a file: {path}")
         try:
             with Image.open(path) as opened:
+                check_image_size(opened.size, str(path))  # from the header: a huge image is never decoded
                 opened.load()
                 pixels = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
         except UnidentifiedImageError:
@@ -74,9 +77,17 @@ def load_portrait(image: ImageInput) -> np.ndarray:
     else:
         raise UserError(f"image must be a file path, a PIL image or a uint8 array, got {type(image).__name__}")
     height, width = pixels.shape[:2]
+    check_image_size((width, height), where)
+    return np.ascontiguousarray(pixels)
+
+
+def check_image_size(size: tuple[int, int], where: str) -> None:
+    """UserError unless a portrait of ``size`` (width, height) has sides within [MIN_IMAGE_SIDE, MAX_IMAGE_SIDE]."""
+    width, height = size
     if min(height, width) < MIN_IMAGE_SIDE:
         raise UserError(f"image {where} is {width}x{height} px; its shorter side must be at least {MIN_IMAGE_SIDE} px")
-    return np.ascontiguousarray(pixels)
+    if max(height, width) > MAX_IMAGE_SIDE:
+        raise UserError(f"image {where} is {width}x{height} px; its longer side may be at most {MAX_IMAGE_SIDE} px")
 
 
 def face_center(portrait: np.ndarray) -> tuple[float, float] | None:
@@ -176,7 +187,8 @@ def load_speech(text: str | None = None, audio: str | os.PathLike | None = None,
         raise UserError(f"audio file not found: {path}")
     if not path.is_file():
         raise UserError(f"audio is not a file: {path}")
-    audio_16k = read_audio(path, SAMPLE_RATE)  # MediaError (a UserError) names the file and ffmpeg's reason
+    # MediaError (a UserError) names the file and the reason: unreadable, or longer than the limit.
+    audio_16k = read_audio(path, SAMPLE_RATE, max_seconds=MAX_SPEECH_SECONDS)
     duration = check_speech_audio(audio_16k, str(path), fps)
-    audio_mux = read_audio(path, MUX_SAMPLE_RATE)
+    audio_mux = read_audio(path, MUX_SAMPLE_RATE, max_seconds=MAX_SPEECH_SECONDS)
     return SpeechInput(audio_16k=audio_16k, audio_mux=audio_mux, duration=duration, source=str(path))

@@ -2,19 +2,20 @@
 
 A clip is one video file.  Its id is the transcript record's ``clip_id`` or, for plain files, the file
 stem.  Paths recorded in outputs are relative to the data root (the folder holding the output folder,
-e.g. ``data/`` for ``data/vae_latents``), or absolute for videos outside it.
+e.g. ``data/`` for ``data/vae_latents``), or absolute for videos outside it (given with ``--inputs``; the later
+stages, which read paths only from records, refuse those: see :func:`avatar_gen.utils.datafiles.data_path`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from avatar_gen.errors import UserError
+from avatar_gen.utils.datafiles import data_path, is_inside, read_transcripts
 
 log = logging.getLogger(__name__)
 
@@ -96,36 +97,22 @@ def _face_center(record: dict) -> tuple[float, float] | None:
 def load_transcript_clips(transcripts: Path) -> list[ClipSource]:
     """The clips the scraper kept: one per record of ``video_transcripts.json`` (DESIGN.md schema).
 
-    ``video_path`` is taken relative to the transcripts file's folder (the data root) unless absolute.
-    A record without ``clip_id``/``video_path`` is a broken file, not a bad clip: UserError.
+    ``video_path`` is taken relative to the transcripts file's folder (the data root) and must stay inside it.
+    A record without ``clip_id``/``video_path``, with mistyped fields, or with a path leading out of the data root
+    is a broken file, not a bad clip: UserError.
     """
     if not transcripts.is_file():
         raise UserError(f"--transcripts not found: {transcripts}")
-    try:
-        records = json.loads(transcripts.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"--transcripts {transcripts} is not valid JSON: {exc}") from None
-    if not isinstance(records, list):
-        raise UserError(f"--transcripts {transcripts} must hold a JSON list of records")
+    records = read_transcripts(transcripts, "--transcripts")
     data_root = absolute(transcripts).parent
     clips: dict[str, ClipSource] = {}
     for number, record in enumerate(records):
-        if not isinstance(record, dict) or not record.get("clip_id") or not record.get("video_path"):
-            raise UserError(f"--transcripts {transcripts}: record {number} lacks clip_id or video_path")
-        clip_id = str(record["clip_id"])
+        clip_id = record["clip_id"]
         if clip_id in clips:
             continue  # the scraper never writes duplicates; tolerate a hand-merged file
-        path = absolute(data_root / os.path.expanduser(str(record["video_path"])))
+        path = data_path(record["video_path"], data_root, f"--transcripts {transcripts}: record {number} video_path")
         clips[clip_id] = ClipSource(clip_id=clip_id, path=path, face_center=_face_center(record))
     return list(clips.values())
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-    except ValueError:
-        return False
-    return True
 
 
 def unsafe_clip_id(clip_id: str) -> str | None:
@@ -155,7 +142,7 @@ def collect_clips(inputs: Path | None, transcripts: Path | None) -> list[ClipSou
             if not inputs.exists():
                 raise UserError(f"--inputs not found: {inputs}")
             root = absolute(inputs)
-            kept = [clip for clip in clips if clip.path == root or _is_within(clip.path, root)]
+            kept = [clip for clip in clips if clip.path == root or is_inside(clip.path, root)]
             if len(kept) < len(clips):
                 log.info("%d of %d transcript clips lie outside %s and are left out", len(clips) - len(kept),
                          len(clips), inputs)
@@ -173,4 +160,4 @@ def collect_clips(inputs: Path | None, transcripts: Path | None) -> list[ClipSou
 def recorded_path(path: Path, data_root: Path) -> str:
     """``path`` as written in records: relative to ``data_root`` (POSIX separators) or absolute outside it."""
     root = absolute(data_root)
-    return path.relative_to(root).as_posix() if _is_within(path, root) else str(path)
+    return path.relative_to(root).as_posix() if is_inside(path, root) else str(path)

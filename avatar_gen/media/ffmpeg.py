@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,24 @@ from pathlib import Path
 from avatar_gen.errors import MediaError
 
 STDERR_TAIL_CHARS = 2000
+# ffmpeg prefixes its messages with the component that wrote them: "[out#0/mp4 @ 0x55...] ".
+_COMPONENT_PREFIX = re.compile(r"^\[[^\]]*\]\s*")
+_DISK_FULL = "No space left on device"
+
+
+def ffmpeg_error_line(stderr: bytes | str) -> str:
+    """ffmpeg's error output as the one line a user needs.
+
+    ffmpeg reports one failure in several lines, and the last one is often generic ("Nothing was written into output
+    file"): a full disk is named as such, otherwise the last line is kept.
+    """
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    lines = [_COMPONENT_PREFIX.sub("", line.strip()) for line in text[-STDERR_TAIL_CHARS:].splitlines() if line.strip()]
+    if not lines:
+        return "no message"
+    if any(_DISK_FULL in line for line in lines):
+        return "no space left on device"
+    return lines[-1]
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,13 +77,12 @@ def ffmpeg_dir() -> Path:
 
 
 def run_ffmpeg(args: list[str], input_bytes: bytes | None = None, timeout: float | None = None) -> bytes:
-    """Run ``ffmpeg <args>`` (no shell); return stdout; raise MediaError with stderr's tail on failure."""
+    """Run ``ffmpeg <args>`` (no shell); return stdout; raise MediaError with ffmpeg's reason on failure."""
     command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *[os.fspath(a) for a in args]]
     try:
         completed = subprocess.run(command, input=input_bytes, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise MediaError(f"ffmpeg timed out after {timeout} s") from None
     if completed.returncode != 0:
-        stderr = completed.stderr.decode("utf-8", "replace").strip()[-STDERR_TAIL_CHARS:]
-        raise MediaError(f"ffmpeg failed (exit {completed.returncode}): {stderr or 'no message'}")
+        raise MediaError(f"ffmpeg failed (exit {completed.returncode}): {ffmpeg_error_line(completed.stderr)}")
     return completed.stdout

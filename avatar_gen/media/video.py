@@ -20,8 +20,8 @@ import numpy as np
 
 from avatar_gen.errors import MediaError
 from avatar_gen.media.audio import SAMPLE_RATE, write_wav
-from avatar_gen.media.ffmpeg import STDERR_TAIL_CHARS, ffmpeg_exe, run_ffmpeg
-from avatar_gen.utils.io import atomic_path
+from avatar_gen.media.ffmpeg import ffmpeg_error_line, ffmpeg_exe, run_ffmpeg
+from avatar_gen.utils.io import atomic_path, remove_orphaned_temporaries
 
 # Tolerance when comparing frame timestamps (seconds): far below one frame at any real fps.
 TIME_EPSILON = 1e-4
@@ -161,8 +161,10 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray] | np.ndarr
 
     ``audio`` is a mono float array at ``sample_rate`` or a path to a sound file; it is muxed as is
     (the caller decides the lengths).  Odd frame sizes are padded by one pixel (yuv420p needs even sides).
+    A temporary file that an earlier writer of ``path`` left when it was killed is removed first.
     """
     path = Path(path)
+    remove_orphaned_temporaries(path)
     iterator = iter(frames)
     try:
         first = np.asarray(next(iterator))
@@ -208,8 +210,8 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray] | np.ndarr
         returncode = process.wait()
         if returncode != 0:
             stderr_file.seek(0)
-            message = stderr_file.read().decode("utf-8", "replace").strip()[-STDERR_TAIL_CHARS:]
-            raise MediaError(f"ffmpeg could not write {path} (exit {returncode}): {message}")
+            raise MediaError(f"ffmpeg could not write {path} (exit {returncode}): "
+                             f"{ffmpeg_error_line(stderr_file.read())}")
     return path
 
 

@@ -9,18 +9,18 @@ to its moment in time.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
-from safetensors.torch import load_file, save_file
+from pydantic import Field, ValidationError
+from safetensors.torch import save_file
 from torch import nn
 
 from avatar_gen.config import StrictModel
 from avatar_gen.errors import UserError
+from avatar_gen.utils.datafiles import load_json, load_safetensors_file
 from avatar_gen.utils.io import atomic_path, atomic_write_json
 
 PROJECTION_WEIGHTS = "audio_projection.safetensors"
@@ -134,9 +134,14 @@ class AudioProjection(nn.Module):
         for path in (config_path, weights_path):
             if not path.is_file():
                 raise UserError(f"audio projection file missing: {path}")
-        config = AudioProjectionConfig.model_validate(json.loads(config_path.read_text(encoding="utf-8")))
+        try:
+            config = AudioProjectionConfig.model_validate(load_json(config_path, "audio projection config"))
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            raise UserError(f"audio projection config {config_path}: {'.'.join(map(str, problem['loc']))}: "
+                            f"{problem['msg']}") from None
         projection = cls(config)
-        state = load_file(str(weights_path))
+        state = load_safetensors_file(weights_path, "audio projection weights")
         expected = projection.state_dict()
         mismatched = [name for name, tensor in state.items()
                       if name in expected and tensor.shape != expected[name].shape]

@@ -9,16 +9,16 @@ checkpoint so that a diffusers pipeline can be driven with exactly what the base
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from pydantic import Field
-from safetensors.torch import load_file, save_file
+from pydantic import Field, ValidationError
+from safetensors.torch import save_file
 from torch import nn
 
 from avatar_gen.config import StrictModel
-from avatar_gen.errors import UserError
+from avatar_gen.errors import UserError, first_line
+from avatar_gen.utils.datafiles import load_json, load_safetensors_file
 from avatar_gen.utils.io import atomic_path, atomic_write_json
 
 FIXED_CAPTION_WEIGHTS = "fixed_caption.safetensors"
@@ -58,8 +58,13 @@ class FixedCaption(nn.Module):
         for name in (FIXED_CAPTION_CONFIG, FIXED_CAPTION_WEIGHTS):
             if not (directory / name).is_file():
                 raise UserError(f"fixed caption file missing: {directory / name}")
-        caption = cls(FixedCaptionConfig.model_validate(json.loads((directory / FIXED_CAPTION_CONFIG).read_text())))
-        saved = load_file(str(directory / FIXED_CAPTION_WEIGHTS))["embedding"]
-        if not torch.equal(saved, caption.embedding):
+        try:
+            recorded = load_json(directory / FIXED_CAPTION_CONFIG, "fixed caption config")
+            config = FixedCaptionConfig.model_validate(recorded)
+        except ValidationError as exc:
+            raise UserError(f"{directory / FIXED_CAPTION_CONFIG}: {first_line(exc)}") from None
+        caption = cls(config)
+        saved = load_safetensors_file(directory / FIXED_CAPTION_WEIGHTS, "fixed caption").get("embedding")
+        if saved is None or not torch.equal(saved, caption.embedding):
             raise UserError(f"{directory / FIXED_CAPTION_WEIGHTS} is not the embedding its config's seed gives")
         return caption

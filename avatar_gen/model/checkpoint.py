@@ -2,12 +2,13 @@
 
 The files of a checkpoint and its metadata are specified in docs/CONTRACTS.md ("Training checkpoints").  A checkpoint
 is written into a hidden ``.tmp-step_XXXXXX`` folder and renamed into place when complete, and the ``latest`` symlink
-is swapped with ``os.replace``: a run killed mid-checkpoint leaves the previous checkpoint and link intact.
+is swapped with ``os.replace``: a run killed mid-checkpoint leaves the previous checkpoint and link intact.  Re-saving
+a step that exists swaps the two folders in one atomic step (:func:`avatar_gen.utils.io.replace_folder`), so
+``latest`` never names a missing folder.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
 from avatar_gen.model.audio_projection import PROJECTION_CONFIG, PROJECTION_WEIGHTS, AudioProjection
 from avatar_gen.model.caption import FixedCaption
 from avatar_gen.model.lora import LORA_WEIGHTS, load_lora
+from avatar_gen.utils.datafiles import load_json, load_safetensors_file
 from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json, make_staging_folder, replace_folder
 
 log = logging.getLogger(__name__)
@@ -111,16 +113,21 @@ def list_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def finalize_checkpoint(checkpoints_dir: str | Path, staging: Path, step: int, keep_last: int | None) -> Path:
-    """Rename the complete ``staging`` folder to ``step_XXXXXX``, point ``latest`` at it, prune old ones."""
-    checkpoints_dir = Path(checkpoints_dir)
-    # Re-saving a step (a resumed run that stops where it started) replaces the old copy.
-    final = replace_folder(staging, checkpoints_dir / step_folder_name(step))
+def _point_latest(checkpoints_dir: Path, name: str) -> None:
+    """Make ``latest`` a link to ``name`` (beside it) with one atomic rename."""
     link_tmp = checkpoints_dir / f"{TMP_PREFIX}{LATEST_LINK}"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()
-    os.symlink(final.name, link_tmp)
+    os.symlink(name, link_tmp)
     os.replace(link_tmp, checkpoints_dir / LATEST_LINK)
+
+
+def finalize_checkpoint(checkpoints_dir: str | Path, staging: Path, step: int, keep_last: int | None) -> Path:
+    """Rename the complete ``staging`` folder to ``step_XXXXXX``, point ``latest`` at it, prune old ones."""
+    checkpoints_dir = Path(checkpoints_dir)
+    # Re-saving a step (a resumed run that stops where it started) replaces the old copy in one atomic step.
+    final = replace_folder(staging, checkpoints_dir / step_folder_name(step))
+    _point_latest(checkpoints_dir, final.name)
     if keep_last:
         for _, old in list_checkpoints(checkpoints_dir)[:-keep_last]:
             if old != final:
@@ -151,7 +158,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     folder = resolve_checkpoint(path)
-    metadata = json.loads((folder / CHECKPOINT_METADATA).read_text(encoding="utf-8"))
+    metadata = load_json(folder / CHECKPOINT_METADATA, "checkpoint metadata")
+    if not isinstance(metadata, dict):
+        raise UserError(f"{folder / CHECKPOINT_METADATA} must hold a JSON object, not a {type(metadata).__name__}")
     version = metadata.get("format_version")
     if version != FORMAT_VERSION:
         raise UserError(f"{folder}: checkpoint format {version}, this code reads format {FORMAT_VERSION}")
@@ -181,16 +190,34 @@ def check_signature(expected: dict[str, Any], transformer: torch.nn.Module, wher
         raise UserError(f"{where} was trained on a different base model: {details}")
 
 
+def nonfinite_tensors(named_tensors) -> list[str]:
+    """Names of the tensors (from ``(name, tensor)`` pairs) holding a NaN or an infinity."""
+    return [name for name, tensor in named_tensors
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+
+
+def check_finite_weights(transformer: torch.nn.Module, projection: torch.nn.Module, where: str,
+                         lora_only: bool) -> None:
+    """UserError when the trained weights hold NaN or infinity (a diverged run): they would make a black video.
+
+    ``lora_only``: check only the LoRA matrices of the transformer (the rest is the pretrained base)."""
+    named = [(name, parameter) for name, parameter in transformer.named_parameters()
+             if not lora_only or ".lora_" in name]
+    bad = nonfinite_tensors(named) + [f"audio_projection.{name}"
+                                      for name in nonfinite_tensors(projection.named_parameters())]
+    if bad:
+        raise UserError(f"{where} holds non-finite weights (NaN or infinity) in {len(bad)} tensor(s), e.g. "
+                        f"{', '.join(bad[:3])}: it comes from a diverged run; use an earlier checkpoint")
 def load_trainable_weights(model: torch.nn.Module, folder: Path, lora: bool) -> None:
     """Copy checkpoint ``folder``'s exported weights (fp32) into a live denoiser (``.transformer`` with the adapter
     attached when ``lora``, ``.audio_projection``; a ``.fixed_caption`` is checked, not loaded): exact, so training
     resumes from them."""
     from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     if lora:
         prefix = "transformer."
-        state = {key[len(prefix):]: value for key, value in load_file(str(folder / LORA_WEIGHTS)).items()
+        state = {key[len(prefix):]: value
+                 for key, value in load_safetensors_file(folder / LORA_WEIGHTS, "LoRA weights").items()
                  if key.startswith(prefix)}
         result = set_peft_model_state_dict(model.transformer, state, adapter_name="default")
         unexpected = getattr(result, "unexpected_keys", [])
@@ -200,7 +227,8 @@ def load_trainable_weights(model: torch.nn.Module, folder: Path, lora: bool) -> 
         saved = load_base_transformer(folder / TRANSFORMER_FOLDER, None, torch.float32)
         model.transformer.load_state_dict(saved.state_dict())
     if model.audio_projection is not None:
-        model.audio_projection.load_state_dict(load_file(str(folder / PROJECTION_WEIGHTS)))
+        model.audio_projection.load_state_dict(load_safetensors_file(folder / PROJECTION_WEIGHTS,
+                                                                      "audio projection weights"))
     elif not torch.equal(FixedCaption.load(folder).embedding, model.fixed_caption.embedding.cpu()):
         raise UserError(f"{folder}: its fixed caption differs from this run's")
 
@@ -267,6 +295,7 @@ def load_avatar_checkpoint(path: str | Path, pretrained: str | Path | None = Non
     recorded = metadata.get("audio_projection")
     if recorded and recorded != projection.config.model_dump(mode="json"):
         raise UserError(f"{where}: {PROJECTION_CONFIG} differs from the projection recorded in {CHECKPOINT_METADATA}")
+    check_finite_weights(transformer, projection, where, lora_only=metadata.get("transformer_training") == "lora")
     transformer.to(device=device).eval()
     projection.eval()
     return AvatarCheckpoint(transformer=transformer, audio_projection=projection, metadata=metadata, path=folder)

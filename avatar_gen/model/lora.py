@@ -61,8 +61,13 @@ def load_lora(transformer: torch.nn.Module, directory: str | Path, trainable: bo
     path = Path(directory) / LORA_WEIGHTS
     if not path.is_file():
         raise UserError(f"LoRA weights missing: {path}")
-    state, metadata = LTXImageToVideoPipeline.lora_state_dict(str(directory), weight_name=LORA_WEIGHTS,
-                                                              return_lora_metadata=True)
+    from safetensors import SafetensorError
+
+    try:
+        state, metadata = LTXImageToVideoPipeline.lora_state_dict(str(directory), weight_name=LORA_WEIGHTS,
+                                                                  return_lora_metadata=True)
+    except (SafetensorError, OSError, ValueError):
+        raise UserError(f"LoRA weights {path} could not be loaded (cut short, or not a safetensors file)") from None
     try:
         LTXImageToVideoPipeline.load_lora_into_transformer(state, transformer=transformer, adapter_name=ADAPTER_NAME,
                                                            metadata=metadata)

@@ -7,8 +7,6 @@ moment and re-run ends with each kept clip recorded exactly once and no record p
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import math
 import os
@@ -16,7 +14,6 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +32,8 @@ from avatar_gen.scraper.filters import FaceDetector, face_filter, language_filte
 from avatar_gen.scraper.rows import (DEFAULT_MAX_DURATION, DEFAULT_MIN_DURATION, AvspeechRow, RowRejection,
                                      local_clip_id, read_avspeech_csv)
 from avatar_gen.scraper.transcribe import AsrBackend, load_asr
-from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json, read_json
+from avatar_gen.utils.datafiles import is_inside, load_json, read_transcripts
+from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json, exclusive_lock
 from avatar_gen.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -158,21 +156,6 @@ def state_path_for(transcripts_file: Path) -> Path:
     return transcripts_file.with_name(transcripts_file.stem + ".state.json")
 
 
-@contextlib.contextmanager
-def _exclusive_lock(lock_file: Path, what: str) -> Iterator[None]:
-    """Hold an advisory lock for the run (released by the OS even on SIGKILL)."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_file, "a+")  # noqa: SIM115 - held open for the whole run, closed in the finally below
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another scraper run is using {what} (lock {lock_file})") from None
-        yield
-    finally:
-        handle.close()
-
-
 def sweep_stale_work(output_dir: Path, transcripts_file: Path) -> int:
     """Remove what a killed run left: ``.tmp-*`` files and work folders in ``output_dir``, and temporary
     copies of the transcripts and state files beside them.  Call only while holding the run's lock."""
@@ -192,20 +175,14 @@ def sweep_stale_work(output_dir: Path, transcripts_file: Path) -> int:
 
 
 def load_records(transcripts_file: Path) -> list[dict]:
-    try:
-        records = read_json(transcripts_file, default=[])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UserError(f"{transcripts_file} is not valid JSON ({exc}); fix or move it away") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) and "clip_id" in r for r in records):
-        raise UserError(f"{transcripts_file} must be a JSON list of records with a clip_id")
-    return records
+    """The records kept by earlier runs (none when the file does not exist yet); UserError for a malformed file."""
+    if not transcripts_file.exists():
+        return []
+    return read_transcripts(transcripts_file, "--transcripts_file")
 
 
 def load_rejections(state_file: Path) -> dict[str, dict]:
-    try:
-        state = read_json(state_file, default={})
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UserError(f"{state_file} is not valid JSON ({exc}); fix or move it away") from None
+    state = load_json(state_file, "scraper state file") if state_file.exists() else {}
     if not isinstance(state, dict) or not isinstance(state.get("rejected", []), list):
         raise UserError(f"{state_file} is not a scraper state file")
     return {entry["key"]: entry for entry in state.get("rejected", []) if isinstance(entry, dict) and "key" in entry}
@@ -246,6 +223,10 @@ class Scraper:
             validate_download_settings(config.download_settings())  # before any model loads: fail fast
         if self.output_dir.exists() and not self.output_dir.is_dir():
             raise UserError(f"--output_dir is not a folder: {self.output_dir}")
+        if not is_inside(self.output_dir, self.data_root):
+            # Records name videos relative to the data root, and every stage refuses paths that leave it.
+            raise UserError(f"--output_dir {self.output_dir} must lie inside the data root {self.data_root} "
+                            f"(the folder of --transcripts_file)")
 
     def _build_items(self) -> tuple[list[WorkItem], list[dict]]:
         """Work items in order, and the rejections of items that failed validation."""
@@ -290,8 +271,8 @@ class Scraper:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.data_root.mkdir(parents=True, exist_ok=True)
         lock_name = f".{self.transcripts_file.name}.lock"
-        with _exclusive_lock(self.data_root / lock_name, str(self.transcripts_file)), \
-                _exclusive_lock(self.output_dir / ".scraper.lock", str(self.output_dir)):
+        with exclusive_lock(self.data_root / lock_name, f"another scraper run is using {self.transcripts_file}"), \
+                exclusive_lock(self.output_dir / ".scraper.lock", f"another scraper run is using {self.output_dir}"):
             removed = sweep_stale_work(self.output_dir, self.transcripts_file)
             if removed:
                 log.info("removed %d temporary file(s) left by an interrupted run", removed)

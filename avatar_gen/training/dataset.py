@@ -2,8 +2,9 @@
 
 Inputs (DESIGN.md): ``vae_latents/<key>.pt`` (``{"latents": [C, F', h, w]}``) + ``<key>.json`` and
 ``audio_latents/<key>_ff.npy`` ([num_frames, D]) + ``<key>_text.json``.  Pairs are made by key; a chunk without
-audio features, audio rows != the chunk's ``num_frames``, or a feature width != ``audio.feature_dim`` is an error
-listing examples, before any training starts.
+audio features, audio rows != the chunk's ``num_frames``, a feature width != ``audio.feature_dim``, or a file that
+cannot be read (empty, cut short, without ``latents``, holding Python objects, latents of another shape than its JSON
+says) is an error listing examples, before any training starts: a bad file never stops a run midway (nor every resume).
 
 Held-out split: a *clip* (all its chunks) is held out when ``held_out_score(clip_id) < held_out_fraction``, where
 the score is a SHA-1 hash of the clip id mapped to [0, 1).  Stable as the data grows, and chunks of one clip never
@@ -27,6 +28,7 @@ from torch.utils.data import Dataset, Sampler
 from avatar_gen.errors import UserError
 from avatar_gen.latents.vae import normalize_latents
 from avatar_gen.layout import AUDIO_FEATURES_SUFFIX, AUDIO_TEXT_SUFFIX, silence_files
+from avatar_gen.utils.datafiles import load_array_file, load_json, load_tensor_file
 from avatar_gen.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -87,28 +89,41 @@ def scan_chunks(vae_latents: Path, audio_latents: Path | None, feature_dim: int 
     for folder, what in ((vae_latents, "data.vae_latents"), (audio_latents, "data.audio_latents")):
         if folder is not None and not folder.is_dir():
             raise UserError(f"{what} folder not found: {folder}")
-    records, missing_audio, frame_mismatch, dim_mismatch, bad_json = [], [], [], [], []
+    records, missing_audio, frame_mismatch, dim_mismatch, bad_json, bad_files = [], [], [], [], [], []
     for meta_path in sorted(vae_latents.glob("*.json")):
         key = meta_path.stem
         latents_path = vae_latents / f"{key}.pt"
         if key.startswith(".") or not latents_path.is_file():
             continue  # a chunk still being written, or a stage state file
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = load_json(meta_path, "latents metadata")
             num_frames, latent_shape = int(meta["num_frames"]), tuple(int(v) for v in meta["latent_shape"])
             vae = meta["vae"]
             _ = vae["latents_mean"], vae["latents_std"]
+        except UserError as exc:
+            bad_json.append(f"{meta_path.name} ({exc})")
+            continue
         except (ValueError, KeyError, TypeError) as exc:
             bad_json.append(f"{meta_path.name} ({type(exc).__name__}: {exc})")
             continue
         if audio_latents is None:
+            try:
+                check_latents_file(latents_path, latent_shape)
+            except UserError as exc:
+                bad_files.append(str(exc))
+                continue
             records.append(_record(key, meta, latents_path, num_frames, latent_shape, vae, None, None))
             continue
         audio_path = audio_latents / f"{key}{AUDIO_FEATURES_SUFFIX}"
         if not audio_path.is_file():
             missing_audio.append(key)
             continue
-        audio = np.load(audio_path, mmap_mode="r")
+        try:
+            check_latents_file(latents_path, latent_shape)
+            audio = load_array_file(audio_path, "audio features", mmap_mode="r")
+        except UserError as exc:
+            bad_files.append(str(exc))
+            continue
         if audio.ndim != 2 or audio.shape[0] != num_frames:
             frame_mismatch.append(f"{key} (audio {list(audio.shape)}, chunk has {num_frames} frames)")
             continue
@@ -118,10 +133,18 @@ def scan_chunks(vae_latents: Path, audio_latents: Path | None, feature_dim: int 
         text_path = audio_latents / f"{key}{AUDIO_TEXT_SUFFIX}"
         encoder = None
         if text_path.is_file():
-            encoder = json.loads(text_path.read_text(encoding="utf-8")).get("encoder")
+            try:
+                text_record = load_json(text_path, "audio record")
+            except UserError as exc:
+                bad_files.append(str(exc))
+                continue
+            encoder = text_record.get("encoder") if isinstance(text_record, dict) else None
         records.append(_record(key, meta, latents_path, num_frames, latent_shape, vae, audio_path, encoder))
     if bad_json:
         raise UserError(f"unreadable latent metadata in {vae_latents}: {_examples(bad_json)}")
+    if bad_files:
+        raise UserError(f"{len(bad_files)} unreadable data file(s); delete them (and their .json) and re-run the stage "
+                        f"that wrote them: {_examples(bad_files)}")
     if frame_mismatch:
         raise UserError(f"audio rows != chunk num_frames for {len(frame_mismatch)} chunk(s): "
                         f"{_examples(frame_mismatch)}")
@@ -160,12 +183,17 @@ def read_silence(audio_latents: Path, records: list[ChunkRecord]) -> dict[tuple[
         if not (features_path.is_file() and text_path.is_file()):
             problems.append(f"{features_path} missing")
             continue
-        encoder = (read_json(text_path) or {}).get("encoder")
+        try:
+            recorded = load_json(text_path, "silence record")
+            rows = torch.from_numpy(load_array_file(features_path, "silence features").astype(np.float32))
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
+        encoder = recorded.get("encoder") if isinstance(recorded, dict) else None
         if encoder != records[0].audio_encoder:
             problems.append(f"{features_path} was made by {encoder}, the features by {records[0].audio_encoder}")
             continue
-        rows = torch.from_numpy(np.load(features_path).astype(np.float32))
-        if tuple(rows.shape[:1]) != (num_frames,):
+        if rows.ndim != 2 or rows.shape[0] != num_frames:
             problems.append(f"{features_path} has shape {list(rows.shape)}, expected {num_frames} rows")
             continue
         silence[(num_frames, fps)] = rows
@@ -175,6 +203,20 @@ def read_silence(audio_latents: Path, records: list[ChunkRecord]) -> dict[tuple[
     return silence
 
 
+def _stored_latents(stored: Any, path: Path) -> torch.Tensor:
+    """The latents tensor of a loaded ``<key>.pt`` (``{"latents": tensor}``, or a bare tensor from older runs)."""
+    latents = stored.get("latents") if isinstance(stored, dict) else stored
+    if not isinstance(latents, torch.Tensor):
+        keys = sorted(map(str, stored))[:5] if isinstance(stored, dict) else type(stored).__name__
+        raise UserError(f"latents file {path} holds no 'latents' tensor (found {keys})")
+    return latents
+
+
+def check_latents_file(path: Path, latent_shape: tuple[int, ...]) -> None:
+    """UserError unless ``path`` loads (memory-mapped: no data is read) as latents of ``latent_shape``."""
+    latents = _stored_latents(load_tensor_file(path, "latents file", mmap=True), path)
+    if tuple(latents.shape) != tuple(latent_shape):
+        raise UserError(f"{path}: latents {list(latents.shape)}, its JSON says {list(latent_shape)}")
 def split_records(records: list[ChunkRecord], held_out_fraction: float, split_path: Path,
                   write: bool) -> tuple[list[ChunkRecord], list[ChunkRecord]]:
     """(training, held-out) chunks, split by clip.  A run keeps the split recorded in ``split_path`` while
@@ -219,15 +261,15 @@ class LatentAudioDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        stored = torch.load(record.latents_path, map_location="cpu", weights_only=True)
-        latents = stored["latents"] if isinstance(stored, dict) else stored
+        # scan_chunks checked these files; a file changed since then still stops with its name, not a traceback.
+        latents = _stored_latents(load_tensor_file(record.latents_path, "latents file"), record.latents_path)
         if tuple(latents.shape) != record.latent_shape:
             raise UserError(f"{record.latents_path}: latents {list(latents.shape)}, "
                             f"its JSON says {list(record.latent_shape)}")
         if record.audio_path is None:  # an audio-free run: an empty [F, 0] keeps the batch's shape
             audio = torch.zeros(record.num_frames, 0)
         else:
-            audio = torch.from_numpy(np.load(record.audio_path).astype(np.float32))
+            audio = torch.from_numpy(load_array_file(record.audio_path, "audio features").astype(np.float32))
         return {"latents": normalize(latents, record.vae), "audio": audio, "fps": record.fps, "index": index}
 
 

@@ -21,6 +21,7 @@ import torch
 
 from avatar_gen.errors import UserError
 from avatar_gen.training.config import TrainConfig
+from avatar_gen.utils.datafiles import load_tensor_file
 from avatar_gen.utils.io import atomic_path
 
 DEEPSPEED_TAG = "engine"
@@ -203,7 +204,7 @@ class PlainStepper:
         if recorded.get("deepspeed"):
             raise UserError(f"checkpoint {folder} was written by DeepSpeed; resume it under the deepspeed launcher")
         self.load_weights(folder)
-        saved = torch.load(state_dir / OPTIMIZER_FILE, map_location=self.device, weights_only=True)
+        saved = load_tensor_file(state_dir / OPTIMIZER_FILE, "optimizer state", map_location=self.device)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
 

@@ -51,10 +51,12 @@ class MetricsLog:
         self.history = [row for row in read_metrics(self.path) if row.get("step", 0) <= step]
 
     def open_tensorboard(self, enabled: bool, step: int) -> None:
+        """TensorBoard from ``step`` on (the steps done): events an earlier process logged past it (a run killed
+        before its next checkpoint) are purged, so no step appears twice."""
         if self.is_main and enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=step if step else None)
+            self.writer = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=step + 1)
 
     def record(self, row: dict[str, Any], kind: str, step: int) -> None:
         """Append ``row`` (non-finite numbers become null) under ``kind`` (``train``, ``validation``)."""

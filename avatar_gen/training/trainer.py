@@ -37,8 +37,10 @@ from avatar_gen.training.dataset import (
     split_records)
 from avatar_gen.training.distributed import make_stepper, rng_state, seed_everything, set_rng_state, setup_distributed
 from avatar_gen.training.metrics import MetricsLog, peak_memory_mb
+from avatar_gen.training.safeguards import apply_optimizer_settings, lock_run_folder, nonfinite_weights
 from avatar_gen.training.validation import SampleWriter, audio_gain, fixed_draw_loss
-from avatar_gen.utils.io import atomic_path, atomic_write_json, atomic_write_text, read_json, staging_path
+from avatar_gen.utils.datafiles import load_json, load_tensor_file
+from avatar_gen.utils.io import atomic_path, atomic_write_json, atomic_write_text, staging_path
 from avatar_gen.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -98,8 +100,17 @@ class Trainer:
         self.checkpoints_dir = self.output_dir / CHECKPOINTS_FOLDER
         seed_everything(config.optimization.seed + self.dist.rank)
         self.noise_generator = torch.Generator().manual_seed(config.optimization.seed * 1000 + self.dist.rank)
+        # One training per run folder: rank 0 holds its lock from here until train() returns (or this fails).
+        self.run_lock = lock_run_folder(self.output_dir) if self.dist.is_main else None
+        try:
+            self._build(transformer)
+        except BaseException:
+            self.release_run_folder()
+            raise
+
+    def _build(self, transformer: torch.nn.Module | None) -> None:
+        config = self.config
         if self.dist.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.output_dir / RESOLVED_CONFIG, dump_config(config))
         resume_from = self._find_resume_checkpoint()
         self._build_data()
@@ -107,6 +118,7 @@ class Trainer:
         self._build_stepper()
         self.samples = SampleWriter(config, self.model, self.stepper.autocast, self.device)
         self.step = 0
+        self.saved_step: int | None = None  # the step of the last checkpoint written or resumed from
         self.data_epoch, self.data_batches_in_epoch = 0, 0
         self.nonfinite_total, self.nonfinite_in_row = 0, 0
         self.metrics = MetricsLog(self.output_dir, self.dist.is_main)
@@ -114,6 +126,12 @@ class Trainer:
         if resume_from is not None:
             self._resume(resume_from)
         self.metrics.open_tensorboard(config.logging.tensorboard, self.step)
+
+    def release_run_folder(self) -> None:
+        """Let another training use the run folder (train() calls it when it returns or fails)."""
+        if self.run_lock is not None:
+            self.run_lock.close()
+            self.run_lock = None
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -227,6 +245,7 @@ class Trainer:
                                       eps=optimization.eps, weight_decay=optimization.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
             step, optimization.warmup_steps, optimization.max_steps, optimization.schedule, optimization.min_lr_ratio))
+        self.lr_scheduler = scheduler
         self.stepper, self.model = make_stepper(
             self.config, self.dist, self.model, self.trainable, optimizer, scheduler,
             load_weights=lambda folder: load_trainable_weights(self.model, folder, lora=self.lora_config is not None))
@@ -331,17 +350,37 @@ class Trainer:
                     self.nonfinite_in_row, self.nonfinite_total)
         limit = self.config.optimization.max_consecutive_nonfinite
         if self.nonfinite_in_row >= limit:
-            path = self.save_checkpoint()
+            if self.step == (self.saved_step or 0):
+                # No update since the last checkpoint (or the start): these weights gave finite losses.
+                path = self.save_checkpoint() if self.saved_step is None else resolve_checkpoint(self.checkpoints_dir)
+                kept = f"weights of the last good step saved in {path}"
+            else:
+                # The last update may be what diverged: its weights have given no finite loss, so they are not saved.
+                first = (self.saved_step or 0) + 1
+                steps = f"step {first}" if first == self.step else f"steps {first}-{self.step}"
+                kept = f"the weights of {steps} are not saved (they may have diverged), {self._last_checkpoint_text()}"
             raise NonFiniteLossError(
                 f"the {what} was NaN/inf {self.nonfinite_in_row} times in a row at step {self.step} "
-                f"(optimization.max_consecutive_nonfinite={limit}); weights of the last good step saved in {path}. "
+                f"(optimization.max_consecutive_nonfinite={limit}); {kept}. "
                 f"Check the data (NaN latents/features) or lower optimization.learning_rate")
+
+    def _last_checkpoint_text(self) -> str:
+        try:
+            return f"{resolve_checkpoint(self.checkpoints_dir)} stays the last checkpoint"
+        except UserError:
+            return "no checkpoint was saved"
 
     # -------------------------------------------------------------------------------------- the loop
 
     def train(self, stop_after_step: int | None = None) -> TrainResult:
         """Run to ``optimization.max_steps``; ``stop_after_step`` ends early (as if killed after that step's
         checkpoint) without changing the LR schedule, which depends on ``max_steps``."""
+        try:
+            return self._train(stop_after_step)
+        finally:
+            self.release_run_folder()
+
+    def _train(self, stop_after_step: int | None) -> TrainResult:
         config = self.config
         max_steps = config.optimization.max_steps
         last_step = min(max_steps, stop_after_step) if stop_after_step is not None else max_steps
@@ -434,7 +473,14 @@ class Trainer:
             audio_dropout=self.config.conditioning.audio_dropout, **self.geometry)
 
     def save_checkpoint(self) -> Path:
-        """Write checkpoint ``step`` atomically (every rank calls it); returns its final folder."""
+        """Write checkpoint ``step`` atomically (every rank calls it); returns its final folder.
+
+        Weights holding NaN or infinity (a diverged run) are never saved: NonFiniteLossError, ``latest`` unchanged."""
+        bad = nonfinite_weights(self.model.named_parameters())
+        if self.dist.any_rank(bool(bad)):
+            raise NonFiniteLossError(
+                f"the weights became NaN/inf by step {self.step} (e.g. {', '.join(bad[:2]) or 'on another rank'}): "
+                f"not saved, {self._last_checkpoint_text()}. Lower optimization.learning_rate or check the data")
         staging = staging_path(self.checkpoints_dir / step_folder_name(self.step))
         if self.dist.is_main:
             staging = staging_folder(self.checkpoints_dir, self.step)
@@ -457,13 +503,15 @@ class Trainer:
         if self.dist.is_main:
             final = finalize_checkpoint(self.checkpoints_dir, staging, self.step, self.config.checkpoints.keep_last)
         self.dist.barrier()
+        self.saved_step = self.step
         return final
 
     def _resume(self, folder: Path) -> None:
         metadata = read_checkpoint_metadata(folder)
         state_dir = folder / TRAINING_STATE_FOLDER
-        trainer_state = read_json(state_dir / "trainer.json")
-        if trainer_state is None:
+        trainer_file = state_dir / "trainer.json"
+        trainer_state = load_json(trainer_file, "training state") if trainer_file.is_file() else None
+        if not isinstance(trainer_state, dict):
             raise UserError(f"{folder} has no {TRAINING_STATE_FOLDER}/trainer.json: "
                             "not a resumable training checkpoint")
         where = f"checkpoint {folder}"
@@ -477,13 +525,19 @@ class Trainer:
             raise UserError(f"{where}: its {recorded_key.replace('_', ' ')} {metadata.get(recorded_key)} differs from "
                             f"this config's {caption.config.model_dump(mode='json')}")
         self.stepper.load(folder, state_dir, trainer_state)
-        self.step = int(trainer_state["step"])
+        # The optimizer state brings back the saved run's settings; this run's config (what config.yaml records) wins.
+        optimization = self.config.optimization
+        changes = apply_optimizer_settings(self.stepper.optimizer, self.lr_scheduler, optimization.learning_rate,
+                                           optimization.betas, optimization.eps, optimization.weight_decay)
+        if changes:
+            log.info("resume: the config's optimizer settings replace the checkpoint's: %s", "; ".join(changes))
+        self.step = self.saved_step = int(trainer_state["step"])
         self.nonfinite_total = int(trainer_state.get("nonfinite_total", 0))
         rank_file = state_dir / f"rank_{self.dist.rank:03d}.pt"
         if trainer_state.get("world_size") == self.dist.world_size and rank_file.is_file():
             self.data_epoch = int(trainer_state["data_epoch"])
             self.data_batches_in_epoch = int(trainer_state["data_batches_in_epoch"])
-            rank_state = torch.load(rank_file, weights_only=True)
+            rank_state = load_tensor_file(rank_file, "training state")
             set_rng_state(rank_state["rng"])
             self.noise_generator.set_state(rank_state["noise_generator"])
         else:

@@ -8,10 +8,12 @@ on stderr and a non-zero exit code instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from avatar_gen.errors import UserError
 
@@ -58,7 +60,7 @@ def run_main(body: Callable[[], int | None], verbose: bool = False) -> int:
     try:
         code = body()
     except UserError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {one_line(str(exc))}\n")
         return EXIT_USER_ERROR
     except FileNotFoundError as exc:
         sys.stderr.write(f"error: file not found: {exc.filename or exc}\n")
@@ -67,6 +69,31 @@ def run_main(body: Callable[[], int | None], verbose: bool = False) -> int:
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED
     return int(code or 0)
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: a message quoting a tool's several output lines keeps them, joined by "; "."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """Inside the block, SIGTERM (a service manager, ``kill``, a test) stops the process as Ctrl-C does: with a
+    KeyboardInterrupt, so that ``finally`` blocks run, child processes (ffmpeg) are stopped and temporary files
+    removed.  The previous handler comes back after the block; outside the main thread this does nothing."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    except ValueError:  # signal handlers can only be set from the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def require_file(path: str | os.PathLike, what: str = "file") -> str:

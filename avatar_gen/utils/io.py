@@ -3,20 +3,26 @@
 A file is written through :func:`atomic_path`: a hidden temporary file in the same folder (so ``os.replace`` is a
 same-filesystem rename), flushed to disk, then renamed over the target.  A folder (a model, a checkpoint) is built
 in a hidden sibling and swapped in by :func:`replace_folder` (:func:`atomic_folder` does both).  Temporary names
-start with ``.tmp-`` so stages can sweep up leftovers of a killed run.
+start with ``.tmp-`` so stages can sweep up leftovers of a killed run, and carry the writer's process id
+(``.tmp-<stem>-<pid>-<random><suffix>``), so a leftover is told apart from another process's file that is still
+being written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import functools
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 TMP_PREFIX = ".tmp-"
 
@@ -40,7 +46,8 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f"{TMP_PREFIX}{target.stem}-", suffix=target.suffix if suffix is None else suffix, dir=target.parent
+        prefix=f"{TMP_PREFIX}{target.stem}-{os.getpid()}-", suffix=target.suffix if suffix is None else suffix,
+        dir=target.parent,
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -73,8 +80,13 @@ def make_staging_folder(target: str | os.PathLike) -> Path:
 
 
 def replace_folder(staging: Path, target: str | os.PathLike) -> Path:
-    """Rename the complete folder ``staging`` to ``target``; an existing ``target`` is moved aside and removed."""
+    """Rename the complete folder ``staging`` to ``target``.  An existing ``target`` is swapped with ``staging`` in
+    one atomic step (:func:`exchange_paths`), so that ``target`` (and a link to it, such as a checkpoint's ``latest``)
+    never names a missing folder, then removed; where the system cannot swap, it is moved aside first."""
     target = Path(target)
+    if target.exists() and exchange_paths(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # the old copy, now under the staging name
+        return target
     if target.exists():
         retired = target.parent / f"{TMP_PREFIX}old-{target.name}"
         if retired.exists():
@@ -129,5 +141,82 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
         if stale.is_file():
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
+                removed += 1
+    return removed
+
+
+def acquire_exclusive_lock(lock_file: str | os.PathLike, what: str) -> IO:
+    """Take an advisory lock on ``lock_file`` (created if missing) and return its open handle: the lock holds until
+    the handle is closed or the process ends, however it ends (the OS releases it even after SIGKILL).  Raises
+    UserError, with ``what`` in its one line, when another process holds it."""
+    from avatar_gen.errors import UserError
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_file, "a+")  # noqa: SIM115 - the open handle is the lock, returned to the caller
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"{what} (lock {lock_file})") from None
+    return handle
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
+    """:func:`acquire_exclusive_lock` for the duration of a ``with`` block."""
+    handle = acquire_exclusive_lock(lock_file, what)
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def exchange_paths(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Swap two existing paths (files or folders) in one atomic step, so that no reader ever finds either name
+    missing.  Linux ``renameat2(RENAME_EXCHANGE)``; returns False, with nothing changed, where the system or the
+    filesystem cannot do it."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), os.fspath(first), None, os.fspath(second))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_orphaned_temporaries(target: str | os.PathLike) -> int:
+    """Delete the temporaries of ``target`` (``.tmp-<stem>-<pid>-*``) whose writing process is gone, e.g. a killed
+    inference's half-written video; a file another live process is still writing is left alone.  Returns how many
+    were removed."""
+    target = Path(target)
+    pattern = re.compile(rf"^{re.escape(TMP_PREFIX + target.stem)}-(\d+)-")
+    removed = 0
+    pattern_text = os.path.join(glob.escape(str(target.parent)), glob.escape(f"{TMP_PREFIX}{target.stem}-") + "*")
+    for candidate in glob.glob(pattern_text):
+        match = pattern.match(os.path.basename(candidate))
+        if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(candidate)
                 removed += 1
     return removed
