@@ -339,3 +339,20 @@ def test_stage_rows_are_the_rows_inference_feeds(data_root, tiny_zoo, tmp_path, 
         np.testing.assert_allclose(np.load(tmp_path / "ff" / f"{chunk.key}_ff.npy"), rows, rtol=1e-5, atol=1e-5)
     silence = np.load(silence_paths(tmp_path / "ff", CHUNK_FRAMES, clip.fps)["features"])
     np.testing.assert_array_equal(silence, generator.silence_features(CHUNK_FRAMES, clip.fps))
+
+
+def test_a_long_clip_is_cut_into_speeches_no_longer_than_a_request():
+    """Inference encodes at most one request's speech; the stage cuts a longer clip's chunks into such speeches."""
+    from avatar_gen.audio.pipeline import Chunk, group_by_clip
+
+    def chunk(clip_id: str, index: int, fps: float = 25.0) -> Chunk:
+        return Chunk(key=f"{clip_id}_{index}", clip_id=clip_id, index=index, num_frames=CHUNK_FRAMES, fps=fps,
+                     start_time=index * CHUNK_FRAMES / fps, video_path=None, record={})
+
+    speeches = group_by_clip([chunk("long", k) for k in (2, 0, 1, 3)] + [chunk("short", 0), chunk("long", 4, 30.0)],
+                             max_seconds=3.0)
+    assert [(speech.clip_id, speech.fps, [c.index for c in speech.chunks]) for speech in speeches] == [
+        ("long", 25.0, [0, 1]), ("long", 25.0, [2, 3]), ("long", 30.0, [4]), ("short", 25.0, [0])]
+    second = speeches[1]
+    assert (second.start_frame, second.num_frames) == (2 * CHUNK_FRAMES, 2 * CHUNK_FRAMES)
+    assert second.window(second.chunks[1]) == (CHUNK_FRAMES, CHUNK_FRAMES)

@@ -28,6 +28,7 @@ from avatar_gen.audio.features import (AudioEncoderSpec, AudioFeatureEncoder, lo
 from avatar_gen.config import StrictModel
 from avatar_gen.errors import MediaError, UserError
 from avatar_gen.layout import AUDIO_FEATURES_SUFFIX, AUDIO_TEXT_SUFFIX, SILENCE_FOLDER, silence_files
+from avatar_gen.limits import MAX_SPEECH_SECONDS
 from avatar_gen.latents.sources import stable_shard
 from avatar_gen.media.audio import SAMPLE_RATE, extract_audio, write_wav
 from avatar_gen.media.video import probe_video
@@ -213,11 +214,11 @@ def _has_audio_stream(video_path: str) -> bool:
 
 @dataclass
 class ClipSpeech:
-    """The chunks of one clip at one frame rate: the speech the encoder hears at once.
+    """Chunks of one clip at one frame rate and the speech they are cut from, which the encoder hears at once.
 
-    ``num_frames``: frames from the clip's start to the end of its last chunk; the clip's speech covers
-    ``[0, num_frames / fps)`` s and chunk ``k``'s rows are rows ``start_frame .. start_frame + num_frames - 1`` of its
-    features (:func:`avatar_gen.audio.features.speech_features`), as inference slices a request's speech.
+    The speech starts at the first chunk's frame ``start_frame`` (the clip's start, for chunk 0) and lasts
+    ``num_frames`` frames, to the end of the last chunk; a chunk's rows are rows ``chunk.start_frame - start_frame``
+    onwards of its features (:func:`avatar_gen.audio.features.speech_features`), as inference cuts a request's speech.
     """
 
     clip_id: str
@@ -225,8 +226,16 @@ class ClipSpeech:
     chunks: list[Chunk]
 
     @property
+    def start_frame(self) -> int:
+        return self.chunks[0].start_frame
+
+    @property
+    def start_time(self) -> float:
+        return self.start_frame / self.fps
+
+    @property
     def num_frames(self) -> int:
-        return max(chunk.start_frame + chunk.num_frames for chunk in self.chunks)
+        return max(chunk.start_frame + chunk.num_frames for chunk in self.chunks) - self.start_frame
 
     @property
     def duration(self) -> float:
@@ -236,14 +245,28 @@ class ClipSpeech:
     def num_samples(self) -> int:
         return int(round(self.duration * SAMPLE_RATE))
 
+    def window(self, chunk: Chunk) -> tuple[int, int]:
+        """(first row, rows) of ``chunk`` in the speech's features."""
+        return chunk.start_frame - self.start_frame, chunk.num_frames
 
-def group_by_clip(chunks: list[Chunk]) -> list[ClipSpeech]:
-    """Chunks grouped by (clip, frame rate), each group's chunks in time order."""
+
+def group_by_clip(chunks: list[Chunk], max_seconds: float = MAX_SPEECH_SECONDS) -> list[ClipSpeech]:
+    """Chunks grouped by (clip, frame rate) in time order, each group one speech.  A clip longer than ``max_seconds``
+    (what inference encodes at most: one request's speech) is cut into consecutive speeches of at most that length,
+    so an hour-long local video never becomes one encoder input."""
     groups: dict[tuple[str, float], list[Chunk]] = {}
     for chunk in chunks:
         groups.setdefault((chunk.clip_id, chunk.fps), []).append(chunk)
-    return [ClipSpeech(clip_id, fps, sorted(members, key=lambda chunk: (chunk.start_frame, chunk.key)))
-            for (clip_id, fps), members in sorted(groups.items())]
+    speeches = []
+    for (clip_id, fps), members in sorted(groups.items()):
+        current: list[Chunk] = []
+        for chunk in sorted(members, key=lambda chunk: (chunk.start_frame, chunk.key)):
+            if current and (chunk.start_frame + chunk.num_frames - current[0].start_frame) / fps > max_seconds:
+                speeches.append(ClipSpeech(clip_id, fps, current))
+                current = []
+            current.append(chunk)
+        speeches.append(ClipSpeech(clip_id, fps, current))
+    return speeches
 
 
 def silence_paths(ff_out: Path, num_frames: int, fps: float) -> dict[str, Path]:
@@ -310,7 +333,7 @@ class AudioLatentsStage:
     @staticmethod
     def clip_speech_record(clip: ClipSpeech) -> dict[str, Any]:
         """What every chunk's ``_text.json`` says about the speech its features were cut from."""
-        return {"num_frames": clip.num_frames, "fps": clip.fps}
+        return {"start_frame": clip.start_frame, "num_frames": clip.num_frames, "fps": clip.fps}
 
     @property
     def encoder(self) -> AudioFeatureEncoder:
@@ -348,7 +371,7 @@ class AudioLatentsStage:
         try:
             if not _has_audio_stream(str(video)):
                 raise ChunkFailure(f"no audio stream in {video}")
-            return extract_audio(video, SAMPLE_RATE, start=0.0, duration=clip.duration)
+            return extract_audio(video, SAMPLE_RATE, start=clip.start_time, duration=clip.duration)
         except MediaError as exc:
             raise ChunkFailure(f"cannot read the audio of {video}: {exc}") from None
 
@@ -362,7 +385,7 @@ class AudioLatentsStage:
             raise ChunkFailure(f"TTS ({self.config.tts_backend}, voice {self.config.voice}) failed: {exc}") from None
 
     def clip_audio(self, clip: ClipSpeech) -> tuple[np.ndarray, dict[str, Any]]:
-        """The 16 kHz speech of ``clip`` over ``[0, clip.duration)`` and notes on how it was made.
+        """The 16 kHz speech of ``clip`` (``clip.duration`` s from ``clip.start_time``) and notes on how it was made.
 
         original: the video's sound track; tts: the text of all its chunks' windows spoken once and fitted to the
         span; tts_aligned: every word of the span synthesised and placed at its transcript time.  Raises
@@ -383,7 +406,7 @@ class AudioLatentsStage:
                     raise ChunkFailure(f"text of {len(text)} characters for the {chunk.duration:.2f} s window of "
                                        f"chunk {chunk.key} (limit {MAX_CHUNK_TEXT_CHARS}): the transcript cannot "
                                        f"be right")
-            words = words_in_window(transcript, 0.0, clip.duration)
+            words = words_in_window(transcript, clip.start_time, clip.duration)
             if not words:
                 audio = np.zeros(clip.num_samples, dtype=np.float32)
                 notes["tts"] = "no words in the clip's chunks: silence"
@@ -457,14 +480,14 @@ class AudioLatentsStage:
         if not ready:
             return
         features = speech_features_batch(self.encoder, [audio for _, _, audio, _ in ready],
-                                         [[(chunk.start_frame, chunk.num_frames) for chunk in todo]
-                                          for _, todo, _, _ in ready], ready[0][0].fps, ready[0][0].num_frames)
+                                         [[clip.window(chunk) for chunk in todo] for clip, todo, _, _ in ready],
+                                         ready[0][0].fps, ready[0][0].num_frames)
         save_dtype = np.float16 if self.config.save_dtype == "float16" else np.float32
         for (clip, todo, audio, notes), chunk_rows in zip(ready, features):
             for chunk, rows in zip(todo, chunk_rows):
                 paths = self.paths(chunk.key)
                 num_samples = int(round(chunk.duration * SAMPLE_RATE))
-                start_sample = int(round(chunk.start_time * SAMPLE_RATE))
+                start_sample = int(round((chunk.start_time - clip.start_time) * SAMPLE_RATE))
                 window = audio[start_sample:start_sample + num_samples]
                 window = np.pad(window, (0, num_samples - window.size))
                 record = self.chunk_record(chunk, clip, window, notes)
