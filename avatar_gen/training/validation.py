@@ -67,11 +67,11 @@ def fixed_draw_loss(records: list[ChunkRecord], loss: LossFn, num_draws: int, se
     ``loss`` (mean over the draws) and ``loss_std`` (its spread over the draws).  For runs without audio (an
     audio-free base), where there is no gain to measure."""
     dataset = LatentAudioDataset(records)
+    items = [dataset[index] for index in range(len(dataset))]
     means = []
     for draw in range(num_draws):
         losses = []
-        for index, record in enumerate(records):
-            item = dataset[index]
+        for index, (record, item) in enumerate(zip(records, items)):
             generator = torch.Generator().manual_seed(seed + 7919 * draw + index)
             losses.append(float(loss(item["latents"][None], item["audio"][None], record.fps, generator)))
         means.append(float(np.mean(losses)))
