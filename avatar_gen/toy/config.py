@@ -35,9 +35,9 @@ class ToyVaeSection(StrictModel):
     every frame (docs/toy.md has the measurements).
     """
 
-    patch_size: int = Field(default=8, ge=1)
+    patch_size: int = Field(default=4, ge=1)
     encoder_channels: int = Field(default=64, ge=8)
-    decoder_channels: int = Field(default=160, ge=8)
+    decoder_channels: int = Field(default=64, ge=8)
     latent_channels: int = Field(default=16, ge=1)
     encoder_layers: int = Field(default=1, ge=1)
     decoder_layers: int = Field(default=2, ge=1)

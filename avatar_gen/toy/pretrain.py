@@ -52,9 +52,14 @@ def _vae_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
                                          SAMPLE_RATE) for clip in held_out}
     report = vae_ceiling(vae, held_out, audio, config.data.fps)
     atomic_write_json(Path(config.work_dir) / VAE_REPORT, report)
-    log.info("toy VAE on %d held-out clips: PSNR %.2f +- %.2f dB, offline sync of reconstructions %.3f +- %.3f "
-             "(originals %.3f +- %.3f)", report["psnr"]["n"], report["psnr"]["mean"], report["psnr"]["std"],
-             report["sync_reconstruction"]["mean"], report["sync_reconstruction"]["std"],
-             report["sync_original"]["mean"], report["sync_original"]["std"])
+    log.info("toy VAE on %d held-out clips: PSNR %s dB, offline sync of reconstructions %s (originals %s)",
+             report["psnr"]["n"], _spread_text(report["psnr"]), _spread_text(report["sync_reconstruction"]),
+             _spread_text(report["sync_original"]))
     with atomic_folder(paths["vae"]) as staging:
         vae.save_pretrained(staging)
+
+
+def _spread_text(spread: dict) -> str:
+    if spread["mean"] is None:
+        return "n/a"
+    return f"{spread['mean']:.3f} +- {spread['std']:.3f} (n={spread['n']})"
