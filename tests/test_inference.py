@@ -201,6 +201,10 @@ def test_chunk_features_are_slices_of_one_sequence(chunked_generator):
         latent_frames = (chunk.num_frames - 1) // 8 + 1
         assert inputs.prompt_attention_mask.shape == (1, latent_frames * 4, chunk.num_frames)
         assert inputs.prompt_attention_mask.dtype == torch.bool
+        # the negative: silence at the chunk's length, the rows audio dropout trains with
+        silence = chunked_generator.silence_features(chunk.num_frames, FPS)
+        torch.testing.assert_close(inputs.negative_prompt_embeds,
+                                   chunked_generator.audio_projection(torch.from_numpy(silence)[None]))
         assert not torch.equal(inputs.negative_prompt_embeds, inputs.prompt_embeds)
 
 
@@ -274,22 +278,46 @@ def test_denoising_equals_the_diffusers_pipeline(generator, chunked_generator, p
 
 
 def test_decoding_equals_the_diffusers_pipeline(generator, portrait, short_speech_16k):
-    """Denoise + decode give the frames of a plain pipeline call with output_type="np" (within 1/255: its float
-    frames are rounded here)."""
+    """Denoise + decode give the frames of a plain pipeline call with output_type="np" and the same decode settings
+    (within 1/255: its float frames are rounded here).
+
+    The tiny VAE is timestep-conditioned (as LTX-Video 0.9.1+), so decoding mixes in noise drawn from the request's
+    generator after the denoising draws and decodes at a timestep; the pipeline gets the same decode arguments and
+    one generator for both, as a request uses one.
+    """
     from PIL import Image
 
+    from avatar_gen.inference.generator import DEFAULT_DECODE_NOISE_SCALE, DEFAULT_DECODE_TIMESTEP
+    from avatar_gen.latents import decode_latents, denormalize_latents
+
+    assert generator.vae.config.timestep_conditioning
     frame, _ = fit_portrait(portrait, SIZE, SIZE)
     inputs = generator.chunk_conditioning(short_speech_16k, plan_chunks(9, 17), FPS, SIZE, SIZE)[0]
-    latents = generator.denoise(frame, inputs, 9, SIZE, SIZE, FPS, STEPS, 3.0, torch.Generator().manual_seed(5))
-    ours = generator.decode(latents, 9, SIZE, SIZE, torch.Generator().manual_seed(0))
+    request_generator = torch.Generator().manual_seed(5)
+    latents = generator.denoise(frame, inputs, 9, SIZE, SIZE, FPS, STEPS, 3.0, request_generator)
+    decode_noise_state = request_generator.get_state()
+    ours = generator.decode(latents, 9, SIZE, SIZE, request_generator)
     video = _plain_pipeline(generator)(
         image=Image.fromarray(frame), height=SIZE, width=SIZE, num_frames=9, frame_rate=FPS,
         num_inference_steps=STEPS, guidance_scale=3.0, generator=torch.Generator().manual_seed(5),
         prompt_embeds=inputs.prompt_embeds, prompt_attention_mask=inputs.prompt_attention_mask,
         negative_prompt_embeds=inputs.negative_prompt_embeds,
-        negative_prompt_attention_mask=inputs.negative_prompt_attention_mask, output_type="np").frames[0]
+        negative_prompt_attention_mask=inputs.negative_prompt_attention_mask,
+        decode_timestep=DEFAULT_DECODE_TIMESTEP, decode_noise_scale=DEFAULT_DECODE_NOISE_SCALE,
+        output_type="np").frames[0]
     assert ours.shape == (9, SIZE, SIZE, 3)
     assert np.abs(ours.astype(np.int16) - np.round(video * 255).astype(np.int16)).max() <= 1
+    # decode_latents (the trainer's preview videos) decodes the same way
+    vae = generator.vae
+    unpacked = generator.denoiser.unpack(latents, 2, SIZE // 32, SIZE // 32)[0]
+    raw = denormalize_latents(unpacked, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    request_generator.set_state(decode_noise_state)
+    previewed = decode_latents(vae, raw, decode_timestep=DEFAULT_DECODE_TIMESTEP,
+                               decode_noise_scale=DEFAULT_DECODE_NOISE_SCALE, generator=request_generator)
+    assert np.abs(previewed.astype(np.int16) - ours.astype(np.int16)).max() <= 1
+    # without the noise the frames differ: the decode-noise path did run
+    plain_decode = decode_latents(vae, raw, decode_timestep=DEFAULT_DECODE_TIMESTEP)
+    assert np.abs(plain_decode.astype(np.int16) - ours.astype(np.int16)).max() > 1
 
 
 def test_audio_file_any_format_and_rate(generator, portrait, tmp_path):

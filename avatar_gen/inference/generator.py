@@ -32,10 +32,11 @@ from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, 
 from avatar_gen.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_STEPS, MAX_VIDEO_PIXELS,
                                MIN_GUIDANCE, MIN_STEPS)
 from avatar_gen.inference.sampler import ChunkConditioning, ChunkSampler
-from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, MIN_CHUNK_FRAMES, ChunkPlan,
-                                           check_timesteps, frames_for_duration, plan_chunks)
+from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, ChunkPlan, check_timesteps,
+                                           frames_for_duration, min_chunk_frames, plan_chunks)
 from avatar_gen.inference.streaming import DecodedChunk, GenerationCancelled, stream_chunks
 from avatar_gen.latents.vae import DTYPES
+from avatar_gen.ltx import LTX_DECODE_NOISE_SCALE, LTX_DECODE_TIMESTEP, LTX_SPATIAL_COMPRESSION
 from avatar_gen.utils.io import TMP_PREFIX
 from avatar_gen.utils.progress import progress as progress_bar
 
@@ -43,9 +44,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 40
 DEFAULT_GUIDANCE = 3.0
-# LTX-Video 0.9.1+ VAEs decode with timestep conditioning; these are the values diffusers recommends for them.
-DEFAULT_DECODE_TIMESTEP = 0.05
-DEFAULT_DECODE_NOISE_SCALE = 0.025
+DEFAULT_DECODE_TIMESTEP = LTX_DECODE_TIMESTEP
+DEFAULT_DECODE_NOISE_SCALE = LTX_DECODE_NOISE_SCALE
 STAGES = ("speech", "audio_features", "denoising", "decoding", "writing")
 
 ProgressCallback = Callable[[str, float], None]
@@ -255,6 +255,21 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
+def checkpoint_side_multiple(checkpoint: str | os.PathLike) -> int:
+    """What heights and widths must be multiples of for ``checkpoint``, from its metadata alone (a check before the
+    model loads): its VAE's spatial compression x its transformer's patch size, so that the video has whole latents
+    and whole tokens (LTX-Video: 32 x 1).  LTX's 32 when the metadata cannot be read (loading it then says why)."""
+    from avatar_gen.model.checkpoint import read_checkpoint_metadata, resolve_checkpoint
+
+    try:
+        metadata = read_checkpoint_metadata(resolve_checkpoint(checkpoint))
+        spatial = int(metadata.get("spatial_compression") or LTX_SPATIAL_COMPRESSION)
+        multiple = spatial * int((metadata.get("transformer_config") or {}).get("patch_size") or 1)
+    except (UserError, TypeError, ValueError, AttributeError):
+        return LTX_SPATIAL_COMPRESSION
+    return multiple if multiple > 0 else LTX_SPATIAL_COMPRESSION
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """Checked sampling settings of one request (``timesteps`` None = the regular schedule)."""
@@ -270,7 +285,7 @@ class GenerationSettings:
 
 def resolve_settings(steps: int | None = None, guidance: float | None = None, height: int | None = None,
                      width: int | None = None, fps: float | None = None, distilled: bool = False,
-                     timesteps: Sequence[float] | None = None, spatial_multiple: int = 32,
+                     timesteps: Sequence[float] | None = None, spatial_multiple: int = LTX_SPATIAL_COMPRESSION,
                      seed: Any = 0) -> GenerationSettings:
     """Check and complete the sampling settings; None height/width/fps stay None (the model's defaults apply).
 
@@ -373,10 +388,11 @@ class AvatarGenerator:
         temporal = vae.temporal_compression_ratio
         longest = (checkpoint.audio_projection.config.max_frames - 1) // temporal * temporal + 1
         self.chunk_frames = min(int(video.get("num_frames", 121)), longest)
-        if self.chunk_frames < MIN_CHUNK_FRAMES:
+        if self.chunk_frames < min_chunk_frames(temporal):
             raise UserError(f"checkpoint {checkpoint.path}: chunks of {self.chunk_frames} frames are too short to "
                             f"generate (audio projection max_tokens {checkpoint.audio_projection.config.max_tokens})")
         self._lock = threading.Lock()
+        self._silence: dict[tuple[int, float], np.ndarray] = {}
 
     # ------------------------------------------------------------------------------------------ loading
 
@@ -398,7 +414,7 @@ class AvatarGenerator:
         from avatar_gen.inference import speed
 
         from avatar_gen.audio.features import AudioEncoderSpec, load_audio_encoder
-        from avatar_gen.latents.vae import load_vae
+        from avatar_gen.latents.vae import load_vae, vae_compression
         from avatar_gen.model.checkpoint import load_avatar_checkpoint, read_checkpoint_metadata, resolve_checkpoint
 
         torch_device = resolve_device(device)
@@ -422,6 +438,11 @@ class AvatarGenerator:
             raise UserError(f"checkpoint {folder} does not match the base model {base}: its transformer takes "
                             f"{in_channels} channels per token ({patch_volume} latents per token), the VAE makes "
                             f"{vae.config.latent_channels} latent channels")
+        recorded = (metadata.get("temporal_compression"), metadata.get("spatial_compression"))
+        if None not in recorded and tuple(recorded) != vae_compression(vae):
+            raise UserError(f"checkpoint {folder} was trained on latents of a VAE compressing {recorded[1]}x in space "
+                            f"and {recorded[0]}x in time; the VAE of {base} compresses "
+                            f"{vae_compression(vae)[1]}x and {vae_compression(vae)[0]}x")
         _warn_if_other_vae(metadata, vae, folder, base)
         scheduler_config = _load_scheduler_config(base, revision)
         spec_dict = metadata.get("audio_encoder")
@@ -602,6 +623,26 @@ class AvatarGenerator:
 
     # ------------------------------------------------------------------------------------------ stages
 
+    def chunk_features(self, audio_16k: np.ndarray, chunks: list[ChunkPlan], fps: float) -> list[np.ndarray]:
+        """The feature rows [chunk.num_frames, D] of every chunk: one encoding of the whole speech, cut per chunk
+        (:func:`avatar_gen.audio.features.speech_features`, as the audio stage cuts a training clip's speech), so
+        row ``i`` of a chunk carries the audio at time ``(chunk.start + i) / fps``."""
+        from avatar_gen.audio.features import speech_features
+
+        return speech_features(self.audio_encoder, audio_16k, [(chunk.start, chunk.num_frames) for chunk in chunks],
+                               fps)
+
+    def silence_features(self, num_frames: int, fps: float) -> np.ndarray:
+        """[num_frames, D]: the features of silence for a chunk of ``num_frames`` frames, the guidance negative;
+        the same rows the audio stage writes for audio dropout in training
+        (:func:`avatar_gen.audio.features.silence_features`).  Cached per length and rate."""
+        from avatar_gen.audio.features import silence_features
+
+        key = (num_frames, float(fps))
+        if key not in self._silence:
+            self._silence[key] = silence_features(self.audio_encoder, num_frames, fps)
+        return self._silence[key]
+
     @torch.no_grad()
     def chunk_conditioning(self, audio_16k: np.ndarray, chunks: list[ChunkPlan], fps: float, height: int,
                            width: int, negative: bool = True) -> list[ChunkConditioning]:
@@ -609,22 +650,21 @@ class AvatarGenerator:
 
         ``negative``: also make the silence embeddings guidance needs (without guidance they are None).
 
-        Rows ``chunk.start .. chunk.end - 1`` of the features [total, D] belong to a chunk, so its token ``i`` carries
-        the audio at time ``(chunk.start + i) / fps`` (what the frame it sits beside shows), and the projection gives
-        it the in-chunk frame index ``i``, as in training.
+        A chunk's tokens are the projection of its rows of :meth:`chunk_features` (token ``i`` beside the frame
+        it describes, with the in-chunk frame index ``i``, as in training); its negative is the projection of
+        :meth:`silence_features` for its length, the input audio dropout trains for.
         """
-        total = chunks[-1].end
-        features = self.audio_encoder.encode(audio_16k, total, fps)
-        silence = self.audio_encoder.encode(np.zeros_like(audio_16k), total, fps) if negative else None
+        features = self.chunk_features(audio_16k, chunks, fps)
         result = []
-        for chunk in chunks:
+        for chunk, rows in zip(chunks, features):
             # the token grid, as the denoiser builds the mask in training (after the transformer's patching)
             token_frames, token_height, token_width = self.sampler.grid(chunk.num_frames, height, width).token_grid
             mask = self.denoiser.attention_mask(1, chunk.num_frames, token_frames, token_height, token_width,
                                                 self.device)
-            embeds = [None if rows is None else
-                      self.audio_projection(torch.from_numpy(rows[chunk.start:chunk.end])[None].to(self.device))
-                      .to(self.dtype) for rows in (features, silence)]
+            silence = self.silence_features(chunk.num_frames, fps) if negative else None
+            embeds = [None if values is None else
+                      self.audio_projection(torch.from_numpy(values)[None].to(self.device)).to(self.dtype)
+                      for values in (rows, silence)]
             result.append(ChunkConditioning(prompt_embeds=embeds[0], prompt_attention_mask=mask,
                                             negative_prompt_embeds=embeds[1],
                                             negative_prompt_attention_mask=mask if negative else None))

@@ -8,7 +8,6 @@ Conventions (as LTX-Video and its trainer): ``x_t = (1 - sigma) * x0 + sigma * n
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -90,32 +89,6 @@ def flow_loss(prediction: torch.Tensor, inputs: FlowInputs, per_sample: bool = F
     if per_sample:
         return (squared * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
     return (squared * weight).sum() / weight.sum().clamp_min(1.0)
-
-
-def uniform_sigmas(num_steps: int, shift: float) -> torch.Tensor:
-    """[num_steps + 1] sigmas from 1 to 0, evenly spaced, then shifted by :func:`shift_sigmas`."""
-    return shift_sigmas(torch.linspace(1.0, 0.0, num_steps + 1), shift)
-
-
-Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``velocity(current [B, N, C], timestep [B, N]) -> [B, N, C]``: the denoiser with its other inputs bound."""
-
-
-def euler_sample(velocity: Velocity, clean: torch.Tensor, condition_mask: torch.Tensor, noise: torch.Tensor,
-                 sigmas: torch.Tensor) -> torch.Tensor:
-    """Integrate the flow from ``noise`` [B, N, C] over decreasing ``sigmas`` (first 1, last 0) with Euler steps.
-
-    Tokens with ``condition_mask`` [B, N] = 1 are held at ``clean`` with timestep 0 (image-to-video), exactly as
-    :func:`make_flow_inputs` presents them in training.  ``sigmas`` is the schedule: :func:`uniform_sigmas`, or any
-    other (e.g. an inference scheduler's).
-    """
-    keep = condition_mask[..., None]
-    current = noise
-    for sigma, next_sigma in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
-        current = keep * clean + (1 - keep) * current
-        timestep = sigma * TIMESTEP_SCALE * (1 - condition_mask)
-        current = current + (next_sigma - sigma) * velocity(current, timestep).float()
-    return keep * clean + (1 - keep) * current
 
 
 def pack_latents(latents: torch.Tensor, patch_size: int = 1, patch_size_t: int = 1) -> torch.Tensor:

@@ -13,25 +13,38 @@ TINY_LTX_FOLDER = "ltx-video"
 TINY_CAPTION_CHANNELS = 32
 
 
-def tiny_ltx_components(seed: int = 0, transformer_patch_size: int = 1) -> dict:
+def tiny_ltx_components(seed: int = 0, patch_only_vae: bool = False, transformer_patch_size: int = 1) -> dict:
     """A tiny LTX-Video: VAE with the real 32x spatial / 8x temporal compression (patch 4, three
-    2x2x2 down-samplings), 8 latent channels, and a 2-layer transformer with head dim 16.
+    2x2x2 down-samplings), 8 latent channels and timestep-conditioned decoding (as LTX-Video 0.9.1+, so the decode
+    timestep and noise code runs), and a 2-layer transformer with head dim 16.
 
+    ``patch_only_vae``: a VAE of another geometry instead, patch 4 and no down-sampling (4x spatial, no temporal
+    compression, like the toy world's), for tests that no code assumes LTX's factors.
     ``transformer_patch_size``: latents per token side (LTX-Video's is 1; the toy world's 4): the transformer then
     takes 8 x patch^2 channels per token.
     """
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
 
     torch.manual_seed(seed)
-    vae = AutoencoderKLLTXVideo(
-        in_channels=3, out_channels=3, latent_channels=8,
-        block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
-        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, True, False), decoder_spatio_temporal_scaling=(True, True, True, False),
-        decoder_inject_noise=(False, False, False, False, False),
-        upsample_residual=(False, False, False, False), upsample_factor=(1, 1, 1, 1),
-        timestep_conditioning=False, patch_size=4, patch_size_t=1, encoder_causal=True, decoder_causal=False,
-    )
+    if patch_only_vae:
+        vae = AutoencoderKLLTXVideo(
+            in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8,), decoder_block_out_channels=(8,),
+            layers_per_block=(1, 1), decoder_layers_per_block=(1, 1), spatio_temporal_scaling=(False,),
+            decoder_spatio_temporal_scaling=(False,), decoder_inject_noise=(False, False), upsample_residual=(False,),
+            upsample_factor=(1,), timestep_conditioning=False, patch_size=4, patch_size_t=1, encoder_causal=True,
+            decoder_causal=False,
+        )
+    else:
+        vae = AutoencoderKLLTXVideo(
+            in_channels=3, out_channels=3, latent_channels=8,
+            block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+            layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
+            spatio_temporal_scaling=(True, True, True, False),
+            decoder_spatio_temporal_scaling=(True, True, True, False),
+            decoder_inject_noise=(False, False, False, False, False),
+            upsample_residual=(False, False, False, False), upsample_factor=(1, 1, 1, 1),
+            timestep_conditioning=True, patch_size=4, patch_size_t=1, encoder_causal=True, decoder_causal=False,
+        )
     vae.use_framewise_encoding = False
     vae.use_framewise_decoding = False
     # Real VAEs ship per-channel statistics so that normalised latents have unit scale; give the tiny
@@ -55,12 +68,12 @@ def tiny_ltx_components(seed: int = 0, transformer_patch_size: int = 1) -> dict:
     return {"vae": vae, "transformer": transformer, "scheduler": scheduler}
 
 
-def write_tiny_ltx(out_dir: Path, seed: int = 0, transformer_patch_size: int = 1,
-                   folder: str = TINY_LTX_FOLDER) -> Path:
+def write_tiny_ltx(out_dir: Path, seed: int = 0, patch_only_vae: bool = False, folder: str = TINY_LTX_FOLDER,
+                   transformer_patch_size: int = 1) -> Path:
     """Write a diffusers ``LTXImageToVideoPipeline`` folder without text encoder/tokenizer at ``out_dir/folder``."""
     from diffusers import LTXImageToVideoPipeline
 
-    components = tiny_ltx_components(seed, transformer_patch_size)
+    components = tiny_ltx_components(seed, patch_only_vae, transformer_patch_size)
     pipeline = LTXImageToVideoPipeline(text_encoder=None, tokenizer=None, **components)
     target = Path(out_dir) / folder
     with atomic_folder(target) as staging:  # a killed run leaves no half model

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"toy pretraining YAML (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
     pretrain.add_argument("--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                           help="change one config value (repeatable)")
-    pretrain.add_argument("--stages", nargs="+", choices=("data", "vae"), default=None,
+    pretrain.add_argument("--stages", nargs="+", choices=("data", "vae", "latents", "base", "assemble"), default=None,
                           help="run only these stages (default: all, in order)")
     add_common_arguments(pretrain)
     return parser

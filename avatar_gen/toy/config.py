@@ -35,9 +35,9 @@ class ToyVaeSection(StrictModel):
     every frame (docs/toy.md has the measurements).
     """
 
-    patch_size: int = Field(default=8, ge=1)
+    patch_size: int = Field(default=4, ge=1)
     encoder_channels: int = Field(default=64, ge=8)
-    decoder_channels: int = Field(default=160, ge=8)
+    decoder_channels: int = Field(default=64, ge=8)
     latent_channels: int = Field(default=16, ge=1)
     encoder_layers: int = Field(default=1, ge=1)
     decoder_layers: int = Field(default=2, ge=1)
@@ -62,6 +62,19 @@ class ToyVaeSection(StrictModel):
         return self
 
 
+class ToyTransformerSection(StrictModel):
+    """The image-to-video transformer: a small ``LTXVideoTransformer3DModel`` trained from scratch through the
+    project's trainer (``base_config``: full training, a fixed caption instead of speech)."""
+
+    patch_size: int = Field(default=4, ge=1, description="latent pixels per token side (4: 16x16 image pixels)")
+    num_layers: int = Field(default=6, ge=1)
+    num_attention_heads: int = Field(default=4, ge=1)
+    attention_head_dim: int = Field(default=32, ge=8)
+    caption_channels: int = Field(default=128, ge=8, description="width of the caption slot the audio tokens fill")
+    base_config: ConfigPath = Field(description="the trainer YAML of the base pretraining (configs/toy-base.yaml)")
+    num_frames: int = Field(default=25, ge=2, description="frames per training chunk")
+
+
 class ToyPretrainConfig(StrictModel):
     """Everything ``python -m avatar_gen.toy pretrain`` does follows from this file and ``seed``."""
 
@@ -70,3 +83,4 @@ class ToyPretrainConfig(StrictModel):
     output: ConfigPath = Field(description="the LTXImageToVideoPipeline folder written at the end")
     data: ToyDataSection = Field(default_factory=ToyDataSection)
     vae: ToyVaeSection = Field(default_factory=ToyVaeSection)
+    transformer: ToyTransformerSection

@@ -1,4 +1,12 @@
-"""The toy pretraining stages, in order: ``data`` -> ``vae`` (see docs/toy.md)."""
+"""The toy pretraining stages, in order (see docs/toy.md):
+
+``data``      synthetic close-up clips, a training and a held-out set (:mod:`avatar_gen.toy.data`);
+``vae``       the toy VAE, trained from scratch, its latent statistics and its held-out ceiling (:mod:`.vae`);
+``latents``   the project's VAE-latents stage over the training clips with that VAE;
+``base``      the transformer, pretrained from a fresh initialisation by the project's trainer as an image-to-video
+              model with a fixed caption (``transformer.base_config``): it animates a still figure, knows no speech;
+``assemble``  VAE + trained transformer + LTX's scheduler as the ``output`` pipeline folder.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +23,16 @@ from avatar_gen.utils.io import atomic_folder, atomic_write_json, atomic_write_t
 
 log = logging.getLogger(__name__)
 
-STAGES = ("data", "vae")
+STAGES = ("data", "vae", "latents", "base", "assemble")
 VAE_FOLDER = "vae"
 VAE_REPORT = "vae_ceiling.json"
 
 
 def _paths(config: ToyPretrainConfig) -> dict[str, Path]:
     work = Path(config.work_dir)
-    return {"synthetic": work / "synthetic", "vae_state": work / "vae_training", "vae": work / VAE_FOLDER}
+    return {"synthetic": work / "synthetic", "vae_state": work / "vae_training", "vae": work / VAE_FOLDER,
+            "latents": work / "synthetic" / TRAIN_FOLDER / "vae_latents", "init": work / "init-pipeline",
+            "base_run": work / "base-run"}
 
 
 def pretrain(config: ToyPretrainConfig, stages: list[str] | None = None) -> None:
@@ -35,6 +45,12 @@ def pretrain(config: ToyPretrainConfig, stages: list[str] | None = None) -> None
         write_toy_clips(config.data, config.seed, paths["synthetic"])
     if "vae" in stages:
         _vae_stage(config, paths)
+    if "latents" in stages:
+        _latents_stage(config, paths)
+    if "base" in stages:
+        _base_stage(config, paths)
+    if "assemble" in stages:
+        _assemble_stage(config, paths)
 
 
 def _vae_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
@@ -52,9 +68,54 @@ def _vae_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
                                          SAMPLE_RATE) for clip in held_out}
     report = vae_ceiling(vae, held_out, audio, config.data.fps)
     atomic_write_json(Path(config.work_dir) / VAE_REPORT, report)
-    log.info("toy VAE on %d held-out clips: PSNR %.2f +- %.2f dB, offline sync of reconstructions %.3f +- %.3f "
-             "(originals %.3f +- %.3f)", report["psnr"]["n"], report["psnr"]["mean"], report["psnr"]["std"],
-             report["sync_reconstruction"]["mean"], report["sync_reconstruction"]["std"],
-             report["sync_original"]["mean"], report["sync_original"]["std"])
+    log.info("toy VAE on %d held-out clips: PSNR %s dB, offline sync of reconstructions %s (originals %s)",
+             report["psnr"]["n"], _spread_text(report["psnr"]), _spread_text(report["sync_reconstruction"]),
+             _spread_text(report["sync_original"]))
     with atomic_folder(paths["vae"]) as staging:
         vae.save_pretrained(staging)
+
+
+def _spread_text(spread: dict) -> str:
+    if spread["mean"] is None:
+        return "n/a"
+    return f"{spread['mean']:.3f} +- {spread['std']:.3f} (n={spread['n']})"
+
+
+def _latents_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
+    from avatar_gen.latents.encode import LatentsConfig, encode_dataset
+
+    encode_dataset(LatentsConfig(
+        inputs=paths["synthetic"] / TRAIN_FOLDER / "clips", output_dir=paths["latents"], pretrained=str(paths["vae"]),
+        height=config.data.size, width=config.data.size, num_frames=config.transformer.num_frames,
+        fps=config.data.fps, dtype="fp32", device="cpu", batch_size=4))
+
+
+def _base_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
+    from diffusers import AutoencoderKLLTXVideo
+
+    from avatar_gen.config import load_config
+    from avatar_gen.toy.transformer import build_toy_transformer, write_pipeline_folder
+    from avatar_gen.training.config import TrainConfig
+    from avatar_gen.training.trainer import Trainer
+
+    if not (paths["init"] / "model_index.json").is_file():
+        vae = AutoencoderKLLTXVideo.from_pretrained(paths["vae"])
+        transformer = build_toy_transformer(config.transformer, vae.config.latent_channels, config.seed)
+        write_pipeline_folder(paths["init"], vae, transformer)
+    train_config = load_config(TrainConfig, config.transformer.base_config, [
+        f"output_dir={paths['base_run']}", f"model.pretrained={paths['init']}",
+        f"data.vae_latents={paths['latents']}", "checkpoints.resume=latest"])
+    Trainer(train_config).train()
+
+
+def _assemble_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
+    from diffusers import AutoencoderKLLTXVideo
+
+    from avatar_gen.model.checkpoint import load_base_transformer, resolve_checkpoint
+    from avatar_gen.toy.transformer import write_pipeline_folder
+
+    checkpoint = resolve_checkpoint(paths["base_run"] / "checkpoints")
+    transformer = load_base_transformer(checkpoint / "transformer", None, torch.float32)
+    vae = AutoencoderKLLTXVideo.from_pretrained(paths["vae"])
+    write_pipeline_folder(Path(config.output), vae, transformer)
+    log.info("toy LTX-Video pipeline (base from %s) written to %s", checkpoint, config.output)

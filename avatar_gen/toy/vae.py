@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from avatar_gen.toy.config import ToyVaeSection
+from avatar_gen.utils.datafiles import load_tensor_file
 from avatar_gen.utils.io import atomic_path
 from avatar_gen.utils.progress import progress
 
@@ -137,7 +138,7 @@ def train_toy_vae(settings: ToyVaeSection, clips: list[ClipFrames], state_dir: P
     state_path = state_dir / TRAINING_STATE
     step = 0
     if state_path.is_file():
-        state = torch.load(state_path, weights_only=True)
+        state = load_tensor_file(state_path, "toy VAE training state")
         vae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -231,10 +232,10 @@ def vae_ceiling(vae, clips: list[ClipFrames], audio: dict[str, np.ndarray], fps:
                      "sync_original": offline_sync(clip.frames, audio[clip.clip_id], fps),
                      "sync_reconstruction": offline_sync(reconstruction, audio[clip.clip_id], fps)})
 
-    def spread(key: str) -> dict[str, float | int]:
+    def spread(key: str) -> dict[str, float | int | None]:
         values = [row[key] for row in rows if row[key] is not None]
-        return {"mean": float(np.mean(values)) if values else float("nan"),
-                "std": float(np.std(values)) if values else float("nan"), "n": len(values)}
+        return {"mean": float(np.mean(values)) if values else None, "std": float(np.std(values)) if values else None,
+                "n": len(values)}
 
     return {"clips": rows, "psnr": spread("psnr"), "sync_original": spread("sync_original"),
             "sync_reconstruction": spread("sync_reconstruction")}

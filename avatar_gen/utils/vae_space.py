@@ -18,7 +18,10 @@ def frames_to_pixels(frames: np.ndarray, device: str | torch.device = "cpu",
     The uint8 frames travel to ``device`` first (4x fewer bytes than floats), then are scaled there (x / 127.5 - 1
     gives the same bits as diffusers' image processor's 2 (x / 255) - 1).
     """
-    tensor = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    array = np.ascontiguousarray(frames)
+    if not array.flags.writeable:  # e.g. an image decoded by PIL; torch refuses to share read-only memory quietly
+        array = array.copy()
+    tensor = torch.from_numpy(array).to(device)
     channels_first = tensor.movedim(-1, -4)  # [..., F, H, W, 3] -> [..., 3, F, H, W]
     # Scale in float32, then round once to ``dtype`` (bf16 arithmetic would round twice).
     return channels_first.float().div_(127.5).sub_(1.0).to(dtype)
