@@ -15,10 +15,14 @@ from avatar_gen.audio.features import AudioEncoderSpec
 from avatar_gen.inference import AvatarGenerator, plan_chunks
 from avatar_gen.model.sampling import euler_sample, sigma_schedule
 from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
-from avatar_gen.tiny.ltx import write_tiny_ltx
+from avatar_gen.tiny.ltx import tiny_ltx_components, write_tiny_ltx
 
 FPS = 25.0
-SIZE = 128  # 4 x 4 latents of the tiny 32x VAE: whole tokens for patch 2 and 4
+SIZE = 128  # 4 x 4 latents of the tiny 32x VAE: whole tokens for patch 2
+# patch 2: LTX's VAE geometry (32x, 8x; the tiny zoo's), local alignment, chunks of 17 frames, 128 px;
+# patch 4: the toy world's (a patch-only VAE: 4x in space, none in time), global alignment, chunks of 5 frames, 32 px
+PATCHED = {2: dict(patch_only_vae=False, alignment="local", chunk=17, size=SIZE),
+           4: dict(patch_only_vae=True, alignment="global", chunk=5, size=32)}
 LTX_SCHEDULER = dict(use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024,
                      max_image_seq_len=4096, shift_terminal=0.1)
 
@@ -85,16 +89,20 @@ def test_euler_loop_keeps_given_tokens_and_gives_them_timestep_zero():
 
 @pytest.fixture(scope="module")
 def patched_generators(tiny_zoo, tmp_path_factory) -> dict[int, AvatarGenerator]:
-    """Untrained LoRA checkpoints over tiny LTX bases whose transformer has patch size 2 (local alignment, chunks of
-    17 frames) and 4 (global, chunks of 9), for 128 x 128 video."""
+    """Untrained LoRA checkpoints over tiny LTX bases whose transformer has patch size 2 and 4 (:data:`PATCHED`)."""
+    from avatar_gen.latents.vae import vae_compression
+
     spec = AudioEncoderSpec(encoder="wav2vec2", name_or_path=str(tiny_zoo / "wav2vec2"))
     folder = tmp_path_factory.mktemp("patched")
     generators = {}
-    for patch, alignment, chunk in ((2, "local", 17), (4, "global", 9)):
-        base = write_tiny_ltx(folder, transformer_patch_size=patch, folder=f"ltx-video-patch{patch}")
-        checkpoint = write_untrained_checkpoint(folder / f"ckpt-patch{patch}" / "step_000000", base, spec,
-                                                {"height": SIZE, "width": SIZE, "num_frames": chunk, "fps": FPS},
-                                                alignment=alignment, local_margin_frames=1)
+    for patch, case in PATCHED.items():
+        base = write_tiny_ltx(folder, patch_only_vae=case["patch_only_vae"], transformer_patch_size=patch,
+                              folder=f"ltx-video-patch{patch}")
+        temporal, spatial = vae_compression(tiny_ltx_components(patch_only_vae=case["patch_only_vae"])["vae"])
+        video = {"height": case["size"], "width": case["size"], "num_frames": case["chunk"], "fps": FPS}
+        checkpoint = write_untrained_checkpoint(folder / f"ckpt-patch{patch}" / "step_000000", base, spec, video,
+                                                alignment=case["alignment"], local_margin_frames=1,
+                                                temporal_compression=temporal, spatial_compression=spatial)
         generators[patch] = AvatarGenerator.load(checkpoint)
     return generators
 
@@ -129,7 +137,7 @@ def test_patched_transformer_generates_end_to_end(patched_generators, patch, tmp
     from avatar_gen.media import probe_video, read_frames
     from avatar_gen.synthetic.dataset import make_portrait
 
-    generator = patched_generators[patch]
+    generator, size = patched_generators[patch], PATCHED[patch]["size"]
     portrait = make_portrait(tmp_path / "face.png", seed=1, size=160)
     seen = []
     hook = generator.transformer.register_forward_pre_hook(
@@ -140,11 +148,11 @@ def test_patched_transformer_generates_end_to_end(patched_generators, patch, tmp
     finally:
         hook.remove()
     info = probe_video(result.video_path)
-    assert (info.width, info.height, info.num_frames) == (SIZE, SIZE, result.num_frames) and info.has_audio
+    assert (info.width, info.height, info.num_frames) == (size, size, result.num_frames) and info.has_audio
     assert result.num_chunks >= 2  # the hand-off between chunks runs too
-    tokens_side = SIZE // 32 // patch
-    chunk = generator.chunk_frames
-    latent_frames = (chunk - 1) // 8 + 1
+    sampler = generator.sampler
+    tokens_side = size // sampler.spatial_compression // patch
+    latent_frames = (generator.chunk_frames - 1) // sampler.temporal_compression + 1
     # the transformer sees the token grid (RoPE), with 8 x patch^2 channels per token, two at a time (guidance)
     assert (latent_frames, tokens_side, tokens_side, torch.Size([2, latent_frames * tokens_side**2, 8 * patch**2])) \
         in seen
