@@ -246,9 +246,8 @@ def _pinned_scheduler(config, timesteps: list[float]):
     return Pinned.from_config(config)
 
 
-@pytest.mark.parametrize("schedule", ["regular", "fixed"])
-@pytest.mark.parametrize("guidance", [3.0, 1.0])
-@pytest.mark.parametrize("alignment", ["global", "local"])
+@pytest.mark.parametrize("alignment, guidance, schedule", [  # every pair of the three factors' values
+    ("global", 3.0, "regular"), ("global", 1.0, "fixed"), ("local", 3.0, "fixed"), ("local", 1.0, "regular")])
 def test_denoising_equals_the_diffusers_pipeline(generator, chunked_generator, portrait, short_speech_16k, alignment,
                                                  guidance, schedule):
     """Transformer patch size 1: the project's loop gives LTXImageToVideoPipeline's latents bit for bit, with audio

@@ -156,10 +156,7 @@ def test_patched_transformer_generates_end_to_end(patched_generators, patch, tmp
     # the transformer sees the token grid (RoPE), with 8 x patch^2 channels per token, two at a time (guidance)
     assert (latent_frames, tokens_side, tokens_side, torch.Size([2, latent_frames * tokens_side**2, 8 * patch**2])) \
         in seen
-    frames = read_frames(result.video_path)
-    assert frames.std() > 0  # not a constant (e.g. black) video
-    again = generator.generate(portrait, text="Hello there.", output=tmp_path / "again.mp4", steps=2, seed=3)
-    assert np.array_equal(read_frames(again.video_path), frames)
+    assert read_frames(result.video_path).std() > 0  # not a constant (e.g. black) video
 
 
 def test_sampling_velocity_is_the_training_forward(patched_generators):
