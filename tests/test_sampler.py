@@ -157,6 +157,12 @@ def test_patched_transformer_generates_end_to_end(patched_generators, patch, tmp
     assert (latent_frames, tokens_side, tokens_side, torch.Size([2, latent_frames * tokens_side**2, 8 * patch**2])) \
         in seen
     assert read_frames(result.video_path).std() > 0  # not a constant (e.g. black) video
+    if patch == 4:  # 4x VAE at 512 px: 82k latent positions, where LTX's dynamic shift leaves no finite schedule
+        from avatar_gen.errors import UserError
+
+        with pytest.raises(UserError, match="cannot sample 512x512 video .* not finite"):
+            generator.generate(portrait, text="Hi.", output=tmp_path / "huge.mp4", steps=2, height=512, width=512)
+        assert not (tmp_path / "huge.mp4").exists()
 
 
 def test_sampling_velocity_is_the_training_forward(patched_generators):

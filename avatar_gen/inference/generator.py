@@ -550,6 +550,12 @@ class AvatarGenerator:
         total_frames = frames_for_duration(speech.duration, fps)
         check_video_pixels(total_frames, height, width)
         chunks = plan_chunks(total_frames, self.chunk_frames, self.sampler.temporal_compression)
+        for num_frames in sorted({chunk.num_frames for chunk in chunks}):  # a schedule that cannot run: say so now
+            try:
+                self.sampler.schedule(self.sampler.grid(num_frames, height, width), steps, settings.timesteps)
+            except ValueError as exc:
+                raise UserError(f"cannot sample {width}x{height} video in chunks of {num_frames} frames: "
+                                f"{first_line(exc)}") from None
         first_frame, center = fit_portrait(portrait, height, width)
         log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps, guidance %g",
                  speech.duration, total_frames, fps, width, height, len(chunks), self.chunk_frames, steps, guidance)
