@@ -29,7 +29,7 @@ from avatar_gen.model.checkpoint import (
     load_base_transformer, load_trainable_weights, read_checkpoint_metadata, resolve_checkpoint, staging_folder,
     step_folder_name)
 from avatar_gen.model.denoiser import AvatarDenoiser
-from avatar_gen.model.flow import first_frame_token_mask, flow_loss, make_flow_inputs, sample_sigmas
+from avatar_gen.model.flow import flow_loss, leading_frames_token_mask, make_flow_inputs, sample_sigmas
 from avatar_gen.model.lora import attach_lora, make_lora_config
 from avatar_gen.training.config import TrainConfig
 from avatar_gen.training.dataset import (
@@ -273,11 +273,12 @@ class Trainer:
 
     def training_step(self, model: torch.nn.Module, latents: torch.Tensor, audio: torch.Tensor,
                       frame_rate: float | torch.Tensor, generator: torch.Generator,
-                      condition_probability: float) -> torch.Tensor:
+                      condition_probability: float, continuation_probability: float = 0.0) -> torch.Tensor:
         """Rectified-flow loss of normalised ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D] at ``frame_rate``
         (one number, or one per item [B]: RoPE scales time per item).
 
-        All randomness (sigma, noise, which samples get their first frame clean) comes from ``generator``;
+        All randomness (sigma, noise, which samples get their first frame clean, and with ``continuation_probability``
+        which get their first m latent frames clean instead) comes from ``generator``;
         ``model`` is what the forward calls (the stepper's, or the bare model for validation).
         """
         batch_size = latents.shape[0]
@@ -289,8 +290,13 @@ class Trainer:
         sigmas = sample_sigmas(batch_size, self.config.flow.shift_for(latent_positions), self.config.flow.logit_mean,
                                self.config.flow.logit_std, generator)
         noise = torch.randn(clean.shape, generator=generator)
-        conditioned = torch.rand(batch_size, generator=generator) < condition_probability
-        condition_mask = first_frame_token_mask(batch_size, frames, height * width, conditioned)
+        clean_frames = (torch.rand(batch_size, generator=generator) < condition_probability).long()
+        if continuation_probability > 0:  # (no draw otherwise: runs without continuation keep their random stream)
+            continued = torch.rand(batch_size, generator=generator) < continuation_probability
+            most = min(self.config.conditioning.continuation_max_frames, frames - 1)
+            extra = torch.randint(2, max(most, 2) + 1, (batch_size,), generator=generator).clamp(max=frames - 1)
+            clean_frames = torch.where(continued & (clean_frames > 0), extra, clean_frames)
+        condition_mask = leading_frames_token_mask(frames, height * width, clean_frames)
         inputs = make_flow_inputs(clean, noise.to(self.device), sigmas.to(self.device), condition_mask.to(self.device))
         # Forward: the velocity prediction from the noisy tokens and the speech.
         with self.stepper.autocast():
@@ -310,7 +316,8 @@ class Trainer:
             batch = next(batches)
             audio = self.drop_audio(batch["audio"], batch["index"])
             loss = self.training_step(self.stepper.forward, batch["latents"], audio, batch["fps"],
-                                      self.noise_generator, self.config.conditioning.first_frame_probability)
+                                      self.noise_generator, self.config.conditioning.first_frame_probability,
+                                      self.config.conditioning.continuation_probability)
             if self.dist.any_rank(not bool(torch.isfinite(loss.detach()).item())):
                 self._count_nonfinite("loss")
                 continue
@@ -470,7 +477,10 @@ class Trainer:
             {"height": first.height, "width": first.width, "num_frames": first.num_frames, "fps": first.fps},
             self.config.audio.alignment, self.config.audio.local_margin_frames,
             latents={"latent_shape": list(first.latent_shape), "vae": first.vae},
-            audio_dropout=self.config.conditioning.audio_dropout, **self.geometry)
+            audio_dropout=self.config.conditioning.audio_dropout,
+            continuation_max_frames=(self.config.conditioning.continuation_max_frames
+                                     if self.config.conditioning.continuation_probability > 0 else 0),
+            **self.geometry)
 
     def save_checkpoint(self) -> Path:
         """Write checkpoint ``step`` atomically (every rank calls it); returns its final folder.
