@@ -200,7 +200,8 @@ def test_sampling_velocity_is_the_training_forward(patched_generators):
 # ------------------------------------------------------------------------------------------------ m latent frames
 
 @pytest.mark.parametrize("given_frames", [1, 2])
-def test_first_m_latent_frames_come_out_exactly_as_given(patched_generators, given_frames, monkeypatch):
+def test_first_m_latent_frames_come_out_exactly_as_given(patched_generators, given_frames, monkeypatch,
+                                                          caplog):
     generator = patched_generators[2]  # chunks of 17 frames: 3 latent frames of 4 x 4, 2 x 2 tokens each
     chunk = plan_chunks(17, 17)[0]
     inputs = generator.chunk_conditioning(_speech_16k(), [chunk], FPS, SIZE, SIZE)[0]
@@ -213,9 +214,12 @@ def test_first_m_latent_frames_come_out_exactly_as_given(patched_generators, giv
         return real_predict(noisy, tokens, mask, timestep, *args)
 
     monkeypatch.setattr(generator.denoiser, "predict", spy)
-    packed = generator.denoise(None, inputs, chunk.num_frames, SIZE, SIZE, FPS, 2, 3.0,
-                               torch.Generator().manual_seed(2), condition_latents=given)
+    with caplog.at_level("WARNING", logger="avatar_gen.inference.generator"):
+        packed = generator.denoise(None, inputs, chunk.num_frames, SIZE, SIZE, FPS, 2, 3.0,
+                                   torch.Generator().manual_seed(2), condition_latents=given)
     monkeypatch.undo()
+    # the untrained checkpoint records no continuation training: more than one given frame is worth a warning
+    assert ("was trained with at most 1" in caplog.text) == (given_frames > 1)
     latents = generator.latent_frames(packed, chunk.num_frames, SIZE, SIZE)
     assert latents.shape == (1, 8, 3, 4, 4)
     assert torch.equal(latents[:, :, :given_frames], given)

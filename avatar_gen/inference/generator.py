@@ -392,6 +392,7 @@ class AvatarGenerator:
             raise UserError(f"checkpoint {checkpoint.path}: chunks of {self.chunk_frames} frames are too short to "
                             f"generate (audio projection max_tokens {checkpoint.audio_projection.config.max_tokens})")
         self._lock = threading.Lock()
+        self._warned_given_frames: set[int] = set()
         self._silence: dict[tuple[int, float], np.ndarray] = {}
 
     # ------------------------------------------------------------------------------------------ loading
@@ -685,7 +686,15 @@ class AvatarGenerator:
         The chunk starts from ``condition_frame`` (uint8 [height, width, 3], encoded as latent frame 0) or, with
         ``condition_frame`` None, from ``condition_latents`` (clean normalised [1, C, m, h, w]: its first m latent
         frames, kept as given; e.g. :meth:`latent_frames` of the previous chunk).  ``steps`` regular steps, or the
-        fixed ``timesteps``; ``on_step(step)`` after every step."""
+        fixed ``timesteps``; ``on_step(step)`` after every step.  A warning when more frames are given than the
+        checkpoint was trained to continue from (its ``continuation_max_frames``; 1 without continuation training)."""
+        if condition_latents is not None:
+            trained = max(1, int(self.metadata.get("continuation_max_frames") or 0))
+            given = int(condition_latents.shape[2])
+            if given > trained and given not in self._warned_given_frames:
+                self._warned_given_frames.add(given)
+                log.warning("conditioning on %d latent frames; checkpoint %s was trained with at most %d "
+                            "(conditioning.continuation_max_frames)", given, self.checkpoint.path, trained)
         return self.sampler.denoise(inputs, num_frames, height, width, fps, steps, guidance, generator,
                                     image=condition_frame, condition_latents=condition_latents, timesteps=timesteps,
                                     on_step=on_step)
