@@ -22,6 +22,7 @@ log = logging.getLogger("ltx_video.inference")
 
 def build_parser() -> argparse.ArgumentParser:
     from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, DISTILLED_TIMESTEPS, REQUEST_TEXT_MAX_CHARS
+    from avatar_gen.inference.handoff import ANCHORS, HANDOFFS
     from avatar_gen.limits import MAX_FPS, MAX_SEED, MAX_SIDE, MAX_SPEECH_SECONDS, MAX_STEPS
 
     parser = argparse.ArgumentParser(description="Generate a talking video of the person in --image speaking "
@@ -79,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="decode in tiles (less memory at large sizes; frames differ slightly)")
     parser.add_argument("--no_overlap", action="store_true",
                         help="run denoising, decoding and writing strictly in turn (slower; for measurements)")
+    parser.add_argument("--handoff", default="auto", choices=HANDOFFS,
+                        help="how a chunk of long speech continues the previous one: latent (its last latent frames), "
+                             "frame (its decoded last frame, re-encoded); auto (default): latent for a checkpoint "
+                             "trained to continue (continuation_max_frames), else frame")
+    parser.add_argument("--handoff_frames", type=int, default=None,
+                        help="latent frames handed over with --handoff latent (default: the checkpoint's "
+                             "continuation_max_frames, one less with --anchor portrait)")
+    parser.add_argument("--anchor", default="none", choices=ANCHORS,
+                        help="keep the portrait in view of every chunk (latent hand-off): portrait (its latent as a "
+                             "clean frame in front of the hand-off), statistics (the hand-off's per-channel latent "
+                             "mean and spread set to the portrait's); default none")
+    parser.add_argument("--chunk_memory", action="store_true",
+                        help="record each chunk's peak memory in the --summary (resets the process's peak counters)")
     add_common_arguments(parser)
     return parser
 
@@ -89,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from avatar_gen.inference import AvatarGenerator
         from avatar_gen.inference.generator import check_output_path, checkpoint_side_multiple, resolve_settings
+        from avatar_gen.inference.handoff import resolve_handoff
         from avatar_gen.inference.inputs import check_text, load_portrait, load_speech
         from avatar_gen.utils.io import atomic_write_json
 
@@ -98,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--stream_dir {args.stream_dir} is a file, not a folder")
         resolve_settings(args.steps, args.guidance, args.height, args.width, args.fps, args.distilled, args.timesteps,
                          spatial_multiple=checkpoint_side_multiple(args.checkpoint), seed=args.seed)
+        resolve_handoff(args.handoff, args.handoff_frames, args.anchor)  # the checkpoint's limits come once loaded
         load_portrait(args.image)
         if args.text is not None:
             check_text(args.text)
@@ -108,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                                          compile=args.compile, fp8=args.fp8, vae_tiling=args.vae_tiling)
         request = dict(text=args.text, audio=args.audio, output=args.output, tts=args.tts, voice=args.voice,
                        steps=args.steps, guidance=args.guidance, seed=args.seed, height=args.height, width=args.width,
-                       fps=args.fps, distilled=args.distilled, timesteps=args.timesteps, overlap=not args.no_overlap)
+                       fps=args.fps, distilled=args.distilled, timesteps=args.timesteps, overlap=not args.no_overlap,
+                       handoff=args.handoff, handoff_frames=args.handoff_frames, anchor=args.anchor,
+                       chunk_memory=args.chunk_memory)
         if args.stream_dir is None:
             result = generator.generate(args.image, **request)
         else:

@@ -63,7 +63,8 @@ def test_cli_end_to_end(script, capsys, run_dir, face, tmp_path):
     code, err = _run(script, capsys, [
         "--image", str(face), "--text", "Hello, I am your avatar.",
         "--checkpoint", str(run_dir / "checkpoints" / "latest"), "--output", str(output),
-        "--steps", "2", "--seed", "3", "--summary", str(summary_path), "--stream_dir", str(tmp_path / "live")])
+        "--steps", "2", "--seed", "3", "--summary", str(summary_path), "--stream_dir", str(tmp_path / "live"),
+        "--handoff", "latent", "--anchor", "statistics", "--chunk_memory"])
     assert code == 0, err
     segments = sorted((tmp_path / "live").glob("segment_*.mp4"))
     assert len(segments) >= 2 and sum(probe_video(segment).num_frames for segment in segments) == \
@@ -75,6 +76,14 @@ def test_cli_end_to_end(script, capsys, run_dir, face, tmp_path):
     assert summary["num_frames"] == info.num_frames == round(summary["duration"] * 25)
     assert summary["seed"] == 3 and summary["steps"] == 2 and summary["video_path"] == str(output)
     assert set(summary["timings"]) >= {"speech", "audio_features", "denoising", "decoding", "writing", "first_second"}
+    # long-speech figures: the hand-off used, every chunk's plan, seconds and peak memory, the boundaries
+    assert summary["handoff"] == {"handoff": "latent", "latent_frames": 1, "anchor": "statistics",
+                                  "given_latent_frames": 1}
+    chunks = summary["chunks"]
+    assert len(chunks) == summary["num_chunks"] == len(segments)
+    assert all(chunk["seconds"] > 0 and chunk["peak_memory_mb"] > 0 for chunk in chunks)
+    assert summary["boundaries"] == [chunk["first_frame"] for chunk in chunks[1:]]
+    assert sum(chunk["frames"] for chunk in chunks) == info.num_frames
 
 
 def test_cli_audio_input_with_run_folder_and_size_flags(script, capsys, run_dir, face, tmp_path):
@@ -185,6 +194,8 @@ BAD_CASES = {
     "stream dir is a file": ({"--stream_dir": "{corrupt}"}, "is a file"),
     "fp8 on a CPU": ({"--fp8": []}, "FP8 weights need a CUDA GPU"),
     "unknown attention backend": ({"--attention_backend": "fastest"}, "unknown attention backend"),
+    "anchor without the latent hand-off": ({"--handoff": "frame", "--anchor": "portrait"}, "needs the latent hand-off"),
+    "hand-off longer than a chunk": ({"--handoff_frames": "3"}, "give at most 2"),
 }
 
 

@@ -34,10 +34,12 @@ from avatar_gen.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_ST
 from avatar_gen.inference.sampler import ChunkConditioning, ChunkSampler
 from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, ChunkPlan, check_timesteps,
                                            frames_for_duration, min_chunk_frames, plan_chunks)
-from avatar_gen.inference.streaming import DecodedChunk, GenerationCancelled, stream_chunks
+from avatar_gen.inference.handoff import Handoff, continuation_latents, resolve_handoff
+from avatar_gen.inference.streaming import DecodedChunk, GenerationCancelled, last_decoded_frame, stream_chunks
 from avatar_gen.latents.vae import DTYPES
 from avatar_gen.ltx import LTX_DECODE_NOISE_SCALE, LTX_DECODE_TIMESTEP, LTX_SPATIAL_COMPRESSION
 from avatar_gen.utils.io import TMP_PREFIX
+from avatar_gen.utils.memory import PeakMemory
 from avatar_gen.utils.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,12 @@ class GenerationResult:
     segment file written when streaming to a folder, else its frames handed to the MP4 encoder.  With overlap the
     stages run side by side, so they add up to more than ``total``.
     face_center: (x, y) in [0, 1] of the portrait where the crop was centred, None when no face was found.
+    handoff: how chunks continued each other (:meth:`avatar_gen.inference.handoff.Handoff.summary`).
+    chunks: one record per chunk (:func:`chunk_record`): its plan (``start``, ``num_frames``, ``lead``, ``overlap``:
+    output frames ``start + lead .. start + lead + overlap - 1`` are shared with the previous chunk), the output
+    frames it delivered (``first_frame``, ``frames``), its ``denoising_s``, ``decoding_s`` and ``seconds``, and
+    ``peak_memory_mb`` (with ``chunk_memory=True``; kind in ``memory_kind``).  ``boundaries``: the first frame every
+    chunk after the first delivered, where the video passes from one chunk to the next.
     """
 
     video_path: Path
@@ -77,6 +85,13 @@ class GenerationResult:
     face_center: tuple[float, float] | None
     timings: dict[str, float] = field(default_factory=dict)
     words: list[dict[str, Any]] = field(default_factory=list)
+    handoff: dict[str, Any] = field(default_factory=dict)
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    memory_kind: str | None = None
+
+    @property
+    def boundaries(self) -> list[int]:
+        return [chunk["first_frame"] for chunk in self.chunks[1:]]
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly description (paths as strings)."""
@@ -84,7 +99,20 @@ class GenerationResult:
                 "height": self.height, "width": self.width, "fps": self.fps, "seed": self.seed,
                 "num_chunks": self.num_chunks, "steps": self.steps, "guidance": self.guidance,
                 "speech_source": self.speech_source, "face_center": self.face_center,
-                "timings": {stage: round(seconds, 3) for stage, seconds in self.timings.items()}}
+                "timings": {stage: round(seconds, 3) for stage, seconds in self.timings.items()},
+                "handoff": self.handoff, "boundaries": self.boundaries, "chunks": self.chunks,
+                "memory_kind": self.memory_kind}
+
+
+def chunk_record(chunk: DecodedChunk) -> dict[str, Any]:
+    """What one chunk did, for :attr:`GenerationResult.chunks` and :attr:`Segment.chunk` (JSON-friendly)."""
+    plan = chunk.plan
+    denoising, decoding = chunk.seconds["denoising"], chunk.seconds["decoding"]
+    return {"index": chunk.index, "start": plan.start, "num_frames": plan.num_frames, "lead": plan.lead,
+            "overlap": plan.overlap, "first_frame": chunk.start_frame, "frames": len(chunk.frames),
+            "denoising_s": round(denoising, 4), "decoding_s": round(decoding, 4),
+            "seconds": round(denoising + decoding, 4),
+            "peak_memory_mb": None if chunk.peak_memory_mb is None else round(chunk.peak_memory_mb, 1)}
 
 
 @dataclass
@@ -94,6 +122,7 @@ class Segment:
     frames: uint8 [num_frames, H, W, 3], output frames ``start_frame .. start_frame + num_frames - 1``.
     path: ``segment_NNNN.mp4`` (H.264 + the segment's slice of the speech as AAC) when a segment folder was given.
     result: on the last segment only, the finished request (its MP4 is complete).
+    chunk: the chunk's record (:func:`chunk_record`: its plan, seconds and peak memory).
     """
 
     index: int
@@ -103,6 +132,7 @@ class Segment:
     frames: np.ndarray
     path: Path | None = None
     result: GenerationResult | None = None
+    chunk: dict[str, Any] | None = None
 
     @property
     def start_time(self) -> float:
@@ -114,6 +144,8 @@ class Segment:
 
 
 SEGMENT_PATTERN = "segment_{index:04d}.mp4"
+# Chunks of frames waiting for the final MP4's encoder (each one chunk of uint8 frames in memory).
+MAX_CHUNKS_QUEUED = 4
 
 
 class SegmentWriter:
@@ -148,13 +180,15 @@ class SegmentWriter:
 
 class _BackgroundVideoWriter:
     """The final MP4, encoded while the chunks arrive: ``write(output, frames, fps, audio)`` runs in a thread and
-    takes the frames from a queue, so ffmpeg encodes chunk ``k`` while chunk ``k + 1`` is generated."""
+    takes the frames from a queue, so ffmpeg encodes chunk ``k`` while chunk ``k + 1`` is generated.  The queue holds
+    at most :data:`MAX_CHUNKS_QUEUED` chunks: an encoder slower than the generation makes it wait instead of letting
+    frames pile up in memory over a long video."""
 
     _END = None
 
     def __init__(self, output: Path, fps: float, audio_mux: np.ndarray,
                  write: Callable[[Path, Iterable[np.ndarray], float, np.ndarray], Path]):
-        self._chunks: queue.Queue = queue.Queue()
+        self._chunks: queue.Queue = queue.Queue(maxsize=MAX_CHUNKS_QUEUED)
         self._error: BaseException | None = None
         self.num_frames = 0
         self._thread = threading.Thread(target=self._run, args=(write, output, fps, audio_mux),
@@ -178,11 +212,20 @@ class _BackgroundVideoWriter:
 
     def add(self, frames: np.ndarray) -> None:
         self.num_frames += len(frames)
-        self._chunks.put(frames)
+        self._put(frames)
+
+    def _put(self, item) -> None:
+        """Queue ``item``, waiting for room while the encoder runs (a dead encoder's error surfaces in close())."""
+        while self._thread.is_alive():
+            try:
+                self._chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def close(self) -> int:
         """Wait for the MP4 to be complete; returns its frame count (raises what the writer raised)."""
-        self._chunks.put(self._END)
+        self._put(self._END)
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -190,7 +233,7 @@ class _BackgroundVideoWriter:
 
     def abort(self) -> None:
         """Stop the encoder and leave nothing at the output."""
-        self._chunks.put(GenerationCancelled("generation stopped"))
+        self._put(GenerationCancelled("generation stopped"))
         self._thread.join()
 
 
@@ -476,7 +519,9 @@ class AvatarGenerator:
                  width: int | None = None, fps: float | None = None, distilled: bool = False,
                  timesteps: Sequence[float] | None = None, progress: ProgressCallback | None = None,
                  decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
-                 decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True) -> GenerationResult:
+                 decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True, handoff: str = "auto",
+                 handoff_frames: int | None = None, anchor: str = "none",
+                 chunk_memory: bool = False) -> GenerationResult:
         """Make ``output`` (MP4: H.264 + AAC) of the person in ``image`` speaking ``text`` (or ``audio``).
 
         steps: denoising steps (default 40; ignored with a fixed schedule).  guidance: audio classifier-free
@@ -485,6 +530,12 @@ class AvatarGenerator:
         fixed schedule (decreasing values in (0, 1000]).  progress: ``callback(stage, fraction)`` with stages
         ``speech, audio_features, denoising, decoding, writing`` (denoising reports every step).
         overlap: encode each finished chunk into the MP4 while the next one is denoised (see :meth:`stream`).
+        Long speech (:mod:`avatar_gen.inference.handoff`): ``handoff`` ``latent`` continues each chunk from the
+        previous one's last ``handoff_frames`` latent frames (default: the checkpoint's ``continuation_max_frames``),
+        ``frame`` from its decoded last frame, ``auto`` (default) takes ``latent`` for a checkpoint trained to continue;
+        ``anchor`` ``portrait`` or ``statistics`` keeps the portrait in view of every chunk (latent hand-off only).
+        chunk_memory: record each chunk's peak memory in ``result.chunks`` (resets the process's peak-memory
+        counters: CUDA's peak statistics, the peak resident set).
         Raises UserError for bad input; nothing is written at ``output`` unless the whole video is made.
 
         This is :meth:`stream` without segment files, so the MP4 is the one a streamed request writes.
@@ -494,7 +545,8 @@ class AvatarGenerator:
                 image, text=text, audio=audio, output=output, tts=tts, voice=voice, steps=steps, guidance=guidance,
                 seed=seed, height=height, width=width, fps=fps, distilled=distilled, timesteps=timesteps,
                 progress=progress, decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
-                overlap=overlap):
+                overlap=overlap, handoff=handoff, handoff_frames=handoff_frames, anchor=anchor,
+                chunk_memory=chunk_memory):
             pass
         return segment.result
 
@@ -504,7 +556,9 @@ class AvatarGenerator:
                guidance: float | None = None, seed: int = 0, height: int | None = None, width: int | None = None,
                fps: float | None = None, distilled: bool = False, timesteps: Sequence[float] | None = None,
                progress: ProgressCallback | None = None, decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
-               decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True) -> Iterator[Segment]:
+               decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True, handoff: str = "auto",
+               handoff_frames: int | None = None, anchor: str = "none",
+               chunk_memory: bool = False) -> Iterator[Segment]:
         """Generate as :meth:`generate` does, yielding every chunk's frames as a :class:`Segment` once it is playable.
 
         With ``segment_dir`` each segment is also written there as ``segment_NNNN.mp4`` (H.264 + its slice of the
@@ -520,10 +574,11 @@ class AvatarGenerator:
         started = time.perf_counter()
         output = check_output_path(output)
         settings = self._settings(steps, guidance, height, width, fps, distilled, timesteps, seed)
+        continuation = self.resolve_handoff(handoff, handoff_frames, anchor)
         portrait = load_portrait(image)
         with self._lock, contextlib.closing(self._stream(
                 portrait, text, audio, output, segment_dir, tts, voice, settings, settings.seed, progress,
-                decode_timestep, decode_noise_scale, overlap, started)) as segments:
+                decode_timestep, decode_noise_scale, overlap, started, continuation, chunk_memory)) as segments:
             segment = None
             for segment in segments:
                 if segment.result is not None:
@@ -540,17 +595,27 @@ class AvatarGenerator:
             log.warning("generating at %.3g fps, the model was trained at %.3g fps", settings.fps, self.default_fps)
         return settings
 
+    def resolve_handoff(self, handoff: str = "auto", handoff_frames: int | None = None,
+                        anchor: str = "none") -> Handoff:
+        """The hand-off options checked against this checkpoint (:func:`avatar_gen.inference.handoff.resolve_handoff`:
+        its ``continuation_max_frames``, its chunk length and patch size)."""
+        return resolve_handoff(handoff, handoff_frames, anchor,
+                               trained_frames=int(self.metadata.get("continuation_max_frames") or 0),
+                               chunk_latent_frames=(self.chunk_frames - 1) // self.sampler.temporal_compression + 1,
+                               patch_size_t=self.sampler.patch_size_t)
+
     def _stream(self, portrait: np.ndarray, text: str | None, audio, output: Path,
                 segment_dir: str | os.PathLike | None, tts: str, voice: str, settings: GenerationSettings, seed: int,
                 progress: ProgressCallback | None, decode_timestep: float, decode_noise_scale: float, overlap: bool,
-                started: float) -> Iterator[Segment]:
+                started: float, continuation: Handoff, chunk_memory: bool) -> Iterator[Segment]:
         steps, guidance, height, width, fps = (settings.steps, settings.guidance, settings.height, settings.width,
                                                settings.fps)
         clock = _StageClock(progress)
         speech: SpeechInput = clock.run("speech", lambda: load_speech(text, audio, tts=tts, voice=voice, fps=fps))
         total_frames = frames_for_duration(speech.duration, fps)
         check_video_pixels(total_frames, height, width)
-        chunks = plan_chunks(total_frames, self.chunk_frames, self.sampler.temporal_compression)
+        chunks = plan_chunks(total_frames, self.chunk_frames, self.sampler.temporal_compression,
+                             continuation.given_latent_frames, continuation.lead_frames)
         for num_frames in sorted({chunk.num_frames for chunk in chunks}):  # a schedule that cannot run: say so now
             try:
                 self.sampler.schedule(self.sampler.grid(num_frames, height, width), steps, settings.timesteps)
@@ -558,19 +623,25 @@ class AvatarGenerator:
                 raise UserError(f"cannot sample {width}x{height} video in chunks of {num_frames} frames: "
                                 f"{first_line(exc)}") from None
         first_frame, center = fit_portrait(portrait, height, width)
-        log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps, guidance %g",
-                 speech.duration, total_frames, fps, width, height, len(chunks), self.chunk_frames, steps, guidance)
+        log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps, guidance %g, "
+                 "hand-off %s", speech.duration, total_frames, fps, width, height, len(chunks), self.chunk_frames,
+                 steps, guidance, continuation.summary())
         segments = SegmentWriter(segment_dir, fps, speech.audio_mux, MUX_SAMPLE_RATE, total_frames, self.write) \
             if segment_dir is not None else None
 
-        conditioning = clock.run("audio_features",
-                                 lambda: self.chunk_conditioning(speech.audio_16k, chunks, fps, height, width,
-                                                                 negative=guidance > 1.0))
+        # The features of the whole speech now (one encoder pass); each chunk's projection when the chunk starts, so
+        # that the device holds one chunk's audio tokens at a time however long the speech is.
+        features = clock.run("audio_features", lambda: self.chunk_features(speech.audio_16k, chunks, fps))
+        conditioning = _LazyConditioning(self, features, chunks, fps, height, width, negative=guidance > 1.0)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         total_steps = steps * len(chunks)
         first_second = min(total_frames, max(1, int(round(fps))))  # frames of the first playable second
         final = _BackgroundVideoWriter(output, fps, speech.audio_mux, self.write) if overlap else None
         frames: list[np.ndarray] = []
+        records: list[dict[str, Any]] = []
+        memory = PeakMemory(self.device) if chunk_memory else None
+        portrait_latents: list[torch.Tensor] = []  # chunk 0's encoded portrait: the portrait anchor
+        still: list[torch.Tensor] = []  # the portrait's statistics reference, made at the first hand-off
         clock.report("denoising", 0.0)
         try:
             with progress_bar(total=total_steps, desc="denoising", unit="step") as bar:
@@ -578,9 +649,25 @@ class AvatarGenerator:
                     bar.update(1)
                     clock.report("denoising", (chunk_index * steps + step + 1) / total_steps)
 
-                def denoise(index, condition_frame, inputs, plan, step_done):
-                    return self.denoise(condition_frame, inputs, plan.num_frames, height, width, fps, steps,
-                                        guidance, generator, on_step=step_done, timesteps=settings.timesteps)
+                def denoise(index, condition, inputs, plan, step_done):
+                    if index == 0 and continuation.mode == "latent":
+                        # The portrait as the image path encodes it (the same random draw, so chunk 0 is the same
+                        # with either hand-off), kept for the anchor.
+                        portrait_latents.append(self.sampler.encode_image(condition, generator))
+                        condition = portrait_latents[0]
+                    image = condition if isinstance(condition, np.ndarray) else None
+                    return self.denoise(image, inputs, plan.num_frames, height, width, fps, steps, guidance,
+                                        generator, on_step=step_done, timesteps=settings.timesteps,
+                                        condition_latents=None if image is not None else condition)
+
+                def hand_over(latents, chunk_frames, plan):
+                    if continuation.mode == "frame":
+                        return last_decoded_frame(latents, chunk_frames, plan)
+                    if continuation.anchor == "statistics" and not still:
+                        still.append(self.sampler.encode_still(first_frame))
+                    return continuation_latents(self.latent_frames(latents, plan.num_frames, height, width),
+                                                continuation, portrait=portrait_latents[0],
+                                                reference=still[0] if still else None)
 
                 def decode(latents, plan):
                     if plan.start == 0:
@@ -589,11 +676,13 @@ class AvatarGenerator:
                                        decode_noise_scale)
 
                 decoded = stream_chunks(chunks, conditioning, first_frame, total_frames, denoise, decode,
-                                        overlap=overlap, on_step=on_step)
+                                        hand_over=hand_over, blend=continuation.blends, overlap=overlap,
+                                        on_step=on_step, memory=memory)
                 with contextlib.closing(decoded):
                     for chunk in decoded:
                         clock.timings["denoising"] += chunk.seconds["denoising"]
                         clock.timings["decoding"] += chunk.seconds["decoding"]
+                        records.append(chunk_record(chunk))
                         clock.report("decoding", (chunk.index + 1) / len(chunks))
                         if chunk.index == 0:
                             clock.report("writing", 0.0)
@@ -607,7 +696,8 @@ class AvatarGenerator:
                             clock.timings["first_second"] = time.perf_counter() - started
                         if chunk.index < len(chunks) - 1:  # the last one waits for the final MP4 (below)
                             yield Segment(index=chunk.index, start_frame=chunk.start_frame,
-                                          num_frames=len(chunk.frames), fps=fps, frames=chunk.frames, path=path)
+                                          num_frames=len(chunk.frames), fps=fps, frames=chunk.frames, path=path,
+                                          chunk=records[-1])
         except BaseException:
             if final is not None:
                 final.abort()
@@ -624,9 +714,10 @@ class AvatarGenerator:
         result = GenerationResult(
             video_path=output, duration=speech.duration, num_frames=num_frames, height=height, width=width, fps=fps,
             seed=seed, num_chunks=len(chunks), steps=steps, guidance=guidance, speech_source=speech.source,
-            face_center=center, timings=clock.timings, words=speech.words)
+            face_center=center, timings=clock.timings, words=speech.words, handoff=continuation.summary(),
+            chunks=records, memory_kind=None if memory is None else memory.kind)
         yield Segment(index=chunk.index, start_frame=chunk.start_frame, num_frames=len(chunk.frames), fps=fps,
-                      frames=chunk.frames, path=path, result=result)
+                      frames=chunk.frames, path=path, result=result, chunk=records[-1])
 
     # ------------------------------------------------------------------------------------------ stages
 
@@ -650,32 +741,32 @@ class AvatarGenerator:
             self._silence[key] = silence_features(self.audio_encoder, num_frames, fps)
         return self._silence[key]
 
-    @torch.no_grad()
     def chunk_conditioning(self, audio_16k: np.ndarray, chunks: list[ChunkPlan], fps: float, height: int,
                            width: int, negative: bool = True) -> list[ChunkConditioning]:
-        """Audio tokens and masks for every chunk, from one feature sequence over the whole speech.
-
-        ``negative``: also make the silence embeddings guidance needs (without guidance they are None).
-
-        A chunk's tokens are the projection of its rows of :meth:`chunk_features` (token ``i`` beside the frame
-        it describes, with the in-chunk frame index ``i``, as in training); its negative is the projection of
-        :meth:`silence_features` for its length, the input audio dropout trains for.
-        """
+        """Audio tokens and masks for every chunk, from one feature sequence over the whole speech
+        (:meth:`chunk_features`, then :meth:`chunk_inputs` per chunk).  ``negative``: also make the silence
+        embeddings guidance needs (without guidance they are None)."""
         features = self.chunk_features(audio_16k, chunks, fps)
-        result = []
-        for chunk, rows in zip(chunks, features):
-            # the token grid, as the denoiser builds the mask in training (after the transformer's patching)
-            token_frames, token_height, token_width = self.sampler.grid(chunk.num_frames, height, width).token_grid
-            mask = self.denoiser.attention_mask(1, chunk.num_frames, token_frames, token_height, token_width,
-                                                self.device)
-            silence = self.silence_features(chunk.num_frames, fps) if negative else None
-            embeds = [None if values is None else
-                      self.audio_projection(torch.from_numpy(values)[None].to(self.device)).to(self.dtype)
-                      for values in (rows, silence)]
-            result.append(ChunkConditioning(prompt_embeds=embeds[0], prompt_attention_mask=mask,
-                                            negative_prompt_embeds=embeds[1],
-                                            negative_prompt_attention_mask=mask if negative else None))
-        return result
+        return [self.chunk_inputs(rows, chunk, fps, height, width, negative) for chunk, rows in zip(chunks, features)]
+
+    @torch.no_grad()
+    def chunk_inputs(self, rows: np.ndarray, chunk: ChunkPlan, fps: float, height: int, width: int,
+                     negative: bool = True) -> ChunkConditioning:
+        """One chunk's audio tokens and masks from its feature ``rows`` [chunk.num_frames, D].
+
+        Its tokens are the projection of the rows (token ``i`` beside the frame it describes, with the in-chunk frame
+        index ``i``, as in training); its negative is the projection of :meth:`silence_features` for its length, the
+        input audio dropout trains for.
+        """
+        # the token grid, as the denoiser builds the mask in training (after the transformer's patching)
+        token_frames, token_height, token_width = self.sampler.grid(chunk.num_frames, height, width).token_grid
+        mask = self.denoiser.attention_mask(1, chunk.num_frames, token_frames, token_height, token_width, self.device)
+        silence = self.silence_features(chunk.num_frames, fps) if negative else None
+        embeds = [None if values is None else
+                  self.audio_projection(torch.from_numpy(values)[None].to(self.device)).to(self.dtype)
+                  for values in (rows, silence)]
+        return ChunkConditioning(prompt_embeds=embeds[0], prompt_attention_mask=mask, negative_prompt_embeds=embeds[1],
+                                 negative_prompt_attention_mask=mask if negative else None)
 
     def denoise(self, condition_frame: np.ndarray | None, inputs: ChunkConditioning, num_frames: int, height: int,
                 width: int, fps: float, steps: int | None, guidance: float, generator: torch.Generator,
@@ -722,6 +813,25 @@ class AvatarGenerator:
         from avatar_gen.media.video import write_video
 
         return write_video(output, video, fps, audio=audio_mux, sample_rate=MUX_SAMPLE_RATE)
+
+
+class _LazyConditioning(Sequence):
+    """The chunks' caption-slot inputs, projected from their feature rows when a chunk asks for them
+    (:meth:`AvatarGenerator.chunk_inputs`): only the chunk being denoised holds audio tokens on the device."""
+
+    def __init__(self, generator: AvatarGenerator, features: list[np.ndarray], chunks: list[ChunkPlan], fps: float,
+                 height: int, width: int, negative: bool):
+        self.generator, self.features, self.chunks = generator, features, chunks
+        self.fps, self.height, self.width, self.negative = fps, height, width, negative
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[position] for position in range(*index.indices(len(self)))]
+        return self.generator.chunk_inputs(self.features[index], self.chunks[index], self.fps, self.height,
+                                           self.width, self.negative)
 
 
 def _warn_if_other_vae(metadata: dict[str, Any], vae, folder: Path, base: str) -> None:

@@ -113,6 +113,17 @@ class ChunkSampler:
         raw = self.vae.encode(pixels).latent_dist.sample(generator).float()
         return normalize_latents(raw, self.vae.latents_mean, self.vae.latents_std, self.vae.config.scaling_factor)
 
+    @torch.no_grad()
+    def encode_still(self, frame: np.ndarray) -> torch.Tensor:
+        """uint8 [H, W, 3] -> normalised latents float32 [1, C, 1, h, w]: the last latent frame of a still clip of
+        ``frame`` (1 + t copies), with the posterior mode as training latents are encoded — a latent that stands for
+        t frames, like every latent of a chunk but its first (no random number is drawn)."""
+        parameter = next(self.vae.parameters())
+        still = np.repeat(frame[None], 1 + self.temporal_compression, axis=0)
+        pixels = frames_to_pixels(still, parameter.device, parameter.dtype)[None]  # [1, 3, 1 + t, H, W]
+        raw = self.vae.encode(pixels).latent_dist.mode()[:, :, -1:].float()
+        return normalize_latents(raw, self.vae.latents_mean, self.vae.latents_std, self.vae.config.scaling_factor)
+
     def velocity(self, inputs: ChunkConditioning, grid: LatentGrid, frame_rate: float, guidance: float) -> Velocity:
         """The denoiser's velocity with the chunk's caption inputs bound; for ``guidance`` > 1 the audio
         classifier-free guidance ``uncond + guidance * (cond - uncond)``, both halves in one batch of two."""

@@ -3,10 +3,13 @@
 Chunks
     The LTX VAE takes 8k + 1 frames, and the model was trained on chunks of ``video.num_frames`` frames.  Speech of
     ``N = round(duration * fps)`` frames that fits in one chunk is generated as the shortest 8k + 1 frames covering it.
-    Longer speech is generated chunk by chunk: chunk ``j + 1`` starts on the last frame of chunk ``j`` (its first frame
-    is that frame, given as the image condition) and adds up to ``chunk_frames - 1`` new frames.  Every chunk reads
-    the rows of one feature sequence computed over the whole speech, so the audio timing runs on without a jump at a
-    chunk boundary, and the frames are concatenated without the repeated boundary frame and cut to ``N``.
+    Longer speech is generated chunk by chunk: chunk ``j + 1`` starts with ``g`` given (clean) latent frames that
+    continue chunk ``j`` (:mod:`avatar_gen.inference.handoff`), which decode to its first ``1 + t (g - 1)`` pixel
+    frames: ``lead`` of them are not part of the video (an identity-anchor frame in front) and the other ``overlap``
+    repeat chunk ``j``'s last ``overlap`` frames; the rest are new.  With one given frame (the decoded-frame
+    hand-off) chunk ``j + 1`` starts on chunk ``j``'s last frame.  Every chunk reads the rows of one feature sequence
+    computed over the whole speech (row ``i`` of a chunk is output frame ``start + i``), so the audio timing runs on
+    without a jump at a chunk boundary; the frames are joined without repeating the shared ones and cut to ``N``.
 
 Distilled schedule
     LTX-Video's distilled checkpoints (0.9.6+) sample in a few fixed steps without guidance; diffusers documents
@@ -38,14 +41,26 @@ DISTILLED_GUIDANCE = 1.0  # distilled LTX models were distilled with guidance fo
 
 @dataclass(frozen=True)
 class ChunkPlan:
-    """One chunk: output frames ``start .. start + num_frames - 1`` (``num_frames`` = t k + 1, LTX: 8k + 1)."""
+    """One chunk: its pixel frame ``i`` is output frame ``start + i`` (``num_frames`` = t k + 1, LTX: 8k + 1).
+
+    ``lead``: its first pixel frames that are not video (an anchor frame; its output index is a frame of the previous
+    chunk).  ``overlap``: the next pixel frames, which repeat the previous chunk's last ``overlap`` frames (0 for the
+    first chunk).  Its new frames are ``start + lead + overlap .. end - 1``.
+    """
 
     start: int
     num_frames: int
+    overlap: int = 0
+    lead: int = 0
 
     @property
     def end(self) -> int:
         return self.start + self.num_frames
+
+    @property
+    def first_new(self) -> int:
+        """Output index of the chunk's first frame that no earlier chunk made."""
+        return self.start + self.lead + self.overlap
 
 
 def frames_for_duration(duration: float, fps: float) -> int:
@@ -59,23 +74,34 @@ def covering_frame_count(frames: int, temporal_compression: int = LTX_TEMPORAL_C
     return blocks * temporal_compression + 1
 
 
-def plan_chunks(total_frames: int, chunk_frames: int,
-                temporal_compression: int = LTX_TEMPORAL_COMPRESSION) -> list[ChunkPlan]:
+def plan_chunks(total_frames: int, chunk_frames: int, temporal_compression: int = LTX_TEMPORAL_COMPRESSION,
+                given_latent_frames: int = 1, lead_frames: int = 0) -> list[ChunkPlan]:
     """Chunks covering ``total_frames`` output frames, each at most ``chunk_frames`` (t k + 1) long, for a VAE that
     compresses ``temporal_compression`` = t x in time.
 
-    Consecutive chunks share one frame (the last of one is the first of the next); the last chunk is the shortest
-    t k + 1 that reaches ``total_frames``.  The final chunk may run past ``total_frames``; the caller trims.
+    Every chunk after the first starts with ``given_latent_frames`` = g latent frames that continue the previous one
+    (:class:`avatar_gen.inference.handoff.Handoff`); they decode to its first ``1 + t (g - 1)`` pixel frames, of which
+    the first ``lead_frames`` are no video (an anchor) and the rest overlap the previous chunk's last frames.  So
+    chunk ``j + 1`` starts ``1 + t (g - 1)`` frames before chunk ``j`` ends (g = 1: on its last frame) and holds at
+    least one latent frame more than it is given; the last chunk is the shortest t k + 1 that reaches
+    ``total_frames`` and may run past it (the caller trims).
     """
     if total_frames < 1:
         raise ValueError(f"total_frames must be >= 1, got {total_frames}")
     if chunk_frames < min_chunk_frames(temporal_compression) or (chunk_frames - 1) % temporal_compression:
         raise ValueError(f"chunk_frames must be {temporal_compression}k + 1 with k >= 1, got {chunk_frames}")
+    shared = 1 + temporal_compression * (given_latent_frames - 1)  # pixel frames of the given latent frames
+    if given_latent_frames < 1 or not 0 <= lead_frames < shared:
+        raise ValueError(f"{given_latent_frames} given latent frames with {lead_frames} lead frames")
+    shortest = 1 + temporal_compression * given_latent_frames  # one latent frame more than given
+    if shortest > chunk_frames:
+        raise ValueError(f"chunks of {chunk_frames} frames hold {(chunk_frames - 1) // temporal_compression + 1} "
+                         f"latent frames: no room for a new one after {given_latent_frames} given")
     chunks = [ChunkPlan(0, min(chunk_frames, covering_frame_count(total_frames, temporal_compression)))]
     while chunks[-1].end < total_frames:
-        start = chunks[-1].end - 1
-        remaining = total_frames - start
-        chunks.append(ChunkPlan(start, min(chunk_frames, covering_frame_count(remaining, temporal_compression))))
+        start = chunks[-1].end - shared
+        length = max(shortest, covering_frame_count(total_frames - start, temporal_compression))
+        chunks.append(ChunkPlan(start, min(chunk_frames, length), overlap=shared - lead_frames, lead=lead_frames))
     return chunks
 
 

@@ -25,12 +25,15 @@ def write_untrained_checkpoint(out_dir: str | Path, pretrained: str | Path, audi
                                local_margin_frames: int = 0, tokens_per_frame: int = 1, hidden_dim: int = 64,
                                max_tokens: int = 128, seed: int = 0,
                                temporal_compression: int = LTX_TEMPORAL_COMPRESSION,
-                               spatial_compression: int = LTX_SPATIAL_COMPRESSION) -> Path:
+                               spatial_compression: int = LTX_SPATIAL_COMPRESSION,
+                               continuation_max_frames: int = 0) -> Path:
     """Write a checkpoint folder at ``out_dir`` (``avatar_checkpoint.json`` + weights) and return it.
 
     ``video``: ``{height, width, num_frames, fps}`` the model is meant for (``num_frames`` = chunk length, 8k + 1).
     ``lora_rank``: LoRA on ``attn2`` of ``pretrained``'s transformer; None writes a full ``transformer/`` folder.
     ``temporal_compression``/``spatial_compression``: the factors of the VAE the checkpoint is meant for.
+    ``continuation_max_frames``: what the metadata says training gave clean at most (a trained run's record; the
+    weights stay untrained).
     """
     torch.manual_seed(seed)
     transformer = load_base_transformer(pretrained)
@@ -50,7 +53,8 @@ def write_untrained_checkpoint(out_dir: str | Path, pretrained: str | Path, audi
     lora = None if lora_config is None else {"rank": lora_rank, "alpha": lora_rank, "dropout": 0.0,
                                              "target_modules": sorted(lora_config.target_modules)}
     metadata = checkpoint_metadata(0, str(pretrained), None, lora, spec.model_dump(mode="json"), video, alignment,
-                                   local_margin_frames, temporal_compression, spatial_compression)
+                                   local_margin_frames, temporal_compression, spatial_compression,
+                                   continuation_max_frames=continuation_max_frames)
     out_dir = Path(out_dir)
     export_model(out_dir, transformer, projection, metadata, lora_config=lora_config)
     return out_dir

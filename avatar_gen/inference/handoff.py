@@ -1,0 +1,159 @@
+"""How a chunk continues the previous one in long speech (issue 17): the hand-off and the identity anchor.
+
+Hand-off (``handoff``)
+    ``latent``: chunk ``j + 1`` is given chunk ``j``'s last *m* latent frames, clean (timestep 0), exactly as they were
+    denoised: the motion of the previous chunk's end, not one still frame, and no decode/re-encode round trip whose
+    error would carry into every later chunk.  Training teaches it (``conditioning.continuation_probability``); the
+    checkpoint records the most frames it was taught (``continuation_max_frames``), which is the default *m*.
+    ``frame``: chunk ``j + 1`` is given chunk ``j``'s last decoded frame, re-encoded by the VAE as latent frame 0 (what
+    every image-to-video checkpoint was trained for; the default for checkpoints without continuation training, and
+    the baseline a long-video measurement compares against).
+
+Identity anchor (``anchor``, latent hand-off only)
+    ``portrait``: the portrait's latent (chunk 0's own condition) is put in front of the hand-off latents as one more
+    clean frame, so that every chunk sees the person as they were given, not only the last generated frames.  The
+    hand-off latents then sit at latent positions 1..m, where latents that stand for t frames belong (a VAE with
+    temporal factor t encodes frame 0 alone and every later latent from t frames), and the portrait, a single-frame
+    latent, sits at position 0 as in training.  Its decoded frame is no video.  Training-free: no sample in training
+    shows a still portrait before a jump; the model sees it as the clip's first frame.
+    ``statistics``: each channel of the hand-off latents gets the mean and standard deviation of the same channel of
+    the portrait's latents (a still clip of the portrait, 1 + t frames, encoded with the posterior mode as the
+    training latents are; its last latent frame, which stands for t frames like the hand-off latents do).  This pulls
+    the lowest spatial frequency (the colour and contrast of the whole frame) back to the portrait after every chunk,
+    so a slow colour drift cannot add up; it leaves the spatial layout (pose, mouth) alone.  Training-free.
+    ``none``: neither.
+
+Pixel frames
+    With a VAE of temporal factor t, latent frame 0 decodes to one pixel frame and latent ``f > 0`` to pixels
+    ``t (f - 1) + 1 .. t f``; a latent placed at position 0 decodes to the last frame it stood for.  So ``g`` given
+    latent frames (``m``, plus one with the portrait anchor) are the first ``1 + t (g - 1)`` pixel frames of a chunk:
+    the anchor's one frame (dropped) and ``overlap`` frames that repeat the previous chunk's last ones
+    (:func:`avatar_gen.inference.schedule.plan_chunks`: ``1 + t (m - 1)`` frames, ``t m`` with the anchor, 1 for the
+    frame hand-off).  Those shared frames are written once: with the latent hand-off they are cross-faded from the
+    previous chunk's decode to the new chunk's (:func:`cross_fade`) — the same latents decoded twice, each decode best
+    at the end where it has real neighbours (the LTX decoder pads a chunk's edges), so the fade hides the decoders'
+    edge differences instead of cutting at one of them; with the frame hand-off the previous chunk's frame is kept
+    (the new one is its re-encoding).
+
+Torch and numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from avatar_gen.errors import UserError
+
+HANDOFFS = ("auto", "latent", "frame")
+ANCHORS = ("none", "portrait", "statistics")
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A resolved hand-off: ``mode`` ``latent`` (the previous chunk's last ``latent_frames`` latent frames) or
+    ``frame`` (its decoded last frame, re-encoded), and the identity ``anchor``."""
+
+    mode: str
+    latent_frames: int = 1
+    anchor: str = "none"
+
+    @property
+    def given_latent_frames(self) -> int:
+        """Clean latent frames at the start of every chunk after the first (g)."""
+        return 1 if self.mode == "frame" else self.latent_frames + (self.anchor == "portrait")
+
+    @property
+    def lead_frames(self) -> int:
+        """Pixel frames at the start of a continuing chunk that are no video (the anchor's)."""
+        return int(self.anchor == "portrait")
+
+    @property
+    def blends(self) -> bool:
+        """Whether the frames two chunks share are cross-faded (latent) or the previous chunk's are kept (frame)."""
+        return self.mode == "latent"
+
+    def summary(self) -> dict[str, Any]:
+        return {"handoff": self.mode, "latent_frames": self.latent_frames if self.mode == "latent" else None,
+                "anchor": self.anchor, "given_latent_frames": self.given_latent_frames}
+
+
+def resolve_handoff(handoff: str = "auto", latent_frames: int | None = None, anchor: str = "none",
+                    trained_frames: int = 0, chunk_latent_frames: int | None = None,
+                    patch_size_t: int = 1) -> Handoff:
+    """Check the options against a checkpoint and complete them.
+
+    ``trained_frames``: the checkpoint's ``continuation_max_frames`` (0: never trained to continue).
+    ``chunk_latent_frames``: latent frames of a full chunk (a continuing chunk needs one more than it is given).
+    ``auto`` is ``latent`` for a checkpoint trained to continue (or when ``latent_frames`` or an anchor is asked
+    for), else ``frame``.  The default m is ``trained_frames`` (less the anchor's frame, so that the given frames stay
+    within what training showed), at least 1 and capped to leave a new latent frame in every chunk.
+    Raises UserError for unknown names, options that contradict each other, and an m that leaves no room.
+    """
+    if handoff not in HANDOFFS:
+        raise UserError(f"handoff must be one of {', '.join(HANDOFFS)}, got {handoff!r}")
+    if anchor not in ANCHORS:
+        raise UserError(f"anchor must be one of {', '.join(ANCHORS)}, got {anchor!r}")
+    if latent_frames is not None and (isinstance(latent_frames, bool) or int(latent_frames) != latent_frames
+                                      or latent_frames < 1):
+        raise UserError(f"handoff latent frames must be a whole number >= 1, got {latent_frames!r}")
+    if handoff == "auto":
+        handoff = "latent" if trained_frames >= 2 or latent_frames is not None or anchor != "none" else "frame"
+    if handoff == "frame":
+        if latent_frames is not None:
+            raise UserError("handoff latent frames apply to the latent hand-off, not to handoff 'frame'")
+        if anchor != "none":
+            raise UserError(f"anchor {anchor!r} needs the latent hand-off (handoff 'latent')")
+        return Handoff("frame")
+    lead = int(anchor == "portrait")
+    room = None if chunk_latent_frames is None else chunk_latent_frames - 1 - lead  # the most m that leaves one new
+    if latent_frames is None:
+        latent_frames = max(1, trained_frames - lead)
+        if room is not None:
+            latent_frames = min(latent_frames, room)
+    latent_frames = int(latent_frames)
+    if room is not None and latent_frames > room:
+        raise UserError(f"chunks of {chunk_latent_frames} latent frames leave no new frame after {latent_frames} "
+                        f"hand-off latent frames{' and the anchor' if lead else ''}: give at most {max(room, 0)}")
+    if latent_frames < 1:
+        raise UserError(f"chunks of {chunk_latent_frames} latent frames are too short for anchor {anchor!r}")
+    resolved = Handoff("latent", latent_frames, anchor)
+    if resolved.given_latent_frames % patch_size_t:
+        raise UserError(f"{resolved.given_latent_frames} given latent frames do not fill the transformer's temporal "
+                        f"patches of {patch_size_t}: choose another number of hand-off latent frames")
+    return resolved
+
+
+def match_statistics(latents: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``latents`` [B, C, F, h, w] with each channel's mean and standard deviation (over frames and space) set to
+    those of the same channel of ``reference`` [B, C, F', h', w']."""
+    dims = (2, 3, 4)
+    mean, std = latents.mean(dim=dims, keepdim=True), latents.std(dim=dims, keepdim=True)
+    target_mean, target_std = reference.mean(dim=dims, keepdim=True), reference.std(dim=dims, keepdim=True)
+    return (latents - mean) / std.clamp_min(1e-6) * target_std + target_mean
+
+
+def continuation_latents(previous: torch.Tensor, handoff: Handoff, portrait: torch.Tensor | None = None,
+                         reference: torch.Tensor | None = None) -> torch.Tensor:
+    """The clean latent frames [1, C, g, h, w] a chunk continues from: the last ``handoff.latent_frames`` of the
+    previous chunk's normalised latents ``previous`` [1, C, F', h, w] (a copy: nothing of the previous chunk is kept
+    alive), statistics-matched to ``reference`` (anchor ``statistics``) or after the ``portrait`` latent
+    [1, C, 1, h, w] (anchor ``portrait``)."""
+    given = previous[:, :, -handoff.latent_frames:].float().clone()
+    if handoff.anchor == "statistics":
+        given = match_statistics(given, reference.to(given))
+    elif handoff.anchor == "portrait":
+        given = torch.cat([portrait.to(given), given], dim=2)
+    return given
+
+
+def cross_fade(previous: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """uint8 frames [n, H, W, 3] that two chunks share: frame ``i`` is ``(1 - w) previous + w new`` with
+    ``w = (i + 1) / (n + 1)``, from mostly the previous chunk's decode to mostly the new one's."""
+    count = len(previous)
+    weights = (np.arange(1, count + 1, dtype=np.float32) / (count + 1))[:, None, None, None]
+    mixed = (1.0 - weights) * previous.astype(np.float32) + weights * new.astype(np.float32)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
