@@ -257,7 +257,8 @@ def test_latent_hand_off_continues_from_the_previous_chunks_last_latent_frames(c
     for index in range(1, len(plans)):
         shared, start = plans[index].overlap, plans[index].start
         stop = plans[index + 1].start if index + 1 < len(plans) else total
-        joined += [cross_fade(decoded[index - 1][-shared:], decoded[index][:shared]), decoded[index][shared:stop - start]]
+        joined += [cross_fade(decoded[index - 1][-shared:], decoded[index][:shared]),
+                   decoded[index][shared:stop - start]]
     joined = np.concatenate(joined).astype(np.int16)
     assert len(joined) == total
     written = read_frames(result.video_path).astype(np.int16)
