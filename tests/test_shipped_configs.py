@@ -46,3 +46,21 @@ def test_toy_pretrain_config_validates_and_points_at_a_shipped_base_config(monke
 def test_every_json_parses(path):
     data = json.loads(path.read_text())
     assert isinstance(data, dict) and data
+
+
+def test_the_real_recipe_trains_the_continuation_that_inference_uses():
+    """Long speech continues each chunk from the previous one's last latent frames: the real recipe must train that,
+    and the hand-off inference picks for its checkpoints (with and without the portrait anchor) must stay within
+    what it trained and leave new frames in a chunk of the default latents stage's length."""
+    from avatar_gen.inference.handoff import resolve_handoff
+    from avatar_gen.latents.encode import LatentsConfig
+    from avatar_gen.ltx import LTX_TEMPORAL_COMPRESSION
+
+    conditioning = load_train_config(CONFIGS_DIR / "train-avatars.yaml").conditioning
+    assert conditioning.first_frame_probability > 0 and conditioning.continuation_probability > 0
+    chunk_latent_frames = (LatentsConfig.model_fields["num_frames"].default - 1) // LTX_TEMPORAL_COMPRESSION + 1
+    for anchor in ("none", "portrait"):
+        handoff = resolve_handoff("auto", None, anchor, trained_frames=conditioning.continuation_max_frames,
+                                  chunk_latent_frames=chunk_latent_frames)
+        assert handoff.mode == "latent" and 2 <= handoff.given_latent_frames <= conditioning.continuation_max_frames
+        assert handoff.given_latent_frames <= chunk_latent_frames // 3  # most of every chunk stays new
