@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = ["video_scraper/scrap_video.py", "preprocessing/save_vae_latents.py", "preprocessing/save_text_latents.py",
            "ltx_video/training.py", "ltx_video/inference.py", "ltx_video/evaluate.py", "app.py",
            "bench/bench_training.py", "bench/bench_vae_latents.py", "bench/bench_inference.py",
-           "bench/bench_streaming.py", "bench/gpu.py", "bench/bench_alignment.py"]
+           "bench/bench_streaming.py", "bench/gpu.py", "bench/bench_alignment.py", "bench/bench_long_video.py"]
 MODULES = ["avatar_gen.demo", "avatar_gen.synthetic.__main__", "avatar_gen.tiny.zoo"]
 # Flags of other programs that the docs show in commands (deepspeed, torchrun, pip), and --help itself.
 OTHER_PROGRAMS = {"--help", "--num_gpus", "--nproc_per_node", "--hostfile", "--no-build-isolation", "--no-index",
