@@ -208,17 +208,10 @@ def measure_latent_statistics(vae, clips: list[ClipFrames], max_frames_per_clip:
 def offline_sync(frames: np.ndarray, audio_16k: np.ndarray, fps: float) -> float | None:
     """The evaluation's offline lip-sync score at lag 0 of uint8 frames against their speech; None without a face."""
     from avatar_gen.evaluation.faces import track_face
-    from avatar_gen.evaluation.lipsync import mouth_opening, offline_sync_from_signals
-    from avatar_gen.media.audio import SAMPLE_RATE, rms_envelope
+    from avatar_gen.evaluation.lipsync import offline_sync_at_zero
 
     track = track_face(frames, detect_every=2)
-    if track is None:
-        return None
-    loudness = rms_envelope(audio_16k, SAMPLE_RATE, fps, len(frames))
-    try:
-        return offline_sync_from_signals(mouth_opening(frames, track), loudness, fps).score
-    except ValueError:
-        return None
+    return None if track is None else offline_sync_at_zero(frames, track, audio_16k, fps)
 
 
 def vae_ceiling(vae, clips: list[ClipFrames], audio: dict[str, np.ndarray], fps: float) -> dict[str, object]:
