@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     flag("device", "torch device for the encoder")
     flag("dtype", "encoder precision", choices=("float32", "float16", "bfloat16"))
     flag("save_dtype", "dtype of the saved _ff.npy", choices=("float32", "float16"))
-    flag("batch_size", "chunks encoded together", type=int)
+    flag("batch_size", "clips encoded together (those whose speech has one length)", type=int)
     parser.add_argument("--shard", help="I/N: process shard I of N (default RANK/WORLD_SIZE, else 0/1)")
     flag("overwrite", "redo chunks that are already complete", action="store_true")
     add_common_arguments(parser)

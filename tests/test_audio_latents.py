@@ -320,3 +320,52 @@ def test_words_in_window_spreads_segments_without_word_times():
     assert [word["word"] for word in words] == ["aa", "bbbb", "late"]
     assert words[0]["start"] == pytest.approx(-0.2) and words[1]["start"] == pytest.approx(1 / 3 - 0.2, abs=1e-3)
     assert words_in_window(transcript, start=5.0, duration=1.0) == []
+
+
+@pytest.mark.parametrize("encoder_name", ["wav2vec2", "faceformer"])
+def test_stage_rows_are_the_rows_inference_feeds(data_root, tiny_zoo, tmp_path, encoder_name):
+    """The rows the stage writes for a clip's chunks == the rows inference feeds for the same speech (one encoding
+    of the whole speech, cut per chunk; both encoders attend over their whole input, so encoding each chunk's window
+    alone would differ), and its silence file == inference's guidance negative for a chunk of that length."""
+    from avatar_gen.audio.pipeline import AudioLatentsStage, group_by_clip, read_chunks, silence_paths
+    from avatar_gen.inference import AvatarGenerator
+    from avatar_gen.inference.schedule import ChunkPlan
+    from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
+
+    spec = (AudioEncoderSpec(encoder="wav2vec2", name_or_path=str(tiny_zoo / "wav2vec2")) if encoder_name == "wav2vec2"
+            else AudioEncoderSpec(encoder="faceformer", name_or_path=str(tiny_zoo / "faceformer.pth")))
+    config = make_config(latents_dir=data_root / "vae_latents", transcripts=data_root / "video_transcripts.json",
+                         audio_out=tmp_path / "wav", ff_out=tmp_path / "ff", audio_source="original", encoder=spec)
+    encoder = load_audio_encoder(spec)
+    save_audio_latents(config, encoder)
+    clip = next(clip for clip in group_by_clip(read_chunks(data_root / "vae_latents")[0]) if len(clip.chunks) == 2)
+    speech, _ = AudioLatentsStage(config, encoder).clip_audio(clip)
+    tiled = np.concatenate([read_audio(tmp_path / "wav" / f"{chunk.key}.wav") for chunk in clip.chunks])
+    np.testing.assert_allclose(tiled, speech, atol=2 / 2**15)  # the chunk WAVs are that speech, cut
+
+    checkpoint = write_untrained_checkpoint(tmp_path / "ckpt", tiny_zoo / "ltx-video", spec,
+                                            {"height": 64, "width": 64, "num_frames": CHUNK_FRAMES, "fps": clip.fps})
+    generator = AvatarGenerator.load(checkpoint)
+    fed = generator.chunk_features(speech, [ChunkPlan(chunk.start_frame, chunk.num_frames) for chunk in clip.chunks],
+                                   clip.fps)
+    for chunk, rows in zip(clip.chunks, fed):
+        np.testing.assert_allclose(np.load(tmp_path / "ff" / f"{chunk.key}_ff.npy"), rows, rtol=1e-5, atol=1e-5)
+    silence = np.load(silence_paths(tmp_path / "ff", CHUNK_FRAMES, clip.fps)["features"])
+    np.testing.assert_array_equal(silence, generator.silence_features(CHUNK_FRAMES, clip.fps))
+
+
+def test_a_long_clip_is_cut_into_speeches_no_longer_than_a_request():
+    """Inference encodes at most one request's speech; the stage cuts a longer clip's chunks into such speeches."""
+    from avatar_gen.audio.pipeline import Chunk, group_by_clip
+
+    def chunk(clip_id: str, index: int, fps: float = 25.0) -> Chunk:
+        return Chunk(key=f"{clip_id}_{index}", clip_id=clip_id, index=index, num_frames=CHUNK_FRAMES, fps=fps,
+                     start_time=index * CHUNK_FRAMES / fps, video_path=None, record={})
+
+    speeches = group_by_clip([chunk("long", k) for k in (2, 0, 1, 3)] + [chunk("short", 0), chunk("long", 4, 30.0)],
+                             max_seconds=3.0)
+    assert [(speech.clip_id, speech.fps, [c.index for c in speech.chunks]) for speech in speeches] == [
+        ("long", 25.0, [0, 1]), ("long", 25.0, [2, 3]), ("long", 30.0, [4]), ("short", 25.0, [0])]
+    second = speeches[1]
+    assert (second.start_frame, second.num_frames) == (2 * CHUNK_FRAMES, 2 * CHUNK_FRAMES)
+    assert second.window(second.chunks[1]) == (CHUNK_FRAMES, CHUNK_FRAMES)

@@ -38,8 +38,8 @@ def _cases(junk: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("preprocessing/save_vae_latents.py",
          ["--inputs", str(junk["missing"]), "--output_dir", str(tmp / "latents")], "missing.mp4"),
         ("preprocessing/save_vae_latents.py",
-         ["--inputs", str(junk["text_video"]), "--output_dir", str(tmp / "latents"), "--num_frames", "10"],
-         "num_frames"),
+         ["--inputs", str(junk["text_video"]), "--output_dir", str(tmp / "latents"), "--num_frames", "0"],
+         "num_frames"),  # (a count the loaded VAE cannot take: tests/test_vae_latents.py)
         ("preprocessing/save_text_latents.py",
          ["--latents_dir", str(tmp / "nope"), "--audio_out", str(tmp / "wav"), "--ff_out", str(tmp / "ff"),
           "--audio_source", "original"], "nope"),

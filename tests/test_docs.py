@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = ["video_scraper/scrap_video.py", "preprocessing/save_vae_latents.py", "preprocessing/save_text_latents.py",
            "ltx_video/training.py", "ltx_video/inference.py", "ltx_video/evaluate.py", "app.py",
            "bench/bench_training.py", "bench/bench_vae_latents.py", "bench/bench_inference.py",
-           "bench/bench_streaming.py", "bench/gpu.py"]
+           "bench/bench_streaming.py", "bench/gpu.py", "bench/bench_alignment.py"]
 MODULES = ["avatar_gen.demo", "avatar_gen.synthetic.__main__", "avatar_gen.tiny.zoo"]
 # Flags of other programs that the docs show in commands (deepspeed, torchrun, pip), and --help itself.
 OTHER_PROGRAMS = {"--help", "--num_gpus", "--nproc_per_node", "--hostfile", "--no-build-isolation", "--no-index",
@@ -55,3 +55,34 @@ def test_every_flag_named_in_the_docs_exists(capsys, monkeypatch):
             for flag in set(FLAG.findall(line)) - known:
                 unknown.setdefault(flag, f"{doc.relative_to(REPO)}:{line_number}")
     assert not unknown, f"flags in the docs that no script accepts: {unknown}"
+
+
+RESULT_FIGURE = re.compile(r"(?<![\d.])\d+\.\d{3}(?!\d)")
+# A line talks about a learning result when it names the measure or the alignment (betas 0.999 do not).
+ABOUT_RESULTS = re.compile(r"gain|alignment|global|local", re.IGNORECASE)
+
+
+def test_each_measured_result_lives_in_one_place():
+    """docs/results.md is the one home of the learning figures: none of its three-decimal figures is repeated on a
+    line about gains or alignment in another page, the README, a config or a test, and the alignment default is the
+    one its evidence supports."""
+    from avatar_gen.training.config import AudioSection, load_train_config
+
+    results = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
+    figures = set(RESULT_FIGURE.findall(results))
+    assert {"1.004", "3.064", "1.008"} <= figures
+    elsewhere = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "configs").glob("*.yaml")),
+                 *sorted((REPO / "tests").glob("test_*.py"))]
+    repeated = set()
+    for path in elsewhere:
+        if path.name in ("results.md", Path(__file__).name):
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if ABOUT_RESULTS.search(line):
+                repeated |= {f"{path.relative_to(REPO)}:{number}: {figure}"
+                             for figure in set(RESULT_FIGURE.findall(line)) & figures}
+    assert not repeated, f"figures of docs/results.md stated again elsewhere: {sorted(repeated)}"
+    recommended = re.search(r"\*\*Default: `audio.alignment: (\w+)`\*\*", results).group(1)
+    assert AudioSection.model_fields["alignment"].default == recommended
+    for config in ("train-avatars.yaml", "train-tiny.yaml"):
+        assert load_train_config(REPO / "configs" / config).audio.alignment == recommended

@@ -201,6 +201,10 @@ def test_chunk_features_are_slices_of_one_sequence(chunked_generator):
         latent_frames = (chunk.num_frames - 1) // 8 + 1
         assert inputs.prompt_attention_mask.shape == (1, latent_frames * 4, chunk.num_frames)
         assert inputs.prompt_attention_mask.dtype == torch.bool
+        # the negative: silence at the chunk's length, the rows audio dropout trains with
+        silence = chunked_generator.silence_features(chunk.num_frames, FPS)
+        torch.testing.assert_close(inputs.negative_prompt_embeds,
+                                   chunked_generator.audio_projection(torch.from_numpy(silence)[None]))
         assert not torch.equal(inputs.negative_prompt_embeds, inputs.prompt_embeds)
 
 
@@ -211,16 +215,27 @@ def read_audio_16k(speech) -> np.ndarray:
 
 
 def test_denoising_and_decoding_equal_the_plain_diffusers_pipeline(generator, portrait):
-    """Our path is LTXImageToVideoPipeline itself: same components and inputs -> the same frames."""
+    """Our path is LTXImageToVideoPipeline itself: same components, inputs and decode settings -> the same frames.
+
+    The tiny VAE is timestep-conditioned (as LTX-Video 0.9.1+), so decoding mixes in noise drawn from the request's
+    generator after the denoising draws and decodes at a timestep; the pipeline gets the same decode arguments and
+    one generator for both, as a request uses one.
+    """
     from diffusers import FlowMatchEulerDiscreteScheduler, LTXImageToVideoPipeline
     from PIL import Image
 
+    from avatar_gen.inference.generator import DEFAULT_DECODE_NOISE_SCALE, DEFAULT_DECODE_TIMESTEP
+    from avatar_gen.latents import decode_latents, denormalize_latents
+
+    assert generator.pipeline.vae.config.timestep_conditioning
     frame, _ = fit_portrait(portrait, SIZE, SIZE)
     audio = read_audio_16k(synthesize(SHORT_TEXT))
     chunk = plan_chunks(9, 17)
     inputs = generator.chunk_conditioning(audio, chunk, FPS, SIZE, SIZE)[0]
-    latents = generator.denoise(frame, inputs, 9, SIZE, SIZE, FPS, STEPS, 3.0, torch.Generator().manual_seed(5))
-    ours = generator.decode(latents, 9, SIZE, SIZE, torch.Generator().manual_seed(0))
+    request_generator = torch.Generator().manual_seed(5)
+    latents = generator.denoise(frame, inputs, 9, SIZE, SIZE, FPS, STEPS, 3.0, request_generator)
+    decode_noise_state = request_generator.get_state()
+    ours = generator.decode(latents, 9, SIZE, SIZE, request_generator)
     plain = LTXImageToVideoPipeline(
         vae=generator.pipeline.vae, text_encoder=None, tokenizer=None, transformer=generator.pipeline.transformer,
         scheduler=FlowMatchEulerDiscreteScheduler.from_config(generator.pipeline.scheduler.config))
@@ -229,9 +244,22 @@ def test_denoising_and_decoding_equal_the_plain_diffusers_pipeline(generator, po
                   num_inference_steps=STEPS, guidance_scale=3.0, generator=torch.Generator().manual_seed(5),
                   prompt_embeds=inputs.prompt_embeds, prompt_attention_mask=inputs.prompt_attention_mask,
                   negative_prompt_embeds=inputs.negative_prompt_embeds,
-                  negative_prompt_attention_mask=inputs.negative_prompt_attention_mask, output_type="np").frames[0]
+                  negative_prompt_attention_mask=inputs.negative_prompt_attention_mask,
+                  decode_timestep=DEFAULT_DECODE_TIMESTEP, decode_noise_scale=DEFAULT_DECODE_NOISE_SCALE,
+                  output_type="np").frames[0]
     assert ours.shape == (9, SIZE, SIZE, 3)
     assert np.abs(ours.astype(np.int16) - np.round(video * 255).astype(np.int16)).max() <= 1
+    # decode_latents (the trainer's preview videos) decodes the same way
+    vae = generator.pipeline.vae
+    unpacked = generator.denoiser.unpack(latents, 2, SIZE // 32, SIZE // 32)[0]
+    raw = denormalize_latents(unpacked, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    request_generator.set_state(decode_noise_state)
+    previewed = decode_latents(vae, raw, decode_timestep=DEFAULT_DECODE_TIMESTEP,
+                               decode_noise_scale=DEFAULT_DECODE_NOISE_SCALE, generator=request_generator)
+    assert np.abs(previewed.astype(np.int16) - ours.astype(np.int16)).max() <= 1
+    # without the noise the frames differ: the decode-noise path did run
+    plain_decode = decode_latents(vae, raw, decode_timestep=DEFAULT_DECODE_TIMESTEP)
+    assert np.abs(plain_decode.astype(np.int16) - ours.astype(np.int16)).max() > 1
 
 
 def test_audio_file_any_format_and_rate(generator, portrait, tmp_path):

@@ -87,7 +87,13 @@ def test_config_errors_are_one_clear_line(tmp_path):
     base = {"output_dir": "o", "model": {"pretrained": "x"}, "data": {"vae_latents": "v", "audio_latents": "a"},
             "optimization": {"max_steps": 1}}
     with pytest.raises(ConfigError, match="global alignment needs frame-position"):
-        validate_config(TrainConfig, dict(base, audio={"feature_dim": 4, "position_embedding": "none"}))
+        validate_config(TrainConfig, dict(base, audio={"feature_dim": 4, "position_embedding": "none",
+                                                        "alignment": "global"}))
+    with pytest.raises(ConfigError, match="feature_dim is required with conditioning: features"):
+        validate_config(TrainConfig, dict(base, audio={}))
+    with pytest.raises(ConfigError, match="audio_dropout needs audio.conditioning: features"):
+        validate_config(TrainConfig, dict(base, audio={"conditioning": "fixed_caption"},
+                                          conditioning={"audio_dropout": 0.1}))
     with pytest.raises(ConfigError, match="deepspeed_config"):
         validate_config(TrainConfig, dict(base, audio={"feature_dim": 4}, distributed={"backend": "deepspeed"}))
 
@@ -382,8 +388,7 @@ def test_overfit_and_audio_reaches_the_model(tmp_path, tiny_zoo):
     start and the in-sample audio-conditioning gain (shuffled / true audio loss) passes 1.5.
 
     Local alignment: LTX's attn2 queries carry no position (RoPE is only in attn1), so with global attention a
-    video token must first learn which frame it is in; the frame mask hands it its own audio (measured at 400
-    steps: local gain ~5, global ~1.01).
+    video token must first learn which frame it is in; the frame mask hands it its own audio (docs/results.md).
     """
     root = write_toy_chunks(tmp_path / "toy", num_clips=6, feature_dim=FEATURE_DIM, mouth_strength=3.0, seed=0)
     config = make_config(tmp_path / "run", tiny_zoo, root, data={"held_out_fraction": 0.0, "batch_size": 3},
@@ -403,3 +408,217 @@ def test_overfit_and_audio_reaches_the_model(tmp_path, tiny_zoo):
     assert end["loss_true"] < 0.3 * start["loss_true"]
     assert end["audio_gain"] >= 1.5
     assert result.step == 400
+
+
+# ------------------------------------------------------------------------------------------ fidelity (issue 13)
+
+def test_lora_and_projection_train_in_fp32_over_a_bf16_base(tmp_path, tiny_zoo, toy_root):
+    """peft gives adapters the base layer's dtype; the trainer upcasts what it trains, so AdamW updates fp32."""
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, toy_root, model={"dtype": "bfloat16"},
+                                  lora={"train_mode": "lora"}, acceleration={"mixed_precision": "bf16"},
+                                  optimization={"max_steps": 1, "warmup_steps": 0}))
+    trained = {name: parameter for name, parameter in trainer.model.named_parameters() if parameter.requires_grad}
+    frozen = [parameter for parameter in trainer.model.parameters() if not parameter.requires_grad]
+    assert any(".lora_" in name for name in trained) and any("audio_projection" in name for name in trained)
+    assert {parameter.dtype for parameter in trained.values()} == {torch.float32}
+    assert {parameter.dtype for parameter in frozen} == {torch.bfloat16}
+    before = {name: parameter.detach().clone() for name, parameter in trained.items()}
+    trainer.train()
+    lora_b = [name for name in trained if ".lora_B" in name]
+    assert all(not torch.equal(before[name], trained[name]) for name in lora_b)  # zero-initialised, now updated
+    assert {parameter.dtype for parameter in trained.values()} == {torch.float32}
+
+
+def test_a_batch_may_mix_frame_rates(tmp_path, tiny_zoo):
+    """Each item keeps its own frame rate for RoPE: a mixed batch predicts what its items predict alone."""
+    from avatar_gen.model.denoiser import AvatarDenoiser
+
+    root = write_toy_chunks(tmp_path / "toy", num_clips=4, feature_dim=FEATURE_DIM)
+    for clip in ("toyclip001", "toyclip003"):
+        for path in (root / "vae_latents" / f"{clip}_0.json", root / "audio_latents" / f"{clip}_0_text.json"):
+            path.write_text(json.dumps(dict(json.loads(path.read_text()), fps=30.0)))
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, root, data={"held_out_fraction": 0.0},
+                                  validation={"held_out_chunks": 0}, optimization={"max_steps": 2}))
+    seen = []
+    real_forward = AvatarDenoiser.forward
+
+    def recording_forward(model, *args):
+        seen.append((args[-1], [float(fps) for fps in args[-1]] if isinstance(args[-1], torch.Tensor) else None))
+        return real_forward(model, *args)
+
+    AvatarDenoiser.forward = recording_forward
+    try:
+        batches = trainer._batches()
+        batch = next(batches)
+        trainer.training_step(trainer.model, batch["latents"], batch["audio"], batch["fps"], torch.Generator(), 1.0)
+    finally:
+        AvatarDenoiser.forward = real_forward
+    expected = [trainer.train_records[int(index)].fps for index in batch["index"]]
+    assert seen[-1][1] == expected
+    # the denoiser: a batch at 25 and 30 fps == each item alone at its own rate
+    model = trainer.model.eval()
+    torch.manual_seed(0)
+    noisy, audio = torch.randn(2, 20, 8), torch.randn(2, 33, FEATURE_DIM)
+    timestep = torch.full((2, 20), 400.0)
+    with torch.no_grad():
+        mixed = model(noisy, audio, timestep, 5, 2, 2, torch.tensor([25.0, 30.0]))
+        alone = [model(noisy[i:i + 1], audio[i:i + 1], timestep[i:i + 1], 5, 2, 2, fps)
+                 for i, fps in enumerate((25.0, 30.0))]
+        at_25 = model(noisy[1:], audio[1:], timestep[1:], 5, 2, 2, 25.0)
+    torch.testing.assert_close(mixed, torch.cat(alone), atol=1e-5, rtol=1e-5)
+    assert (alone[1] - at_25).abs().max() > 1e-4  # the rate matters
+
+
+def test_preview_samples_what_inference_samples(tmp_path, tiny_zoo, toy_root):
+    """The trainer's preview latents == LTXImageToVideoPipeline's from the same start (the inference schedule,
+    shift_terminal included)."""
+    from diffusers import LTXImageToVideoPipeline
+
+    from avatar_gen.model.flow import first_frame_token_mask
+    from avatar_gen.training.dataset import LatentAudioDataset
+
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, toy_root, flow={"shift": 1.0}))
+    model = trainer.model.eval()
+    record, steps = trainer.held_out_records[0], 3
+    item = LatentAudioDataset([record])[0]
+    preview = trainer.samples.sample_latents(record, item["audio"], steps, seed=0)
+
+    latents = item["latents"][None]
+    frames, height, width = model.token_grid(latents)
+    clean = model.pack(latents)
+    keep = first_frame_token_mask(1, frames, height * width, torch.ones(1, dtype=torch.bool))[..., None]
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    pipeline = LTXImageToVideoPipeline.from_pretrained(tiny_zoo / "ltx-video", text_encoder=None, tokenizer=None,
+                                                       transformer=model.transformer)
+    pipeline.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        embeds = model.audio_projection(item["audio"][None])
+        mask = model.attention_mask(1, record.num_frames, frames, height, width, torch.device("cpu"))
+        out = pipeline(latents=keep * clean + (1 - keep) * noise, prompt_embeds=embeds, prompt_attention_mask=mask,
+                       height=record.height, width=record.width, num_frames=record.num_frames,
+                       frame_rate=record.fps, num_inference_steps=steps, guidance_scale=1.0,
+                       output_type="latent").frames
+    assert pipeline.scheduler.config.shift_terminal  # the schedule the old uniform preview ignored
+    torch.testing.assert_close(preview, model.unpack(out, frames, height, width)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_preview_video_without_its_wav_names_the_missing_file(tmp_path, tiny_zoo, caplog):
+    root = write_toy_chunks(tmp_path / "toy", num_clips=3, feature_dim=FEATURE_DIM)
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, root, validation={"sample_steps": 2}))
+    record = trainer.held_out_records[0]
+    wav = root / "audio_wav" / f"{record.key}.wav"
+    assert not wav.exists()
+    with caplog.at_level("WARNING", logger="avatar_gen.training.validation"):
+        written = trainer.samples.write([record], step=0)
+    assert len(written) == 1 and written[0].is_file()
+    assert f"sample video {record.key} has no sound: {wav} is missing" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------ the toy world (issue 14)
+
+def test_audio_dropout_trains_on_inference_negative(tmp_path, tiny_zoo):
+    """With audio_dropout, dropped samples get exactly the features inference feeds as the guidance negative (the
+    silence the audio stage wrote for their length); the checkpoint records the probability."""
+    from avatar_gen.audio.features import AudioEncoderSpec, load_audio_encoder
+    from avatar_gen.audio.pipeline import write_silence_features
+    from avatar_gen.inference import AvatarGenerator, plan_chunks
+    from avatar_gen.model.denoiser import AvatarDenoiser
+
+    encoder = load_audio_encoder(AudioEncoderSpec(encoder="wav2vec2", name_or_path=str(tiny_zoo / "wav2vec2")))
+    dim = encoder.feature_dim
+    root = write_toy_chunks(tmp_path / "toy", num_clips=3, feature_dim=dim, encoder=encoder.spec.model_dump())
+    config = make_config(tmp_path / "run", tiny_zoo, root, audio={"feature_dim": dim},
+                         conditioning={"audio_dropout": 1.0}, optimization={"max_steps": 1, "warmup_steps": 0})
+    with pytest.raises(UserError, match=r"audio_dropout needs the features of silence .*silence/33f_25fps_ff.npy"):
+        Trainer(config)
+    write_silence_features(root / "audio_latents", encoder, 33, 25.0)
+    trainer = Trainer(config)
+    seen = []
+    real_forward = AvatarDenoiser.forward
+
+    def recording_forward(model, noisy, audio, *args):
+        seen.append(audio.detach().clone())
+        return real_forward(model, noisy, audio, *args)
+
+    AvatarDenoiser.forward = recording_forward
+    try:
+        result = trainer.train()
+    finally:
+        AvatarDenoiser.forward = real_forward
+    assert result.checkpoint is not None and json.loads(
+        (result.checkpoint / "avatar_checkpoint.json").read_text())["audio_dropout"] == 1.0
+    generator = AvatarGenerator.load(result.checkpoint)
+    negative = generator.silence_features(33, 25.0)
+    assert seen[0].shape == (2, 33, dim)
+    for row in seen[0]:
+        np.testing.assert_array_equal(row.numpy(), negative)
+    speech = np.random.default_rng(0).standard_normal(21120).astype(np.float32) * 0.1
+    inputs = generator.chunk_conditioning(speech, plan_chunks(33, 33), 25.0, 64, 64)[0]
+    torch.testing.assert_close(inputs.negative_prompt_embeds, generator.audio_projection(seen[0][:1]))
+
+
+def test_audio_free_base_trains_resumes_and_is_refused_by_inference(tmp_path, tiny_zoo):
+    """audio.conditioning fixed_caption: no audio files, a fixed seeded caption, the whole transformer trained; the
+    held-out flow loss is reported, the checkpoint resumes exactly, its transformer/ is a diffusers folder the avatar
+    recipe can start from, and inference refuses it in one line."""
+    import shutil
+
+    from diffusers import LTXVideoTransformer3DModel
+
+    from avatar_gen.inference import AvatarGenerator
+
+    root = write_toy_chunks(tmp_path / "toy", num_clips=4, feature_dim=FEATURE_DIM)
+    shutil.rmtree(root / "audio_latents")
+    sections = {"audio": {"conditioning": "fixed_caption", "fixed_caption_tokens": 4},
+                "data": {"audio_latents": None}, "optimization": {"max_steps": 3},
+                "validation": {"every_n_steps": 3, "held_out_chunks": 1, "num_draws": 1}}
+    straight = Trainer(make_config(tmp_path / "straight", tiny_zoo, root, **sections))
+    result = straight.train()
+    assert result.step == 3 and all(np.isfinite(row["loss"]) for row in result.history if row["kind"] == "train")
+    assert set(result.validation) == {"val_loss", "val_loss_std", "val_chunks"}
+    assert np.isfinite(result.validation["val_loss"])
+    metadata = json.loads((result.checkpoint / "avatar_checkpoint.json").read_text())
+    assert metadata["conditioning"] == "fixed_caption" and metadata["audio_projection"] is None
+    assert metadata["fixed_caption"]["tokens"] == 4 and metadata["transformer_training"] == "full"
+    assert metadata["audio_encoder"] is None
+    exported = LTXVideoTransformer3DModel.from_pretrained(result.checkpoint / "transformer")
+    for name, value in exported.state_dict().items():
+        torch.testing.assert_close(value, straight.model.transformer.state_dict()[name])
+
+    first = Trainer(make_config(tmp_path / "split", tiny_zoo, root, **sections))
+    first.train(stop_after_step=2)
+    resumed = Trainer(make_config(tmp_path / "split", tiny_zoo, root, checkpoints={"resume": "latest"}, **sections))
+    assert resumed.step == 2
+    resumed.train()
+    for name, value in trainable_state(straight).items():
+        torch.testing.assert_close(trainable_state(resumed)[name], value, atol=1e-6, rtol=0)
+
+    with pytest.raises(UserError, match="is an audio-free base .* no speech input"):
+        AvatarGenerator.load(result.checkpoint)
+    # the avatar recipe starts from the exported transformer
+    toy = write_toy_chunks(tmp_path / "speech", num_clips=3, feature_dim=FEATURE_DIM)
+    recipe = Trainer(make_config(tmp_path / "recipe", tiny_zoo, toy, lora={"train_mode": "lora"},
+                                 model={"pretrained": str(result.checkpoint / "transformer"), "dtype": "float32"},
+                                 optimization={"max_steps": 1}))
+    assert recipe.train().step == 1
+
+
+def test_training_shift_counts_latents_as_the_pipeline_does(tmp_path, tiny_zoo, toy_root, monkeypatch):
+    """With a patch-2 transformer (4 latents per token), the sigma shift follows the latent count (pre-patch), the
+    sequence length LTXImageToVideoPipeline computes its schedule from at inference."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    import avatar_gen.training.trainer as trainer_module
+
+    transformer = LTXVideoTransformer3DModel(in_channels=32, out_channels=32, patch_size=2, patch_size_t=1,
+                                             num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+                                             num_layers=1, caption_channels=32)
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, toy_root, flow={"shift": "auto"}),
+                      transformer=transformer)
+    shifts = []
+    real = trainer_module.sample_sigmas
+    monkeypatch.setattr(trainer_module, "sample_sigmas", lambda size, shift, *args: shifts.append(shift)
+                        or real(size, shift, *args))
+    item = trainer.train_dataset[0]
+    trainer.training_step(trainer.model, item["latents"][None], item["audio"][None], 25.0, torch.Generator(), 1.0)
+    assert shifts == [pytest.approx(trainer.config.flow.shift_for(5 * 2 * 2))]  # latents [8, 5, 2, 2]: 20, 5 tokens

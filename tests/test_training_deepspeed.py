@@ -1,4 +1,5 @@
-"""Two CPU ranks through the real ``deepspeed`` launcher (gloo): disjoint data, one loadable checkpoint, resume."""
+"""Two CPU ranks through the real ``deepspeed`` launcher (gloo): disjoint data, one loadable checkpoint, resume;
+ZeRO stage 3 refused."""
 
 from __future__ import annotations
 
@@ -51,6 +52,12 @@ def test_deepspeed_two_cpu_ranks_train_and_resume(tmp_path, tiny_zoo):
         "validation": {"every_n_steps": 2, "held_out_chunks": 2, "num_draws": 1},
         "logging": {"log_every_n_steps": 1, "tensorboard": False},
     }))
+    # ZeRO-3 shards the weights rank 0 exports and validates: refused on every rank, one line, before any training.
+    refused = launch(config, "--override", "distributed.zero_stage=3")
+    assert refused.returncode != 0 and not (tmp_path / "run" / "checkpoints").exists()
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and all("ZeRO stage 3" in line and "is not supported" in line for line in errors)
+    assert "Traceback" not in refused.stderr
     first = launch(config, "--override", "optimization.max_steps=2")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     resumed = launch(config, "--resume", "latest")

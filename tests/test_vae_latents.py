@@ -31,7 +31,8 @@ _spec.loader.exec_module(save_vae_latents)
 HEIGHT, WIDTH, NUM_FRAMES, FPS = 64, 96, 9, 25
 DESIGN_FIELDS = {"clip_id", "chunk", "video_path", "start_frame", "num_frames", "fps", "start_time", "end_time",
                  "height", "width", "latent_shape", "vae"}
-VAE_FIELDS = {"name_or_path", "revision", "dtype", "latents_mean", "latents_std", "scaling_factor"}
+VAE_FIELDS = {"name_or_path", "revision", "dtype", "latents_mean", "latents_std", "scaling_factor",
+              "temporal_compression", "spatial_compression"}
 
 
 def _moving_frames(num_frames: int, seed: int, height: int = 96, width: int = 128) -> np.ndarray:
@@ -313,8 +314,8 @@ def test_normalisation_round_trip(tiny_vae):
 
 
 @pytest.mark.parametrize("flags, message", [
-    ({"height": "100"}, "error: --height: must be a multiple of 32 (the VAE's spatial factor), got 100"),
-    ({"num_frames": "96"}, "error: --num_frames: must be 8k+1 (9, 17, ..., 97, ...), got 96"),
+    ({"height": "100"}, "error: --height 100 and --width 96 must be multiples of 32: the VAE "),
+    ({"num_frames": "96"}, "error: --num_frames 96 must be 8k+1 (9, 17, 25, ...): the VAE "),
     ({"shard": "2/2"}, "error: --shard 2/2: need 0 <= I < N"),
     ({"pretrained": "./no/such/folder"}, "error: LTX-Video VAE folder not found: ./no/such/folder"),
     ({"pretrained": "no-such-org/no-such-model"},
@@ -399,3 +400,53 @@ def test_bf16_default_dtype_stores_bf16_latents(data_root, ltx_dir, tmp_path):
     latents = torch.load(output / "clip_b_0.pt", weights_only=True)["latents"]
     assert latents.dtype == torch.bfloat16 and tuple(latents.shape) == (8, 2, 1, 1)
     assert json.loads((output / "clip_b_0.json").read_text())["vae"]["dtype"] == "bf16"
+
+
+def test_a_vae_of_another_geometry_encodes_trains_and_generates(tmp_path, capsys):
+    """A patch-only VAE (4x in space, none in time, as the toy world's): the stage takes any sides that are multiples
+    of 4 and any frame count, refuses others after loading the VAE in one line; training and inference read its
+    factors from the chunks and the checkpoint, not LTX's."""
+    from avatar_gen.audio.features import AudioEncoderSpec
+    from avatar_gen.audio.pipeline import AudioLatentsConfig, save_audio_latents
+    from avatar_gen.errors import UserError
+    from avatar_gen.inference import AvatarGenerator
+    from avatar_gen.synthetic.dataset import make_portrait
+    from avatar_gen.tiny.ltx import write_tiny_ltx
+    from avatar_gen.training.config import TrainConfig
+    from avatar_gen.training.trainer import Trainer
+
+    pipeline = write_tiny_ltx(tmp_path, patch_only_vae=True, folder="ltx-patch4")
+    tone = (0.3 * np.sin(np.arange(19200) / 16000 * 2 * np.pi * 220) * (np.arange(19200) % 4000 < 2000))
+    write_video(tmp_path / "raw_videos" / "clip_p.mp4", _moving_frames(30, seed=3), FPS, audio=tone.astype(np.float32),
+                preset="ultrafast")
+    settings = {"height": "48", "width": "48", "num_frames": "6"}  # neither LTX's 32 nor 8k+1
+    assert _run_cli(*_cli_args(tmp_path / "raw_videos", tmp_path / "bad", pipeline, **dict(settings, width="50"))) == 2
+    assert "error: --height 48 and --width 50 must be multiples of 4: the VAE " in capsys.readouterr().err
+    assert _run_cli(*_cli_args(tmp_path / "raw_videos", tmp_path / "vae_latents", pipeline, **settings)) == 0
+    chunk = json.loads((tmp_path / "vae_latents" / "clip_p_0.json").read_text())
+    assert chunk["latent_shape"] == [8, 6, 12, 12] and len(list((tmp_path / "vae_latents").glob("*.pt"))) == 5
+    assert (chunk["vae"]["temporal_compression"], chunk["vae"]["spatial_compression"]) == (1, 4)
+
+    save_audio_latents(validate_config(AudioLatentsConfig, {
+        "latents_dir": tmp_path / "vae_latents", "audio_out": tmp_path / "audio_wav",
+        "ff_out": tmp_path / "audio_latents", "audio_source": "original",
+        "encoder": AudioEncoderSpec(encoder="logmel", mel_bands=8)}))
+    config = validate_config(TrainConfig, {
+        "output_dir": str(tmp_path / "run"), "model": {"pretrained": str(pipeline), "dtype": "float32"},
+        "lora": {"train_mode": "full"}, "audio": {"feature_dim": 8, "hidden_dim": 16, "input_norm": "none"},
+        "data": {"vae_latents": str(tmp_path / "vae_latents"), "audio_latents": str(tmp_path / "audio_latents"),
+                 "held_out_fraction": 0.0, "batch_size": 2, "num_workers": 0},
+        "optimization": {"max_steps": 2, "warmup_steps": 0}, "validation": {"held_out_chunks": 0},
+        "acceleration": {"device": "cpu", "mixed_precision": "fp32", "gradient_checkpointing": False},
+        "logging": {"tensorboard": False}})
+    trained = Trainer(config).train()
+    metadata = json.loads((trained.checkpoint / "avatar_checkpoint.json").read_text())
+    assert (metadata["temporal_compression"], metadata["spatial_compression"]) == (1, 4)
+    assert all(np.isfinite(row["loss"]) for row in trained.history if row["kind"] == "train")
+
+    generator = AvatarGenerator.load(trained.checkpoint)
+    portrait = make_portrait(tmp_path / "face.png", seed=1, size=96)
+    with pytest.raises(UserError, match="multiples of 32"):  # the trained 48 px: diffusers' pipeline needs 32k
+        generator.generate(portrait, text="Hi.", output=tmp_path / "no.mp4", steps=2)
+    result = generator.generate(portrait, text="Hi there.", output=tmp_path / "yes.mp4", steps=2, height=64, width=64)
+    assert result.num_chunks > 1 and result.video_path.is_file()  # chunks of 6 frames, any count with t = 1

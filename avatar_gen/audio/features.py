@@ -142,6 +142,44 @@ class AudioFeatureEncoder:
         return resample_to_frames(hidden, self.timing, num_frames, fps)
 
 
+def speech_features(encoder: AudioFeatureEncoder, audio_16k: np.ndarray, windows: Sequence[tuple[int, int]],
+                    fps: float, num_frames: int | None = None) -> list[np.ndarray]:
+    """Features of one speech, encoded once as a whole, cut into frame windows: ``[window frames, D]`` per
+    ``(start_frame, window frames)`` window of the speech's frame grid (frame ``i`` at ``i / fps`` s).
+
+    The encoder sees the whole speech as ``num_frames`` frames (default: to the furthest window's end; the speech is
+    zero-padded to cover them).  wav2vec2 and FaceFormer attend over their whole input and the audio is normalised
+    over all of it, so a row depends on all the speech, never on how it is cut: the audio stage calls this with a
+    clip's speech and its chunks, inference with a request's speech and its chunks, and the same audio gives the
+    same rows.
+    """
+    return speech_features_batch(encoder, [audio_16k], [windows], fps, num_frames)[0]
+
+
+def speech_features_batch(encoder: AudioFeatureEncoder, speeches: Sequence[np.ndarray],
+                          windows: Sequence[Sequence[tuple[int, int]]], fps: float,
+                          num_frames: int | None = None) -> list[list[np.ndarray]]:
+    """:func:`speech_features` of several speeches at once (``windows[i]`` cuts ``speeches[i]``).  Give speeches of
+    one length: the encoder then sees each exactly as alone (a shorter one would be zero-padded in the batch)."""
+    ends = [start + length for cuts in windows for start, length in cuts]
+    total = num_frames if num_frames is not None else max(ends)
+    if max(ends) > total:
+        raise ValueError(f"a window ends at frame {max(ends)}, past the speech's {total} frames")
+    encoded = encoder.encode_batch(list(speeches), total, fps)
+    return [[rows[start:start + length] for start, length in cuts] for rows, cuts in zip(encoded, windows)]
+
+
+def silence_features(encoder: AudioFeatureEncoder, num_frames: int, fps: float) -> np.ndarray:
+    """``[num_frames, D]``: the features of ``num_frames / fps`` s of silence, the "no speech" input.
+
+    Inference feeds them as the negative of classifier-free guidance (per chunk, at the chunk's length) and the
+    trainer's audio dropout replaces a sample's features by them (the audio stage writes them per chunk length:
+    :func:`avatar_gen.audio.pipeline.write_silence_features`), so guidance pushes away from what training taught.
+    """
+    samples = int(round(num_frames / fps * encoder.timing.sample_rate))
+    return speech_features(encoder, np.zeros(samples, dtype=np.float32), [(0, num_frames)], fps)[0]
+
+
 def _load_wav2vec2(name_or_path: str):
     """``Wav2Vec2Model.from_pretrained`` with a one-line error naming what could not be loaded."""
     from transformers import Wav2Vec2Model

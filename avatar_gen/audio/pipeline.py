@@ -1,9 +1,11 @@
 """The audio-latents stage: per video chunk, 16 kHz speech for exactly its window and per-frame features.
 
+A clip's chunks are cut from one speech, encoded once, as inference cuts a request's speech (``speech_features``).
 Its files (``audio_wav/<key>.wav``, ``audio_latents/<key>_ff.npy`` and ``_text.json``, written last so that its
-presence marks a complete chunk), audio sources and per-chunk faults are described in docs/audio_latents.md.  A chunk
-that cannot be made is recorded and the run goes on; a re-run skips complete chunks and refuses to mix features of
-another encoder or audio source into one folder unless ``overwrite``.
+presence marks a complete chunk; ``audio_latents/silence/`` for guidance and audio dropout), audio sources and
+per-chunk faults are described in docs/audio_latents.md.  A chunk that cannot be made is recorded and the run goes on;
+a re-run skips complete chunks and refuses to mix features of another encoder or audio source into one folder unless
+``overwrite``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import torch
 from pydantic import Field, model_validator
 
 from avatar_gen.audio.alignment import fit_speech_to_window, spoken_form, tts_aligned
-from avatar_gen.audio.features import AudioEncoderSpec, AudioFeatureEncoder, load_audio_encoder
+from avatar_gen.audio.features import (AudioEncoderSpec, AudioFeatureEncoder, load_audio_encoder, silence_features,
+                                      speech_features_batch)
 from avatar_gen.config import StrictModel
 from avatar_gen.errors import MediaError, UserError
+from avatar_gen.layout import AUDIO_FEATURES_SUFFIX, AUDIO_TEXT_SUFFIX, SILENCE_FOLDER, silence_files
+from avatar_gen.limits import MAX_SPEECH_SECONDS
 from avatar_gen.latents.sources import stable_shard
 from avatar_gen.media.audio import SAMPLE_RATE, extract_audio, write_wav
 from avatar_gen.media.video import probe_video
@@ -34,8 +39,8 @@ from avatar_gen.utils.progress import progress
 log = logging.getLogger(__name__)
 
 AUDIO_SOURCES = ("original", "tts", "tts_aligned")
-FEATURES_SUFFIX = "_ff.npy"
-TEXT_SUFFIX = "_text.json"
+FEATURES_SUFFIX = AUDIO_FEATURES_SUFFIX
+TEXT_SUFFIX = AUDIO_TEXT_SUFFIX
 FAILED_SUFFIX = "_failed.json"
 # A chunk's text beyond this many characters cannot be its speech (a 10 s chunk holds ~200): refused.
 MAX_CHUNK_TEXT_CHARS = 1000
@@ -60,7 +65,7 @@ class AudioLatentsConfig(StrictModel):
     device: str = "cpu"
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     save_dtype: Literal["float32", "float16"] = "float32"
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="clips whose speech has one length, encoded together")
     shard_index: int = Field(0, ge=0)
     shard_count: int = Field(1, ge=1)
     overwrite: bool = False
@@ -104,6 +109,11 @@ class Chunk:
     def duration(self) -> float:
         """Seconds of the window: exactly ``num_frames`` frames."""
         return self.num_frames / self.fps
+
+    @property
+    def start_frame(self) -> int:
+        """The window's first frame on the clip's frame grid at ``fps`` (frame ``i`` at ``i / fps`` s)."""
+        return int(round(self.start_time * self.fps))
 
 
 @dataclass
@@ -202,6 +212,84 @@ def _has_audio_stream(video_path: str) -> bool:
     return probe_video(video_path).has_audio
 
 
+@dataclass
+class ClipSpeech:
+    """Chunks of one clip at one frame rate and the speech they are cut from, which the encoder hears at once.
+
+    The speech starts at the first chunk's frame ``start_frame`` (the clip's start, for chunk 0) and lasts
+    ``num_frames`` frames, to the end of the last chunk; a chunk's rows are rows ``chunk.start_frame - start_frame``
+    onwards of its features (:func:`avatar_gen.audio.features.speech_features`), as inference cuts a request's speech.
+    """
+
+    clip_id: str
+    fps: float
+    chunks: list[Chunk]
+
+    @property
+    def start_frame(self) -> int:
+        return self.chunks[0].start_frame
+
+    @property
+    def start_time(self) -> float:
+        return self.start_frame / self.fps
+
+    @property
+    def num_frames(self) -> int:
+        return max(chunk.start_frame + chunk.num_frames for chunk in self.chunks) - self.start_frame
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
+
+    @property
+    def num_samples(self) -> int:
+        return int(round(self.duration * SAMPLE_RATE))
+
+    def window(self, chunk: Chunk) -> tuple[int, int]:
+        """(first row, rows) of ``chunk`` in the speech's features."""
+        return chunk.start_frame - self.start_frame, chunk.num_frames
+
+
+def group_by_clip(chunks: list[Chunk], max_seconds: float = MAX_SPEECH_SECONDS) -> list[ClipSpeech]:
+    """Chunks grouped by (clip, frame rate) in time order, each group one speech.  A clip longer than ``max_seconds``
+    (what inference encodes at most: one request's speech) is cut into consecutive speeches of at most that length,
+    so an hour-long local video never becomes one encoder input."""
+    groups: dict[tuple[str, float], list[Chunk]] = {}
+    for chunk in chunks:
+        groups.setdefault((chunk.clip_id, chunk.fps), []).append(chunk)
+    speeches = []
+    for (clip_id, fps), members in sorted(groups.items()):
+        current: list[Chunk] = []
+        for chunk in sorted(members, key=lambda chunk: (chunk.start_frame, chunk.key)):
+            if current and (chunk.start_frame + chunk.num_frames - current[0].start_frame) / fps > max_seconds:
+                speeches.append(ClipSpeech(clip_id, fps, current))
+                current = []
+            current.append(chunk)
+        speeches.append(ClipSpeech(clip_id, fps, current))
+    return speeches
+
+
+def silence_paths(ff_out: Path, num_frames: int, fps: float) -> dict[str, Path]:
+    """Where the features of silence for chunks of ``num_frames`` frames at ``fps`` live (docs/audio_latents.md)."""
+    features, text = silence_files(ff_out, num_frames, fps)
+    return {"features": features, "text": text}
+
+
+def write_silence_features(ff_out: Path, encoder: AudioFeatureEncoder, num_frames: int, fps: float,
+                           save_dtype: str = "float32") -> Path:
+    """Write ``ff_out/silence/<num_frames>f_<fps>fps_ff.npy`` (+ ``_text.json`` naming the encoder): the features
+    inference feeds as the guidance negative for such a chunk (:func:`silence_features`), which the trainer's audio
+    dropout puts in place of a sample's speech.  Returns the ``.npy`` path."""
+    paths = silence_paths(ff_out, num_frames, fps)
+    rows = silence_features(encoder, num_frames, fps)
+    with atomic_path(paths["features"]) as tmp:
+        np.save(tmp, rows.astype(np.float16 if save_dtype == "float16" else np.float32))
+    atomic_write_json(paths["text"], {"what": "features of silence (the guidance negative; audio dropout)",
+                                      "encoder": encoder.spec.model_dump(), "fps": fps, "num_frames": num_frames,
+                                      "feature_shape": list(rows.shape), "feature_dtype": save_dtype})
+    return paths["features"]
+
+
 class AudioLatentsStage:
     """Runs the stage for one config (see :func:`save_audio_latents`)."""
 
@@ -220,9 +308,10 @@ class AudioLatentsStage:
                 "text": self.config.ff_out / f"{key}{TEXT_SUFFIX}",
                 "failed": self.config.ff_out / f"{key}{FAILED_SUFFIX}"}
 
-    def is_done(self, chunk: Chunk) -> bool:
-        """Complete with this run's settings.  Raises UserError when complete with *other* settings
-        (unless overwriting): one folder must not mix features of different encoders or sources."""
+    def is_done(self, chunk: Chunk, clip: ClipSpeech) -> bool:
+        """Complete with this run's settings, from the speech ``clip`` covers now.  Raises UserError when complete
+        with *other* settings (unless overwriting): one folder must not mix features of different encoders or
+        sources.  A clip whose chunks grew (the VAE stage added one) is redone: its speech is longer now."""
         paths = self.paths(chunk.key)
         if not (paths["text"].is_file() and paths["features"].is_file() and paths["wav"].is_file()):
             return False
@@ -238,7 +327,13 @@ class AudioLatentsStage:
         if found != expected:
             raise UserError(f"{paths['text']} was made with {json.dumps(found)}, this run asks for "
                             f"{json.dumps(expected)}: pass --overwrite to redo, or use another --ff_out")
-        return record.get("num_frames") == chunk.num_frames and record.get("fps") == chunk.fps
+        return (record.get("num_frames") == chunk.num_frames and record.get("fps") == chunk.fps
+                and record.get("clip_speech") == self.clip_speech_record(clip))
+
+    @staticmethod
+    def clip_speech_record(clip: ClipSpeech) -> dict[str, Any]:
+        """What every chunk's ``_text.json`` says about the speech its features were cut from."""
+        return {"start_frame": clip.start_frame, "num_frames": clip.num_frames, "fps": clip.fps}
 
     @property
     def encoder(self) -> AudioFeatureEncoder:
@@ -271,12 +366,12 @@ class AudioLatentsStage:
             raise ChunkFailure(refused[0])
         raise ChunkFailure(f"video not found: {', '.join(map(str, candidates)) or 'the chunk record names none'}")
 
-    def _original_audio(self, chunk: Chunk) -> np.ndarray:
-        video = self._video_path(chunk)
+    def _original_audio(self, clip: ClipSpeech) -> np.ndarray:
+        video = self._video_path(clip.chunks[0])
         try:
             if not _has_audio_stream(str(video)):
                 raise ChunkFailure(f"no audio stream in {video}")
-            return extract_audio(video, SAMPLE_RATE, start=chunk.start_time, duration=chunk.duration)
+            return extract_audio(video, SAMPLE_RATE, start=clip.start_time, duration=clip.duration)
         except MediaError as exc:
             raise ChunkFailure(f"cannot read the audio of {video}: {exc}") from None
 
@@ -289,15 +384,50 @@ class AudioLatentsStage:
         except (UserError, RuntimeError, OSError) as exc:
             raise ChunkFailure(f"TTS ({self.config.tts_backend}, voice {self.config.voice}) failed: {exc}") from None
 
-    def prepare(self, chunk: Chunk) -> tuple[np.ndarray, dict[str, Any]]:
-        """The chunk's 16 kHz audio (exactly its window) and its ``_text.json`` record (without features)."""
+    def clip_audio(self, clip: ClipSpeech) -> tuple[np.ndarray, dict[str, Any]]:
+        """The 16 kHz speech of ``clip`` (``clip.duration`` s from ``clip.start_time``) and notes on how it was made.
+
+        original: the video's sound track; tts: the text of all its chunks' windows spoken once and fitted to the
+        span; tts_aligned: every word of the span synthesised and placed at its transcript time.  Raises
+        ChunkFailure when no chunk of the clip can be made (no video, no text, TTS failure, absurd text).
+        """
+        config = self.config
+        transcript = self.transcripts.get(clip.clip_id)
+        notes: dict[str, Any] = {}
+        if config.audio_source == "original":
+            audio = self._original_audio(clip)
+        else:
+            if transcript is None:
+                raise ChunkFailure(f"clip {clip.clip_id} is not in the transcripts: no text to speak")
+            for chunk in clip.chunks:
+                text = " ".join(word["word"] for word in words_in_window(transcript, chunk.start_time,
+                                                                          chunk.duration))
+                if len(text) > MAX_CHUNK_TEXT_CHARS:
+                    raise ChunkFailure(f"text of {len(text)} characters for the {chunk.duration:.2f} s window of "
+                                       f"chunk {chunk.key} (limit {MAX_CHUNK_TEXT_CHARS}): the transcript cannot "
+                                       f"be right")
+            words = words_in_window(transcript, clip.start_time, clip.duration)
+            if not words:
+                audio = np.zeros(clip.num_samples, dtype=np.float32)
+                notes["tts"] = "no words in the clip's chunks: silence"
+            elif config.audio_source == "tts":
+                first_start = max(0.0, min(word["start"] for word in words))
+                text = " ".join(word["word"] for word in words)
+                audio, notes["fit"] = fit_speech_to_window(self._speak(text), clip.duration, first_start)
+            else:
+                aligned = tts_aligned(words, clip.duration, self._speak)
+                audio = aligned.audio
+                notes["alignment"] = aligned.summary()
+        audio = np.asarray(audio, dtype=np.float32)[:clip.num_samples]
+        return np.pad(audio, (0, clip.num_samples - audio.size)), notes
+
+    def chunk_record(self, chunk: Chunk, clip: ClipSpeech, audio: np.ndarray,
+                     notes: dict[str, Any]) -> dict[str, Any]:
+        """The chunk's ``_text.json`` record (without the feature fields) for its slice ``audio`` of the clip."""
         config = self.config
         transcript = self.transcripts.get(chunk.clip_id)
         flags: list[str] = []
-        notes: dict[str, Any] = {}
         if transcript is None:
-            if config.audio_source != "original":
-                raise ChunkFailure(f"clip {chunk.clip_id} is not in the transcripts: no text to speak")
             flags.append("no_transcript")
             words: list[dict[str, Any]] = []
         else:
@@ -306,42 +436,22 @@ class AudioLatentsStage:
                 flags.append("empty_window")
         text = " ".join(word["word"] for word in words)
         if len(text) > MAX_CHUNK_TEXT_CHARS:
-            if config.audio_source != "original":
-                raise ChunkFailure(f"text of {len(text)} characters for a {chunk.duration:.2f} s window "
-                                   f"(limit {MAX_CHUNK_TEXT_CHARS}): the transcript cannot be right")
             flags.append("text_too_long")
         if text and not text.isascii():
             flags.append("non_ascii_text")
         if len(text) / chunk.duration > MAX_PLAUSIBLE_CHARS_PER_SECOND:
             flags.append("text_too_fast")
-        num_samples = int(round(chunk.duration * SAMPLE_RATE))
-        if config.audio_source == "original":
-            audio = self._original_audio(chunk)
-        elif not words:
-            audio = np.zeros(num_samples, dtype=np.float32)
-            notes["tts"] = "no words in the window: silence"
-        elif config.audio_source == "tts":
-            first_start = max(0.0, min(word["start"] for word in words))
-            audio, notes["fit"] = fit_speech_to_window(self._speak(text), chunk.duration, first_start)
-        else:
-            aligned = tts_aligned(words, chunk.duration, self._speak)
-            audio = aligned.audio
-            notes["alignment"] = aligned.summary()
-        audio = np.asarray(audio, dtype=np.float32)[:num_samples]
-        if audio.size < num_samples:
-            audio = np.pad(audio, (0, num_samples - audio.size))
         if float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) < SILENT_AUDIO_RMS:
             flags.append("silent_audio")
-        record = {
+        return {
             "key": chunk.key, "clip_id": chunk.clip_id, "chunk": chunk.index,
             "text": text, "words": words,
             "audio_source": config.audio_source, "tts": config.tts_settings(),
             "fps": chunk.fps, "num_frames": chunk.num_frames,
             "start_time": chunk.start_time, "duration": round(chunk.duration, 6),
             "audio_wav": str(self.paths(chunk.key)["wav"].name), "sample_rate": SAMPLE_RATE,
-            "flags": flags, "notes": notes,
+            "clip_speech": self.clip_speech_record(clip), "flags": flags, "notes": dict(notes),
         }
-        return audio, record
 
     # ------------------------------------------------------------------ run
     def _fail(self, chunk: Chunk, reason: str, summary: RunSummary) -> None:
@@ -353,35 +463,45 @@ class AudioLatentsStage:
                                             **self.config.settings()})
         summary.failed[chunk.key] = reason
 
-    def _process_batch(self, batch: list[Chunk], summary: RunSummary) -> None:
-        ready: list[tuple[Chunk, np.ndarray, dict[str, Any]]] = []
-        for chunk in batch:
-            paths = self.paths(chunk.key)
-            paths["text"].unlink(missing_ok=True)  # an old record must not vouch for new, partial files
+    def _process_batch(self, batch: list[tuple[ClipSpeech, list[Chunk]]], summary: RunSummary) -> None:
+        """Make the chunks ``todo`` of clips whose speech has one length (so they encode as one batch): each clip's
+        whole speech is made and encoded once, and every chunk gets its slice of both."""
+        ready: list[tuple[ClipSpeech, list[Chunk], np.ndarray, dict[str, Any]]] = []
+        for clip, todo in batch:
+            for chunk in todo:
+                self.paths(chunk.key)["text"].unlink(missing_ok=True)  # an old record must not vouch for new files
             try:
-                audio, record = self.prepare(chunk)
+                audio, notes = self.clip_audio(clip)
             except ChunkFailure as exc:
-                self._fail(chunk, str(exc), summary)
+                for chunk in todo:
+                    self._fail(chunk, str(exc), summary)
                 continue
-            write_wav(paths["wav"], audio, SAMPLE_RATE)
-            ready.append((chunk, audio, record))
+            ready.append((clip, todo, audio, notes))
         if not ready:
             return
-        first = ready[0][0]
-        features = self.encoder.encode_batch([audio for _, audio, _ in ready], first.num_frames, first.fps)
+        features = speech_features_batch(self.encoder, [audio for _, _, audio, _ in ready],
+                                         [[clip.window(chunk) for chunk in todo] for clip, todo, _, _ in ready],
+                                         ready[0][0].fps, ready[0][0].num_frames)
         save_dtype = np.float16 if self.config.save_dtype == "float16" else np.float32
-        for (chunk, _, record), rows in zip(ready, features):
-            paths = self.paths(chunk.key)
-            with atomic_path(paths["features"]) as tmp:
-                np.save(tmp, rows.astype(save_dtype))
-            record["encoder"] = self.encoder.spec.model_dump()
-            record["feature_shape"] = list(rows.shape)
-            record["feature_dtype"] = self.config.save_dtype
-            atomic_write_json(paths["text"], record)
-            paths["failed"].unlink(missing_ok=True)
-            summary.done += 1
-            if record["flags"]:
-                summary.flagged[chunk.key] = record["flags"]
+        for (clip, todo, audio, notes), chunk_rows in zip(ready, features):
+            for chunk, rows in zip(todo, chunk_rows):
+                paths = self.paths(chunk.key)
+                num_samples = int(round(chunk.duration * SAMPLE_RATE))
+                start_sample = int(round((chunk.start_time - clip.start_time) * SAMPLE_RATE))
+                window = audio[start_sample:start_sample + num_samples]
+                window = np.pad(window, (0, num_samples - window.size))
+                record = self.chunk_record(chunk, clip, window, notes)
+                write_wav(paths["wav"], window, SAMPLE_RATE)
+                with atomic_path(paths["features"]) as tmp:
+                    np.save(tmp, rows.astype(save_dtype))
+                record["encoder"] = self.encoder.spec.model_dump()
+                record["feature_shape"] = list(rows.shape)
+                record["feature_dtype"] = self.config.save_dtype
+                atomic_write_json(paths["text"], record)
+                paths["failed"].unlink(missing_ok=True)
+                summary.done += 1
+                if record["flags"]:
+                    summary.flagged[chunk.key] = record["flags"]
 
     def run(self) -> RunSummary:
         config = self.config
@@ -389,34 +509,52 @@ class AudioLatentsStage:
         summary = RunSummary(bad_records=bad)
         for name, reason in bad.items():
             log.warning("%s: %s (skipped)", name, reason)
-        mine = [chunk for chunk in chunks if stable_shard(chunk.key, config.shard_count) == config.shard_index]
-        summary.total = len(mine)
-        for folder in (config.audio_out, config.ff_out):
+        # Shards by clip: a clip's chunks are cut from one encoding of its speech.
+        clips = [clip for clip in group_by_clip(chunks)
+                 if stable_shard(clip.clip_id, config.shard_count) == config.shard_index]
+        summary.total = sum(len(clip.chunks) for clip in clips)
+        for folder in (config.audio_out, config.ff_out, config.ff_out / SILENCE_FOLDER):
             folder.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(folder)
-        pending = []
-        for chunk in mine:
-            if self.is_done(chunk):
-                summary.skipped_existing += 1
-            else:
-                pending.append(chunk)
-        log.info("%d chunks in shard %d/%d: %d done already, %d to make", len(mine), config.shard_index,
-                 config.shard_count, summary.skipped_existing, len(pending))
+        pending: list[tuple[ClipSpeech, list[Chunk]]] = []  # a clip and its chunks still to make
+        for clip in clips:
+            todo = [chunk for chunk in clip.chunks if not self.is_done(chunk, clip)]
+            summary.skipped_existing += len(clip.chunks) - len(todo)
+            if todo:
+                pending.append((clip, todo))
+        log.info("%d chunks of %d clips in shard %d/%d: %d done already, %d to make", summary.total, len(clips),
+                 config.shard_index, config.shard_count, summary.skipped_existing,
+                 summary.total - summary.skipped_existing)
+        self._write_silence({(chunk.num_frames, chunk.fps) for clip in clips for chunk in clip.chunks})
         if not pending:
             return summary
-        # One batch holds chunks of one length and rate (the encoder resamples them all alike).
-        groups: dict[tuple[int, float], list[Chunk]] = {}
-        for chunk in pending:
-            groups.setdefault((chunk.num_frames, chunk.fps), []).append(chunk)
-        with progress(total=len(pending), desc="audio latents", unit="chunk") as bar:
+        # One batch holds clips whose speech has one length and rate: the encoder sees them exactly as alone.
+        groups: dict[tuple[int, float], list[tuple[ClipSpeech, list[Chunk]]]] = {}
+        for clip, todo in pending:
+            groups.setdefault((clip.num_samples, clip.fps), []).append((clip, todo))
+        with progress(total=summary.total - summary.skipped_existing, desc="audio latents", unit="chunk") as bar:
             for group in groups.values():
                 for offset in range(0, len(group), config.batch_size):
                     batch = group[offset: offset + config.batch_size]
                     self._process_batch(batch, summary)
-                    bar.update(len(batch))
+                    bar.update(sum(len(todo) for _, todo in batch))
         log.info("audio latents: %d made, %d already done, %d failed, %d flagged", summary.done,
                  summary.skipped_existing, len(summary.failed), len(summary.flagged))
         return summary
+
+    def _write_silence(self, lengths: set[tuple[int, float]]) -> None:
+        """The features of silence for every chunk length and rate of this shard (cheap; redone when missing or
+        made by another encoder)."""
+        for num_frames, fps in sorted(lengths):
+            paths = silence_paths(self.config.ff_out, num_frames, fps)
+            try:
+                recorded = read_json(paths["text"]) if paths["features"].is_file() else None
+            except (OSError, ValueError):
+                recorded = None
+            same_encoder = recorded is not None and {k: v for k, v in (recorded.get("encoder") or {}).items()
+                                                     if k != "feature_dim"} == self.config.settings()["encoder"]
+            if not same_encoder or self.config.overwrite:
+                write_silence_features(self.config.ff_out, self.encoder, num_frames, fps, self.config.save_dtype)
 
 
 def save_audio_latents(config: AudioLatentsConfig, encoder: AudioFeatureEncoder | None = None) -> RunSummary:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import tempfile
@@ -31,12 +32,13 @@ from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, 
                                          MUX_SAMPLE_RATE)
 from avatar_gen.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_STEPS, MAX_VIDEO_PIXELS,
                                MIN_GUIDANCE, MIN_STEPS)
-from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, MIN_CHUNK_FRAMES, ChunkPlan,
+from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, ChunkPlan,
                                            FixedScheduleFlowMatchScheduler, check_timesteps, frames_for_duration,
-                                           plan_chunks)
+                                           min_chunk_frames, plan_chunks)
 from avatar_gen.inference.streaming import (DecodedChunk, GenerationCancelled, decode_chunk, denoise_chunk,
                                             stream_chunks)
 from avatar_gen.latents.vae import DTYPES
+from avatar_gen.ltx import LTX_DECODE_NOISE_SCALE, LTX_DECODE_TIMESTEP, LTX_PIPELINE_SIDE_MULTIPLE
 from avatar_gen.utils.io import TMP_PREFIX
 from avatar_gen.utils.progress import progress as progress_bar
 
@@ -44,9 +46,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 40
 DEFAULT_GUIDANCE = 3.0
-# LTX-Video 0.9.1+ VAEs decode with timestep conditioning; these are the values diffusers recommends for them.
-DEFAULT_DECODE_TIMESTEP = 0.05
-DEFAULT_DECODE_NOISE_SCALE = 0.025
+DEFAULT_DECODE_TIMESTEP = LTX_DECODE_TIMESTEP
+DEFAULT_DECODE_NOISE_SCALE = LTX_DECODE_NOISE_SCALE
 STAGES = ("speech", "audio_features", "denoising", "decoding", "writing")
 
 ProgressCallback = Callable[[str, float], None]
@@ -281,7 +282,7 @@ class GenerationSettings:
 
 def resolve_settings(steps: int | None = None, guidance: float | None = None, height: int | None = None,
                      width: int | None = None, fps: float | None = None, distilled: bool = False,
-                     timesteps: Sequence[float] | None = None, spatial_multiple: int = 32,
+                     timesteps: Sequence[float] | None = None, spatial_multiple: int = LTX_PIPELINE_SIDE_MULTIPLE,
                      seed: Any = 0) -> GenerationSettings:
     """Check and complete the sampling settings; None height/width/fps stay None (the model's defaults apply).
 
@@ -386,10 +387,11 @@ class AvatarGenerator:
         temporal = vae.temporal_compression_ratio
         longest = (checkpoint.audio_projection.config.max_frames - 1) // temporal * temporal + 1
         self.chunk_frames = min(int(video.get("num_frames", 121)), longest)
-        if self.chunk_frames < MIN_CHUNK_FRAMES:
+        if self.chunk_frames < min_chunk_frames(temporal):
             raise UserError(f"checkpoint {checkpoint.path}: chunks of {self.chunk_frames} frames are too short to "
                             f"generate (audio projection max_tokens {checkpoint.audio_projection.config.max_tokens})")
         self._lock = threading.Lock()
+        self._silence: dict[tuple[int, float], np.ndarray] = {}
 
     # ------------------------------------------------------------------------------------------ loading
 
@@ -411,7 +413,7 @@ class AvatarGenerator:
         from avatar_gen.inference import speed
 
         from avatar_gen.audio.features import AudioEncoderSpec, load_audio_encoder
-        from avatar_gen.latents.vae import load_vae
+        from avatar_gen.latents.vae import load_vae, vae_compression
         from avatar_gen.model.checkpoint import load_avatar_checkpoint, read_checkpoint_metadata, resolve_checkpoint
 
         torch_device = resolve_device(device)
@@ -433,6 +435,11 @@ class AvatarGenerator:
         if vae.config.latent_channels != in_channels:
             raise UserError(f"checkpoint {folder} does not match the base model {base}: its transformer takes "
                             f"{in_channels} latent channels, the VAE makes {vae.config.latent_channels}")
+        recorded = (metadata.get("temporal_compression"), metadata.get("spatial_compression"))
+        if None not in recorded and tuple(recorded) != vae_compression(vae):
+            raise UserError(f"checkpoint {folder} was trained on latents of a VAE compressing {recorded[1]}x in space "
+                            f"and {recorded[0]}x in time; the VAE of {base} compresses "
+                            f"{vae_compression(vae)[1]}x and {vae_compression(vae)[0]}x")
         _warn_if_other_vae(metadata, vae, folder, base)
         scheduler = _load_scheduler(base, revision)
         spec_dict = metadata.get("audio_encoder")
@@ -524,7 +531,8 @@ class AvatarGenerator:
     def _settings(self, steps, guidance, height, width, fps, distilled, timesteps, seed) -> GenerationSettings:
         settings = resolve_settings(steps, guidance, height or self.default_height, width or self.default_width,
                                     fps or self.default_fps, distilled, timesteps,
-                                    spatial_multiple=self.pipeline.vae_spatial_compression_ratio, seed=seed)
+                                    spatial_multiple=math.lcm(self.pipeline.vae_spatial_compression_ratio,
+                                                              LTX_PIPELINE_SIDE_MULTIPLE), seed=seed)
         if settings.fps != self.default_fps:
             log.warning("generating at %.3g fps, the model was trained at %.3g fps", settings.fps, self.default_fps)
         return settings
@@ -621,6 +629,26 @@ class AvatarGenerator:
 
     # ------------------------------------------------------------------------------------------ stages
 
+    def chunk_features(self, audio_16k: np.ndarray, chunks: list[ChunkPlan], fps: float) -> list[np.ndarray]:
+        """The feature rows [chunk.num_frames, D] of every chunk: one encoding of the whole speech, cut per chunk
+        (:func:`avatar_gen.audio.features.speech_features`, as the audio stage cuts a training clip's speech), so
+        row ``i`` of a chunk carries the audio at time ``(chunk.start + i) / fps``."""
+        from avatar_gen.audio.features import speech_features
+
+        return speech_features(self.audio_encoder, audio_16k, [(chunk.start, chunk.num_frames) for chunk in chunks],
+                               fps)
+
+    def silence_features(self, num_frames: int, fps: float) -> np.ndarray:
+        """[num_frames, D]: the features of silence for a chunk of ``num_frames`` frames, the guidance negative;
+        the same rows the audio stage writes for audio dropout in training
+        (:func:`avatar_gen.audio.features.silence_features`).  Cached per length and rate."""
+        from avatar_gen.audio.features import silence_features
+
+        key = (num_frames, float(fps))
+        if key not in self._silence:
+            self._silence[key] = silence_features(self.audio_encoder, num_frames, fps)
+        return self._silence[key]
+
     @torch.no_grad()
     def chunk_conditioning(self, audio_16k: np.ndarray, chunks: list[ChunkPlan], fps: float, height: int,
                            width: int, negative: bool = True) -> list[ChunkConditioning]:
@@ -628,24 +656,23 @@ class AvatarGenerator:
 
         ``negative``: also make the silence embeddings guidance needs (without guidance they are None).
 
-        Rows ``chunk.start .. chunk.end - 1`` of the features [total, D] belong to a chunk, so its token ``i`` carries
-        the audio at time ``(chunk.start + i) / fps`` (what the frame it sits beside shows), and the projection gives
-        it the in-chunk frame index ``i``, as in training.
+        A chunk's tokens are the projection of its rows of :meth:`chunk_features` (token ``i`` beside the frame
+        it describes, with the in-chunk frame index ``i``, as in training); its negative is the projection of
+        :meth:`silence_features` for its length, the input audio dropout trains for.
         """
-        total = chunks[-1].end
-        features = self.audio_encoder.encode(audio_16k, total, fps)
-        silence = self.audio_encoder.encode(np.zeros_like(audio_16k), total, fps) if negative else None
+        features = self.chunk_features(audio_16k, chunks, fps)
         spatial = self.pipeline.vae_spatial_compression_ratio
         patch = self.pipeline.transformer_spatial_patch_size
         latent_height, latent_width = height // spatial // patch, width // spatial // patch
         result = []
-        for chunk in chunks:
+        for chunk, rows in zip(chunks, features):
             latent_frames = (chunk.num_frames - 1) // self.pipeline.vae_temporal_compression_ratio + 1
             mask = self.denoiser.attention_mask(1, chunk.num_frames, latent_frames, latent_height, latent_width,
                                                 self.device)
-            embeds = [None if rows is None else
-                      self.audio_projection(torch.from_numpy(rows[chunk.start:chunk.end])[None].to(self.device))
-                      .to(self.dtype) for rows in (features, silence)]
+            silence = self.silence_features(chunk.num_frames, fps) if negative else None
+            embeds = [None if values is None else
+                      self.audio_projection(torch.from_numpy(values)[None].to(self.device)).to(self.dtype)
+                      for values in (rows, silence)]
             result.append(ChunkConditioning(prompt_embeds=embeds[0], prompt_attention_mask=mask,
                                             negative_prompt_embeds=embeds[1],
                                             negative_prompt_attention_mask=mask if negative else None))

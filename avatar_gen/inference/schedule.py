@@ -31,14 +31,20 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from avatar_gen.errors import UserError
 from avatar_gen.ltx import LTX_TEMPORAL_COMPRESSION
 
-MIN_CHUNK_FRAMES = LTX_TEMPORAL_COMPRESSION + 1  # one latent frame besides the given first one
+
+
+def min_chunk_frames(temporal_compression: int = LTX_TEMPORAL_COMPRESSION) -> int:
+    """The shortest chunk: one latent frame besides the given first one (LTX: 9 frames)."""
+    return temporal_compression + 1
+
+
 DISTILLED_TIMESTEPS = (1000.0, 993.0, 987.0, 981.0, 975.0, 909.0, 725.0, 0.03)
 DISTILLED_GUIDANCE = 1.0  # distilled LTX models were distilled with guidance folded in
 
 
 @dataclass(frozen=True)
 class ChunkPlan:
-    """One chunk: output frames ``start .. start + num_frames - 1`` (``num_frames`` = 8k + 1)."""
+    """One chunk: output frames ``start .. start + num_frames - 1`` (``num_frames`` = t k + 1, LTX: 8k + 1)."""
 
     start: int
     num_frames: int
@@ -54,22 +60,23 @@ def frames_for_duration(duration: float, fps: float) -> int:
 
 
 def covering_frame_count(frames: int, temporal_compression: int = LTX_TEMPORAL_COMPRESSION) -> int:
-    """The smallest 8k + 1 (k >= 1) that is at least ``frames``."""
+    """The smallest t k + 1 (k >= 1; LTX: t = 8) that is at least ``frames``."""
     blocks = max(1, math.ceil((frames - 1) / temporal_compression))
     return blocks * temporal_compression + 1
 
 
 def plan_chunks(total_frames: int, chunk_frames: int,
                 temporal_compression: int = LTX_TEMPORAL_COMPRESSION) -> list[ChunkPlan]:
-    """Chunks covering ``total_frames`` output frames, each at most ``chunk_frames`` (8k + 1) long.
+    """Chunks covering ``total_frames`` output frames, each at most ``chunk_frames`` (t k + 1) long, for a VAE that
+    compresses ``temporal_compression`` = t x in time.
 
     Consecutive chunks share one frame (the last of one is the first of the next); the last chunk is the shortest
-    8k + 1 that reaches ``total_frames``.  The final chunk may run past ``total_frames``; the caller trims.
+    t k + 1 that reaches ``total_frames``.  The final chunk may run past ``total_frames``; the caller trims.
     """
     if total_frames < 1:
         raise ValueError(f"total_frames must be >= 1, got {total_frames}")
-    if chunk_frames < MIN_CHUNK_FRAMES or (chunk_frames - 1) % temporal_compression:
-        raise ValueError(f"chunk_frames must be 8k + 1 with k >= 1, got {chunk_frames}")
+    if chunk_frames < min_chunk_frames(temporal_compression) or (chunk_frames - 1) % temporal_compression:
+        raise ValueError(f"chunk_frames must be {temporal_compression}k + 1 with k >= 1, got {chunk_frames}")
     chunks = [ChunkPlan(0, min(chunk_frames, covering_frame_count(total_frames, temporal_compression)))]
     while chunks[-1].end < total_frames:
         start = chunks[-1].end - 1

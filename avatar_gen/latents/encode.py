@@ -25,14 +25,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from avatar_gen.config import StrictModel
-from avatar_gen.errors import MediaError, first_line
+from avatar_gen.errors import MediaError, UserError, first_line
 from avatar_gen.latents.chunks import Chunk, ClipReport, stream_chunks
 from avatar_gen.latents.sources import ClipSource, absolute, collect_clips, recorded_path, select_shard
 from avatar_gen.latents.vae import DEFAULT_PRETRAINED, LoadedVae, encode_frames, latent_shape, load_vae, vae_compression
-from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
 from avatar_gen.media.video import probe_video
 from avatar_gen.utils.io import atomic_path, atomic_write_json, read_json, remove_stale_temporaries
 from avatar_gen.utils.progress import progress
@@ -54,10 +53,11 @@ class LatentsConfig(StrictModel):
     output_dir: Path
     pretrained: str = Field(DEFAULT_PRETRAINED, description="hub id, diffusers pipeline folder or VAE folder")
     revision: str | None = None
-    height: int = Field(768, ge=LTX_SPATIAL_COMPRESSION,
-                        description="pixels, multiple of 32; portrait half-body default")
-    width: int = Field(512, ge=LTX_SPATIAL_COMPRESSION, description="pixels, multiple of 32")
-    num_frames: int = Field(97, ge=1, description="frames per chunk, 8k + 1 (97 = 3.88 s at 25 fps)")
+    height: int = Field(768, ge=1, description="pixels, a multiple of the VAE's spatial compression (LTX: 32); "
+                                                "portrait half-body default")
+    width: int = Field(512, ge=1, description="pixels, a multiple of the VAE's spatial compression (LTX: 32)")
+    num_frames: int = Field(97, ge=1, description="frames per chunk, t k + 1 for the VAE's temporal compression t "
+                                                  "(LTX: 8k + 1, 97 = 3.88 s at 25 fps; t = 1: any count)")
     fps: float = Field(25.0, gt=0, le=240)
     stride: int | None = Field(None, ge=1, description="frames between chunk starts; default num_frames")
     batch_size: int = Field(1, ge=1)
@@ -69,20 +69,6 @@ class LatentsConfig(StrictModel):
     overwrite: bool = False
     prefetch: int = Field(2, ge=0, description="batches decoded ahead by a worker thread; 0 = decode in line")
 
-    @field_validator("height", "width")
-    @classmethod
-    def _multiple_of_32(cls, value: int) -> int:
-        if value % LTX_SPATIAL_COMPRESSION:
-            raise ValueError(f"must be a multiple of {LTX_SPATIAL_COMPRESSION} (the VAE's spatial factor), got {value}")
-        return value
-
-    @field_validator("num_frames")
-    @classmethod
-    def _frames_8k_plus_1(cls, value: int) -> int:
-        if (value - 1) % LTX_TEMPORAL_COMPRESSION:
-            raise ValueError(f"must be 8k+1 (9, 17, ..., 97, ...), got {value}")
-        return value
-
     @model_validator(mode="after")
     def _check_together(self) -> LatentsConfig:
         if self.shard_index >= self.shard_count:
@@ -90,6 +76,19 @@ class LatentsConfig(StrictModel):
         if self.inputs is None and self.transcripts is None:
             raise ValueError("give inputs (a video folder or file) and/or transcripts (the scraper's records)")
         return self
+
+    def check_geometry(self, temporal: int, spatial: int, vae_name: str) -> None:
+        """UserError (one line) unless the chunk size fits a VAE that compresses ``temporal`` x in time and ``spatial``
+        x in space: sides multiples of ``spatial``, ``temporal`` k + 1 frames.  Checked once the VAE is loaded."""
+        problems = []
+        if self.height % spatial or self.width % spatial:
+            problems.append(f"--height {self.height} and --width {self.width} must be multiples of {spatial}")
+        if (self.num_frames - 1) % temporal:
+            problems.append(f"--num_frames {self.num_frames} must be {temporal}k+1 "
+                            f"({', '.join(str(temporal * k + 1) for k in range(1, 4))}, ...)")
+        if problems:
+            raise UserError(f"{'; '.join(problems)}: the VAE {vae_name} compresses {spatial}x in space and "
+                            f"{temporal}x in time")
 
     @property
     def chunk_stride(self) -> int:
@@ -383,6 +382,7 @@ def encode_dataset(config: LatentsConfig, loaded_vae: LoadedVae | None = None) -
     mine = select_shard(clips, config.shard_index, config.shard_count)
     log.info("%d clips, %d in shard %d/%d", len(clips), len(mine), config.shard_index, config.shard_count)
     vae = loaded_vae or load_vae(config.pretrained, config.revision, config.dtype, config.device, config.tiling)
+    config.check_geometry(*vae_compression(vae.vae), vae.name_or_path)
     config.output_dir.mkdir(parents=True, exist_ok=True)
     removed = remove_stale_temporaries(config.output_dir) + remove_stale_temporaries(config.output_dir / CLIP_STATE_DIR)
     if removed:

@@ -52,11 +52,14 @@ class LoadedVae:
 
 
 def vae_metadata(vae: Any, name_or_path: str, revision: str | None, dtype_name: str) -> dict:
-    """``{name_or_path, revision, dtype, latents_mean, latents_std, scaling_factor}`` of a loaded VAE.
+    """``{name_or_path, revision, dtype, latents_mean, latents_std, scaling_factor, temporal_compression,
+    spatial_compression}`` of a loaded VAE.
 
     ``latents_mean``/``latents_std`` are per-channel lists (length C); training normalises stored raw
-    latents as ``(z - mean) * scaling_factor / std``.
+    latents as ``(z - mean) * scaling_factor / std``.  The compression factors are the VAE's own
+    (:func:`vae_compression`): training and the checkpoint take them from here.
     """
+    temporal, spatial = vae_compression(vae)
     return {
         "name_or_path": name_or_path,
         "revision": revision,
@@ -64,6 +67,8 @@ def vae_metadata(vae: Any, name_or_path: str, revision: str | None, dtype_name: 
         "latents_mean": [float(v) for v in vae.latents_mean.detach().float().cpu()],
         "latents_std": [float(v) for v in vae.latents_std.detach().float().cpu()],
         "scaling_factor": float(vae.config.scaling_factor),
+        "temporal_compression": temporal,
+        "spatial_compression": spatial,
     }
 
 
@@ -132,7 +137,8 @@ def encode_frames(vae: Any, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Encode video with the VAE; returns the posterior mean (= mode), raw (not normalised).
 
     ``frames``: uint8 numpy [F, H, W, 3] / [B, F, H, W, 3], or float pixels [B, 3, F, H, W] in [-1, 1].
-    F must be 8k + 1 and H, W multiples of 32.  Returns latents [B, C, (F - 1) / 8 + 1, H / 32, W / 32]
+    F must be t k + 1 and H, W multiples of s for the VAE's factors (LTX: t = 8, s = 32).  Returns latents
+    [B, C, (F - 1) / t + 1, H / s, W / s]
     ([C, ...] for a single unbatched uint8 clip) in the VAE's dtype, on the VAE's device.
     We store the mean rather than a sample: latents are then reproducible (a re-run writes the same
     bytes), and training can still add noise if it wants to.
@@ -154,12 +160,15 @@ def encode_frames(vae: Any, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_latents(vae: Any, latents: torch.Tensor, height: int | None = None, width: int | None = None,
-                   decode_timestep: float = 0.0) -> np.ndarray:
+                   decode_timestep: float = 0.0, decode_noise_scale: float = 0.0,
+                   generator: torch.Generator | None = None) -> np.ndarray:
     """Decode raw (not normalised) latents back to uint8 frames.
 
     ``latents``: [C, F', h, w] or [B, C, F', h, w].  Returns frames [F, H, W, 3] (or [B, F, H, W, 3]) with
-    F = 8 (F' - 1) + 1; H x W is h*32 x w*32 unless ``height``/``width`` ask for another size (resized).
-    ``decode_timestep`` feeds VAEs with timestep conditioning (LTX-Video 0.9.1+), as the pipeline does.
+    F = t (F' - 1) + 1 for the VAE's temporal factor t; H x W is h*s x w*s for its spatial factor s unless
+    ``height``/``width`` ask for another size (resized).  For VAEs with timestep conditioning (LTX-Video 0.9.1+),
+    ``latents`` are mixed with ``decode_noise_scale`` of Gaussian noise from ``generator`` and decoded at
+    ``decode_timestep``, as the pipeline does (inference: :data:`avatar_gen.ltx.LTX_DECODE_TIMESTEP`, ...).
     """
     single = latents.ndim == 4
     batch = latents.unsqueeze(0) if single else latents
@@ -167,6 +176,9 @@ def decode_latents(vae: Any, latents: torch.Tensor, height: int | None = None, w
     batch = batch.to(device=parameter.device, dtype=parameter.dtype)
     timestep = None
     if getattr(vae.config, "timestep_conditioning", False):
+        if decode_noise_scale:
+            noise = torch.randn(batch.shape, generator=generator, device=batch.device, dtype=batch.dtype)
+            batch = (1 - decode_noise_scale) * batch + decode_noise_scale * noise
         timestep = torch.full((batch.shape[0],), float(decode_timestep), device=batch.device, dtype=batch.dtype)
     frames = pixels_to_frames(vae.decode(batch, timestep).sample)
     if height is not None or width is not None:

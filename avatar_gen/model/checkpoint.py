@@ -22,6 +22,7 @@ import torch
 from avatar_gen.errors import UserError
 from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
 from avatar_gen.model.audio_projection import PROJECTION_CONFIG, PROJECTION_WEIGHTS, AudioProjection
+from avatar_gen.model.caption import FixedCaption
 from avatar_gen.model.lora import LORA_WEIGHTS, load_lora
 from avatar_gen.utils.datafiles import load_json, load_safetensors_file
 from avatar_gen.utils.io import TMP_PREFIX, atomic_write_json, make_staging_folder, replace_folder
@@ -53,18 +54,20 @@ def transformer_signature(transformer: torch.nn.Module) -> dict[str, Any]:
 def checkpoint_metadata(step: int, pretrained: str, revision: str | None, lora: dict[str, Any] | None,
                         audio_encoder: dict[str, Any] | None, video: dict[str, Any], alignment: str,
                         local_margin_frames: int, temporal_compression: int, spatial_compression: int,
-                        latents: dict[str, Any] | None = None) -> dict[str, Any]:
+                        latents: dict[str, Any] | None = None, audio_dropout: float = 0.0) -> dict[str, Any]:
     """The run-specific part of ``avatar_checkpoint.json`` (docs/CONTRACTS.md); :func:`export_model` adds the rest.
 
     ``lora``: ``{rank, alpha, dropout, target_modules}`` or None (full fine-tuning); ``video``: ``{height, width,
-    num_frames, fps}`` of the training chunks; ``latents``: ``{latent_shape, vae}`` of the training chunks.
+    num_frames, fps}`` of the training chunks; ``latents``: ``{latent_shape, vae}`` of the training chunks;
+    ``audio_dropout``: the share of samples trained on the features of silence (guidance).
     """
     metadata = {"step": step, "base_model": {"pretrained": pretrained, "revision": revision}, "lora": lora,
                 "audio_encoder": audio_encoder, "video": dict(video)}
     if latents is not None:
         metadata["latents"] = latents
     metadata.update(alignment=alignment, local_margin_frames=local_margin_frames,
-                    temporal_compression=temporal_compression, spatial_compression=spatial_compression)
+                    temporal_compression=temporal_compression, spatial_compression=spatial_compression,
+                    audio_dropout=audio_dropout)
     return metadata
 
 
@@ -75,9 +78,10 @@ def staging_folder(checkpoints_dir: str | Path, step: int) -> Path:
     return make_staging_folder(Path(checkpoints_dir) / step_folder_name(step))
 
 
-def export_model(directory: str | Path, transformer: torch.nn.Module, audio_projection: AudioProjection,
+def export_model(directory: str | Path, transformer: torch.nn.Module, caption: AudioProjection | FixedCaption,
                  metadata: dict[str, Any], lora_config=None) -> None:
-    """Write the inference-facing part of a checkpoint: weights, projection and metadata."""
+    """Write the inference-facing part of a checkpoint: weights, what fills the caption slot (the audio projection,
+    or the fixed caption of an audio-free base) and metadata."""
     from avatar_gen.model.lora import save_lora
 
     directory = Path(directory)
@@ -86,9 +90,12 @@ def export_model(directory: str | Path, transformer: torch.nn.Module, audio_proj
         save_lora(transformer, lora_config, directory)
     else:
         transformer.save_pretrained(str(directory / TRANSFORMER_FOLDER), safe_serialization=True)
-    audio_projection.save(directory)
+    caption.save(directory)
+    fixed = isinstance(caption, FixedCaption)
     metadata = dict(metadata, format_version=FORMAT_VERSION, transformer_config=transformer_signature(transformer),
-                    audio_projection=audio_projection.config.model_dump(mode="json"),
+                    conditioning="fixed_caption" if fixed else "features",
+                    audio_projection=None if fixed else caption.config.model_dump(mode="json"),
+                    fixed_caption=caption.config.model_dump(mode="json") if fixed else None,
                     transformer_training="lora" if lora_config is not None else "full")
     atomic_write_json(directory / CHECKPOINT_METADATA, metadata)
 
@@ -203,7 +210,8 @@ def check_finite_weights(transformer: torch.nn.Module, projection: torch.nn.Modu
                         f"{', '.join(bad[:3])}: it comes from a diverged run; use an earlier checkpoint")
 def load_trainable_weights(model: torch.nn.Module, folder: Path, lora: bool) -> None:
     """Copy checkpoint ``folder``'s exported weights (fp32) into a live denoiser (``.transformer`` with the adapter
-    attached when ``lora``, ``.audio_projection``): exact, so training resumes from them."""
+    attached when ``lora``, ``.audio_projection``; a ``.fixed_caption`` is checked, not loaded): exact, so training
+    resumes from them."""
     from peft.utils import set_peft_model_state_dict
 
     if lora:
@@ -218,8 +226,11 @@ def load_trainable_weights(model: torch.nn.Module, folder: Path, lora: bool) -> 
     else:
         saved = load_base_transformer(folder / TRANSFORMER_FOLDER, None, torch.float32)
         model.transformer.load_state_dict(saved.state_dict())
-    model.audio_projection.load_state_dict(load_safetensors_file(folder / PROJECTION_WEIGHTS,
-                                                                  "audio projection weights"))
+    if model.audio_projection is not None:
+        model.audio_projection.load_state_dict(load_safetensors_file(folder / PROJECTION_WEIGHTS,
+                                                                      "audio projection weights"))
+    elif not torch.equal(FixedCaption.load(folder).embedding, model.fixed_caption.embedding.cpu()):
+        raise UserError(f"{folder}: its fixed caption differs from this run's")
 
 
 @dataclass
@@ -254,6 +265,10 @@ def load_avatar_checkpoint(path: str | Path, pretrained: str | Path | None = Non
     folder = resolve_checkpoint(path)
     metadata = read_checkpoint_metadata(folder)
     where = f"checkpoint {folder}"
+    if metadata.get("conditioning", "features") != "features":
+        raise UserError(f"{where} is an audio-free base (audio.conditioning: {metadata.get('conditioning')}): it has "
+                        f"no speech input to generate from; train the avatar recipe on its {TRANSFORMER_FOLDER}/ "
+                        f"(LoRA + audio projection) and generate with that checkpoint")
     if metadata.get("transformer_training") == "lora":
         base = pretrained or (metadata.get("base_model") or {}).get("pretrained")
         if not base:

@@ -8,6 +8,7 @@ from torch import nn
 from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
 from avatar_gen.model.alignment import Alignment, encoder_attention_mask
 from avatar_gen.model.audio_projection import AudioProjection
+from avatar_gen.model.caption import FixedCaption
 from avatar_gen.model.flow import pack_latents, unpack_latents
 
 
@@ -16,19 +17,30 @@ class AvatarDenoiser(nn.Module):
 
     One module (so DeepSpeed wraps both trainable parts), called as
     ``denoiser(noisy [B, N, C], audio_features [B, F, D], timestep [B, N] or [B], latent_frames, latent_height,
-    latent_width, frame_rate)`` -> velocity [B, N, C]; N = latent_frames * latent_height * latent_width.
+    latent_width, frame_rate)`` -> velocity [B, N, C]; N = latent_frames * latent_height * latent_width;
+    ``frame_rate`` a number or one per item [B] (a batch may mix frame rates).  With a ``fixed_caption`` instead of
+    an audio projection (pretraining an audio-free base) ``audio_features`` only give the batch (e.g. [B, F, 0]).
     """
 
-    def __init__(self, transformer: nn.Module, audio_projection: AudioProjection, alignment: Alignment = "global",
-                 local_margin_frames: int = 0, temporal_compression: int = LTX_TEMPORAL_COMPRESSION,
-                 spatial_compression: int = LTX_SPATIAL_COMPRESSION):
+    def __init__(self, transformer: nn.Module, audio_projection: AudioProjection | None,
+                 alignment: Alignment = "global", local_margin_frames: int = 0,
+                 temporal_compression: int = LTX_TEMPORAL_COMPRESSION,
+                 spatial_compression: int = LTX_SPATIAL_COMPRESSION, fixed_caption: FixedCaption | None = None):
         super().__init__()
+        if (audio_projection is None) == (fixed_caption is None):
+            raise ValueError("the caption slot needs an audio projection or a fixed caption (one of them)")
         self.transformer = transformer
         self.audio_projection = audio_projection
+        self.fixed_caption = fixed_caption
         self.alignment = alignment
         self.local_margin_frames = local_margin_frames
         self.temporal_compression = temporal_compression
         self.spatial_compression = spatial_compression
+
+    @property
+    def caption(self) -> AudioProjection | FixedCaption:
+        """What fills the caption slot: the audio projection, or an audio-free base's fixed caption."""
+        return self.fixed_caption if self.fixed_caption is not None else self.audio_projection
 
     def token_grid(self, latents: torch.Tensor) -> tuple[int, int, int]:
         """(latent_frames, latent_height, latent_width) of the token grid of latents [B, C, F', h, w]."""
@@ -54,13 +66,29 @@ class AvatarDenoiser(nn.Module):
         return encoder_attention_mask(self.alignment, batch_size, latent_frames, latent_height * latent_width,
                                       token_frames, self.local_margin_frames, self.temporal_compression)
 
+    def rope_time_scale(self, frame_rate: float | torch.Tensor, device: torch.device) -> float | torch.Tensor:
+        """RoPE's time scale (seconds per latent frame): a number, or [B, 1, 1, 1, 1] for per-item ``frame_rate`` [B]
+        (diffusers multiplies the [B, 1, F, H, W] frame coordinates by it, so each item keeps its own rate)."""
+        if not isinstance(frame_rate, torch.Tensor):
+            return self.temporal_compression / frame_rate
+        rates = frame_rate.detach().to("cpu", torch.float64).flatten()
+        if bool((rates == rates[0]).all()):
+            return self.temporal_compression / float(rates[0])  # one rate: the same number a scalar gives
+        return (self.temporal_compression / rates).to(device, torch.float32).view(-1, 1, 1, 1, 1)
+
     def forward(self, noisy: torch.Tensor, audio_features: torch.Tensor, timestep: torch.Tensor, latent_frames: int,
-                latent_height: int, latent_width: int, frame_rate: float) -> torch.Tensor:
+                latent_height: int, latent_width: int, frame_rate: float | torch.Tensor) -> torch.Tensor:
+        """``frame_rate``: frames per second of the pixel video, one number or one per item [B]."""
         batch_size, _, _ = noisy.shape
-        tokens = self.audio_tokens(audio_features)
-        mask = self.attention_mask(batch_size, audio_features.shape[1], latent_frames, latent_height, latent_width,
-                                   noisy.device)
-        rope_scale = (self.temporal_compression / frame_rate, self.spatial_compression, self.spatial_compression)
+        if self.fixed_caption is not None:  # audio-free base: the same caption for every sample, attended globally
+            tokens = self.fixed_caption(batch_size)
+            mask = torch.ones(batch_size, tokens.shape[1], device=noisy.device)
+        else:
+            tokens = self.audio_tokens(audio_features)
+            mask = self.attention_mask(batch_size, audio_features.shape[1], latent_frames, latent_height,
+                                       latent_width, noisy.device)
+        rope_scale = (self.rope_time_scale(frame_rate, noisy.device), self.spatial_compression,
+                      self.spatial_compression)
         dtype = next(self.transformer.parameters()).dtype
         return self.transformer(
             hidden_states=noisy.to(dtype), encoder_hidden_states=tokens.to(dtype), timestep=timestep,

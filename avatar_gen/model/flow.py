@@ -82,9 +82,22 @@ def flow_loss(prediction: torch.Tensor, inputs: FlowInputs, per_sample: bool = F
     return (squared * weight).sum() / weight.sum().clamp_min(1.0)
 
 
-def uniform_sigmas(num_steps: int, shift: float) -> torch.Tensor:
-    """[num_steps + 1] sigmas from 1 to 0, evenly spaced, then shifted by :func:`shift_sigmas`."""
-    return shift_sigmas(torch.linspace(1.0, 0.0, num_steps + 1), shift)
+def pipeline_sigmas(scheduler, num_steps: int, video_sequence_length: int) -> torch.Tensor:
+    """[num_steps + 1] sigmas (1 ... 0) with which diffusers' ``LTXImageToVideoPipeline`` samples ``num_steps`` steps.
+
+    The pipeline hands ``linspace(1, 1 / num_steps, num_steps)`` and ``mu`` (linear in ``video_sequence_length`` =
+    latent frames x latent height x latent width, the VAE's grid before patching) to its
+    ``FlowMatchEulerDiscreteScheduler``, which shifts them (and stretches them to ``shift_terminal`` when set) and
+    appends 0.  ``scheduler``'s state is changed (give it one of its own).
+    """
+    import numpy as np
+
+    config = scheduler.config
+    mu = math.log(token_count_shift(video_sequence_length, config.get("base_image_seq_len", 256),
+                                    config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
+                                    config.get("max_shift", 1.15)))
+    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps), mu=mu)
+    return scheduler.sigmas.detach().float().cpu()
 
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -96,8 +109,8 @@ def euler_sample(velocity: Velocity, clean: torch.Tensor, condition_mask: torch.
     """Integrate the flow from ``noise`` [B, N, C] over decreasing ``sigmas`` (first 1, last 0) with Euler steps.
 
     Tokens with ``condition_mask`` [B, N] = 1 are held at ``clean`` with timestep 0 (image-to-video), exactly as
-    :func:`make_flow_inputs` presents them in training.  ``sigmas`` is the schedule: :func:`uniform_sigmas`, or any
-    other (e.g. an inference scheduler's).
+    :func:`make_flow_inputs` presents them in training.  ``sigmas`` is the schedule: :func:`pipeline_sigmas`
+    (inference's), or any other.
     """
     keep = condition_mask[..., None]
     current = noise

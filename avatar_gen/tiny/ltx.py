@@ -13,21 +13,36 @@ TINY_LTX_FOLDER = "ltx-video"
 TINY_CAPTION_CHANNELS = 32
 
 
-def tiny_ltx_components(seed: int = 0) -> dict:
+def tiny_ltx_components(seed: int = 0, patch_only_vae: bool = False) -> dict:
     """A tiny LTX-Video: VAE with the real 32x spatial / 8x temporal compression (patch 4, three
-    2x2x2 down-samplings), 8 latent channels, and a 2-layer transformer with head dim 16."""
+    2x2x2 down-samplings), 8 latent channels and timestep-conditioned decoding (as LTX-Video 0.9.1+, so the decode
+    timestep and noise code runs), and a 2-layer transformer with head dim 16.
+
+    ``patch_only_vae``: a VAE of another geometry instead, patch 4 and no down-sampling (4x spatial, no temporal
+    compression, like the toy world's), for tests that no code assumes LTX's factors.
+    """
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
 
     torch.manual_seed(seed)
-    vae = AutoencoderKLLTXVideo(
-        in_channels=3, out_channels=3, latent_channels=8,
-        block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
-        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, True, False), decoder_spatio_temporal_scaling=(True, True, True, False),
-        decoder_inject_noise=(False, False, False, False, False),
-        upsample_residual=(False, False, False, False), upsample_factor=(1, 1, 1, 1),
-        timestep_conditioning=False, patch_size=4, patch_size_t=1, encoder_causal=True, decoder_causal=False,
-    )
+    if patch_only_vae:
+        vae = AutoencoderKLLTXVideo(
+            in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8,), decoder_block_out_channels=(8,),
+            layers_per_block=(1, 1), decoder_layers_per_block=(1, 1), spatio_temporal_scaling=(False,),
+            decoder_spatio_temporal_scaling=(False,), decoder_inject_noise=(False, False), upsample_residual=(False,),
+            upsample_factor=(1,), timestep_conditioning=False, patch_size=4, patch_size_t=1, encoder_causal=True,
+            decoder_causal=False,
+        )
+    else:
+        vae = AutoencoderKLLTXVideo(
+            in_channels=3, out_channels=3, latent_channels=8,
+            block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+            layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
+            spatio_temporal_scaling=(True, True, True, False),
+            decoder_spatio_temporal_scaling=(True, True, True, False),
+            decoder_inject_noise=(False, False, False, False, False),
+            upsample_residual=(False, False, False, False), upsample_factor=(1, 1, 1, 1),
+            timestep_conditioning=True, patch_size=4, patch_size_t=1, encoder_causal=True, decoder_causal=False,
+        )
     vae.use_framewise_encoding = False
     vae.use_framewise_decoding = False
     # Real VAEs ship per-channel statistics so that normalised latents have unit scale; give the tiny
@@ -50,13 +65,13 @@ def tiny_ltx_components(seed: int = 0) -> dict:
     return {"vae": vae, "transformer": transformer, "scheduler": scheduler}
 
 
-def write_tiny_ltx(out_dir: Path, seed: int = 0) -> Path:
-    """Write a diffusers ``LTXImageToVideoPipeline`` folder without text encoder/tokenizer."""
+def write_tiny_ltx(out_dir: Path, seed: int = 0, patch_only_vae: bool = False, folder: str = TINY_LTX_FOLDER) -> Path:
+    """Write a diffusers ``LTXImageToVideoPipeline`` folder without text encoder/tokenizer at ``out_dir/folder``."""
     from diffusers import LTXImageToVideoPipeline
 
-    components = tiny_ltx_components(seed)
+    components = tiny_ltx_components(seed, patch_only_vae)
     pipeline = LTXImageToVideoPipeline(text_encoder=None, tokenizer=None, **components)
-    target = Path(out_dir) / TINY_LTX_FOLDER
+    target = Path(out_dir) / folder
     with atomic_folder(target) as staging:  # a killed run leaves no half model
         pipeline.save_pretrained(str(staging))
     return target

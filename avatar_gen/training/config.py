@@ -43,7 +43,15 @@ class LoraSection(StrictModel):
 
 
 class AudioSection(StrictModel):
-    feature_dim: int = Field(ge=1, description="D of audio_latents/<key>_ff.npy [num_frames, D]")
+    conditioning: Literal["features", "fixed_caption"] = Field(
+        default="features",
+        description="features: the caption slot holds the projection of the chunk's speech features (the avatar "
+                    "recipe); fixed_caption: one fixed random embedding for every sample, no audio read (pretraining "
+                    "an audio-free image-to-video base)")
+    feature_dim: int | None = Field(default=None, ge=1,
+                                    description="D of audio_latents/<key>_ff.npy [num_frames, D] (features mode)")
+    fixed_caption_tokens: int = Field(default=8, ge=1, description="fixed_caption: tokens of the fixed embedding")
+    fixed_caption_seed: int = Field(default=0, description="fixed_caption: seed of the fixed embedding")
     caption_channels: int | None = Field(
         default=None, ge=1,
         description="projection output width; default and required: the transformer's caption_channels")
@@ -56,12 +64,19 @@ class AudioSection(StrictModel):
         default="layer",
         description="per-frame LayerNorm of the features; none for the logmel encoder (keeps loudness)")
     alignment: Literal["global", "local"] = Field(
-        default="global",
-        description="global: every video token sees all audio tokens; local: only its frames' +- margin")
+        default="local",
+        description="local: a video token sees only its frames' audio +- margin; global: all audio tokens "
+                    "(docs/results.md: local learns the audio, global barely does)")
     local_margin_frames: int = Field(default=2, ge=0, description="local alignment: extra pixel frames on each side")
 
     @model_validator(mode="after")
     def _position_information(self) -> AudioSection:
+        if self.conditioning == "fixed_caption":
+            if self.alignment == "local" and "alignment" in self.model_fields_set:
+                raise ValueError("alignment local needs audio tokens per frame; a fixed caption is attended globally")
+            return self
+        if self.feature_dim is None:
+            raise ValueError("feature_dim is required with conditioning: features (the audio stage's feature width)")
         if self.alignment == "global" and self.position_embedding == "none":
             raise ValueError("global alignment needs frame-position information: position_embedding 'learned' or "
                              "'sinusoidal' (only the local mask tells tokens' frames apart without it)")
@@ -70,7 +85,8 @@ class AudioSection(StrictModel):
 
 class DataSection(StrictModel):
     vae_latents: ConfigPath = Field(description="folder of <key>.pt + <key>.json")
-    audio_latents: ConfigPath = Field(description="folder of <key>_ff.npy + <key>_text.json")
+    audio_latents: ConfigPath | None = Field(
+        default=None, description="folder of <key>_ff.npy + <key>_text.json (needed with audio.conditioning: features)")
     held_out_fraction: float = Field(default=0.05, ge=0, lt=1,
                                      description="share of clips held out (by hash of clip id)")
     allow_missing_audio: bool = Field(default=False,
@@ -83,7 +99,9 @@ class DataSection(StrictModel):
 class FlowSection(StrictModel):
     logit_mean: float = 0.0
     logit_std: float = Field(default=1.0, gt=0)
-    shift: float | Literal["auto"] = Field(default="auto", description="'auto': grows with the video token count")
+    shift: float | Literal["auto"] = Field(
+        default="auto", description="'auto': grows with the latent count (frames x height x width of the VAE's grid, "
+                                    "before the transformer's patching, as LTXImageToVideoPipeline counts it)")
     base_seq_len: int = Field(default=1024, ge=1)
     max_seq_len: int = Field(default=4096, ge=2)
     base_shift: float = 0.95
@@ -97,16 +115,21 @@ class FlowSection(StrictModel):
             raise ValueError("shift must be > 0")
         return self
 
-    def shift_for(self, num_tokens: int) -> float:
-        """The sigma shift for a sequence of ``num_tokens`` video tokens."""
+    def shift_for(self, latent_positions: int) -> float:
+        """The sigma shift for a video of ``latent_positions`` latents (frames x height x width, before patching)."""
         if self.shift == "auto":
-            return token_count_shift(num_tokens, self.base_seq_len, self.max_seq_len, self.base_shift, self.max_shift)
+            return token_count_shift(latent_positions, self.base_seq_len, self.max_seq_len, self.base_shift,
+                                     self.max_shift)
         return float(self.shift)
 
 
 class ConditioningSection(StrictModel):
     first_frame_probability: float = Field(
         default=0.5, ge=0, le=1, description="share of samples whose first latent frame is clean, timestep 0, no loss")
+    audio_dropout: float = Field(
+        default=0.0, ge=0, le=1,
+        description="share of samples whose speech features are replaced by the features of silence (what inference "
+                    "feeds as the guidance negative), so that classifier-free guidance was trained")
 
 
 class OptimizationSection(StrictModel):
@@ -137,7 +160,9 @@ class DistributedSection(StrictModel):
         description="auto: DeepSpeed when launched with WORLD_SIZE > 1 (deepspeed/torchrun), else single")
     deepspeed_config: ConfigPath | None = Field(default=None,
                                                 description="DeepSpeed JSON (configs/deepspeed/zero2.json)")
-    zero_stage: int | None = Field(default=None, ge=0, le=3, description="overrides the JSON's zero_optimization.stage")
+    zero_stage: int | None = Field(default=None, ge=0, le=3,
+                                   description="overrides the JSON's zero_optimization.stage (3 is refused: rank 0 "
+                                               "exports and validates from whole weights)")
 
 
 class CheckpointSection(StrictModel):
@@ -190,6 +215,11 @@ class TrainConfig(StrictModel):
             raise ValueError("distributed.backend deepspeed needs distributed.deepspeed_config")
         if self.validation.held_out_chunks and self.data.held_out_fraction == 0:
             raise ValueError("validation.held_out_chunks > 0 needs data.held_out_fraction > 0")
+        if self.audio.conditioning == "features" and self.data.audio_latents is None:
+            raise ValueError("data.audio_latents is required with audio.conditioning: features")
+        if self.audio.conditioning == "fixed_caption" and self.conditioning.audio_dropout:
+            raise ValueError("conditioning.audio_dropout needs audio.conditioning: features (a fixed caption has no "
+                             "speech to drop)")
         return self
 
 

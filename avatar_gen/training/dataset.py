@@ -27,13 +27,12 @@ from torch.utils.data import Dataset, Sampler
 
 from avatar_gen.errors import UserError
 from avatar_gen.latents.vae import normalize_latents
+from avatar_gen.layout import AUDIO_FEATURES_SUFFIX, AUDIO_TEXT_SUFFIX, silence_files
 from avatar_gen.utils.datafiles import load_array_file, load_json, load_tensor_file
 from avatar_gen.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIX = "_ff.npy"
-AUDIO_TEXT_SUFFIX = "_text.json"
 MAX_LISTED = 5
 
 
@@ -64,7 +63,7 @@ class ChunkRecord:
     key: str
     clip_id: str
     latents_path: Path
-    audio_path: Path
+    audio_path: Path | None  # None in an audio-free run
     num_frames: int
     fps: float
     latent_shape: tuple[int, ...]
@@ -79,12 +78,16 @@ def _examples(items: list[str]) -> str:
     return shown + (f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
 
 
-def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int,
+def scan_chunks(vae_latents: Path, audio_latents: Path | None, feature_dim: int | None,
                 allow_missing_audio: bool = False) -> list[ChunkRecord]:
-    """Pair every complete ``<key>.pt`` + ``<key>.json`` with ``<key>_ff.npy``; raise UserError on any mismatch."""
-    vae_latents, audio_latents = Path(vae_latents), Path(audio_latents)
+    """Pair every complete ``<key>.pt`` + ``<key>.json`` with ``<key>_ff.npy``; raise UserError on any mismatch.
+
+    ``audio_latents`` None (an audio-free run): the latents alone, records without audio.
+    """
+    vae_latents = Path(vae_latents)
+    audio_latents = None if audio_latents is None else Path(audio_latents)
     for folder, what in ((vae_latents, "data.vae_latents"), (audio_latents, "data.audio_latents")):
-        if not folder.is_dir():
+        if folder is not None and not folder.is_dir():
             raise UserError(f"{what} folder not found: {folder}")
     records, missing_audio, frame_mismatch, dim_mismatch, bad_json, bad_files = [], [], [], [], [], []
     for meta_path in sorted(vae_latents.glob("*.json")):
@@ -103,7 +106,15 @@ def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int,
         except (ValueError, KeyError, TypeError) as exc:
             bad_json.append(f"{meta_path.name} ({type(exc).__name__}: {exc})")
             continue
-        audio_path = audio_latents / f"{key}{AUDIO_SUFFIX}"
+        if audio_latents is None:
+            try:
+                check_latents_file(latents_path, latent_shape)
+            except UserError as exc:
+                bad_files.append(str(exc))
+                continue
+            records.append(_record(key, meta, latents_path, num_frames, latent_shape, vae, None, None))
+            continue
+        audio_path = audio_latents / f"{key}{AUDIO_FEATURES_SUFFIX}"
         if not audio_path.is_file():
             missing_audio.append(key)
             continue
@@ -128,10 +139,7 @@ def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int,
                 bad_files.append(str(exc))
                 continue
             encoder = text_record.get("encoder") if isinstance(text_record, dict) else None
-        records.append(ChunkRecord(
-            key=key, clip_id=str(meta.get("clip_id") or key.rsplit("_", 1)[0]), latents_path=latents_path,
-            audio_path=audio_path, num_frames=num_frames, fps=float(meta.get("fps", 25.0)), latent_shape=latent_shape,
-            height=int(meta.get("height", 0)), width=int(meta.get("width", 0)), vae=vae, audio_encoder=encoder))
+        records.append(_record(key, meta, latents_path, num_frames, latent_shape, vae, audio_path, encoder))
     if bad_json:
         raise UserError(f"unreadable latent metadata in {vae_latents}: {_examples(bad_json)}")
     if bad_files:
@@ -144,17 +152,55 @@ def scan_chunks(vae_latents: Path, audio_latents: Path, feature_dim: int,
         raise UserError(f"audio feature width != audio.feature_dim={feature_dim} for {len(dim_mismatch)} chunk(s): "
                         f"{_examples(dim_mismatch)}")
     if missing_audio:
-        message = (f"{len(missing_audio)} chunk(s) in {vae_latents} have no {AUDIO_SUFFIX} in {audio_latents}: "
-                   f"{_examples(missing_audio)}")
+        message = (f"{len(missing_audio)} chunk(s) in {vae_latents} have no {AUDIO_FEATURES_SUFFIX} in "
+                   f"{audio_latents}: {_examples(missing_audio)}")
         if not allow_missing_audio:
             raise UserError(message + " (run the audio stage, or set data.allow_missing_audio: true to skip them)")
         log.warning("skipping %s", message)
     if not records:
-        raise UserError(f"no training chunks: no <key>.pt + <key>.json in {vae_latents} paired with {audio_latents}")
+        raise UserError(f"no training chunks: no <key>.pt + <key>.json in {vae_latents}"
+                        + ("" if audio_latents is None else f" paired with {audio_latents}"))
     encoders = {json.dumps(record.audio_encoder, sort_keys=True) for record in records}
     if len(encoders) > 1:
         raise UserError(f"audio features come from {len(encoders)} different encoders: {_examples(sorted(encoders))}")
     return records
+
+
+def _record(key: str, meta: dict, latents_path: Path, num_frames: int, latent_shape: tuple[int, ...], vae: dict,
+            audio_path: Path | None, encoder: dict | None) -> ChunkRecord:
+    return ChunkRecord(
+        key=key, clip_id=str(meta.get("clip_id") or key.rsplit("_", 1)[0]), latents_path=latents_path,
+        audio_path=audio_path, num_frames=num_frames, fps=float(meta.get("fps", 25.0)), latent_shape=latent_shape,
+        height=int(meta.get("height", 0)), width=int(meta.get("width", 0)), vae=vae, audio_encoder=encoder)
+
+
+def read_silence(audio_latents: Path, records: list[ChunkRecord]) -> dict[tuple[int, float], torch.Tensor]:
+    """The features of silence [num_frames, D] for every (num_frames, fps) of ``records``, as the audio stage wrote
+    them (``audio_latents/silence/``); UserError when one is missing or made by another encoder than the records'."""
+    silence, problems = {}, []
+    for num_frames, fps in sorted({(record.num_frames, record.fps) for record in records}):
+        features_path, text_path = silence_files(audio_latents, num_frames, fps)
+        if not (features_path.is_file() and text_path.is_file()):
+            problems.append(f"{features_path} missing")
+            continue
+        try:
+            recorded = load_json(text_path, "silence record")
+            rows = torch.from_numpy(load_array_file(features_path, "silence features").astype(np.float32))
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
+        encoder = recorded.get("encoder") if isinstance(recorded, dict) else None
+        if encoder != records[0].audio_encoder:
+            problems.append(f"{features_path} was made by {encoder}, the features by {records[0].audio_encoder}")
+            continue
+        if rows.ndim != 2 or rows.shape[0] != num_frames:
+            problems.append(f"{features_path} has shape {list(rows.shape)}, expected {num_frames} rows")
+            continue
+        silence[(num_frames, fps)] = rows
+    if problems:
+        raise UserError(f"conditioning.audio_dropout needs the features of silence the audio stage writes "
+                        f"(re-run preprocessing/save_text_latents.py): {_examples(problems)}")
+    return silence
 
 
 def _stored_latents(stored: Any, path: Path) -> torch.Tensor:
@@ -204,7 +250,8 @@ def normalize(latents: torch.Tensor, vae: dict) -> torch.Tensor:
 
 
 class LatentAudioDataset(Dataset):
-    """Items ``{"latents": [C, F', h, w] normalised fp32, "audio": [F, D] fp32, "index": int}``."""
+    """Items ``{"latents": [C, F', h, w] normalised fp32, "audio": [F, D] fp32, "fps": float, "index": int}``
+    (audio [F, 0] for records without audio)."""
 
     def __init__(self, records: list[ChunkRecord]):
         self.records = records
@@ -219,13 +266,18 @@ class LatentAudioDataset(Dataset):
         if tuple(latents.shape) != record.latent_shape:
             raise UserError(f"{record.latents_path}: latents {list(latents.shape)}, "
                             f"its JSON says {list(record.latent_shape)}")
-        audio = torch.from_numpy(load_array_file(record.audio_path, "audio features").astype(np.float32))
-        return {"latents": normalize(latents, record.vae), "audio": audio, "index": index}
+        if record.audio_path is None:  # an audio-free run: an empty [F, 0] keeps the batch's shape
+            audio = torch.zeros(record.num_frames, 0)
+        else:
+            audio = torch.from_numpy(load_array_file(record.audio_path, "audio features").astype(np.float32))
+        return {"latents": normalize(latents, record.vae), "audio": audio, "fps": record.fps, "index": index}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch: ``latents`` [B, C, F', h, w], ``audio`` [B, F, D], ``fps`` [B] (items may differ), ``index``."""
     return {"latents": torch.stack([item["latents"] for item in items]),
             "audio": torch.stack([item["audio"] for item in items]),
+            "fps": torch.tensor([item["fps"] for item in items], dtype=torch.float64),
             "index": torch.tensor([item["index"] for item in items])}
 
 

@@ -25,6 +25,8 @@ from avatar_gen.utils.datafiles import load_tensor_file
 from avatar_gen.utils.io import atomic_path
 
 DEEPSPEED_TAG = "engine"
+# ZeRO stage 3 partitions the parameters themselves; exporting and validating on rank 0 need them whole.
+ZERO_STAGE_SHARDING_WEIGHTS = 3
 OPTIMIZER_FILE = "optimizer.pt"
 
 
@@ -68,6 +70,7 @@ def setup_distributed(config: TrainConfig) -> DistributedContext:
         raise UserError(f"distributed.backend is 'single' but the launcher started {world_size} ranks")
     use_deepspeed = backend == "deepspeed" or (backend == "auto" and world_size > 1)
     if use_deepspeed:
+        deepspeed_settings(config)  # a bad DeepSpeed config fails now, before any model is loaded
         import deepspeed
 
         if not use_cuda:
@@ -102,6 +105,10 @@ def deepspeed_settings(config: TrainConfig) -> dict[str, Any]:
     zero = settings.setdefault("zero_optimization", {"stage": 0})
     if config.distributed.zero_stage is not None:
         zero["stage"] = config.distributed.zero_stage
+    if int(zero.get("stage", 0)) >= ZERO_STAGE_SHARDING_WEIGHTS:
+        raise UserError(f"DeepSpeed ZeRO stage {zero['stage']} is not supported (distributed.zero_stage, or "
+                        f"zero_optimization.stage in {path}): it shards the weights, and rank 0 exports checkpoints "
+                        f"and validates from whole weights; use stage 2 (configs/deepspeed/zero2.json)")
     settings.setdefault("steps_per_print", 10**9)
     # The client optimizer here is torch's AdamW: no DeepSpeed op to compile.
     settings["zero_allow_untested_optimizer"] = True

@@ -22,17 +22,19 @@ TOY_ENCODER = {"encoder": "wav2vec2", "name_or_path": "toy-loudness", "layers": 
 
 def write_toy_chunks(root: str | Path, num_clips: int, chunks_per_clip: int = 1, num_frames: int = 33,
                      latent_channels: int = 8, latent_height: int = 2, latent_width: int = 2, feature_dim: int = 4,
-                     fps: float = 25.0, mouth_strength: float = 2.0, seed: int = 0) -> Path:
+                     fps: float = 25.0, mouth_strength: float = 2.0, seed: int = 0,
+                     encoder: dict | None = None) -> Path:
     """Write ``root/vae_latents/<clip>_<k>.pt/.json`` and ``root/audio_latents/<clip>_<k>_ff.npy/_text.json``.
 
-    Latents are stored raw with identity statistics (mean 0, std 1, scaling 1).  Returns ``root``.
+    Latents are stored raw with identity statistics (mean 0, std 1, scaling 1).  ``encoder``: the spec the
+    ``_text.json`` records name (default: a toy one no loader knows).  Returns ``root``.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
     latent_frames = (num_frames - 1) // LTX_TEMPORAL_COMPRESSION + 1
     mouth_direction = rng.standard_normal(latent_channels).astype(np.float32)
     mouth_direction /= np.linalg.norm(mouth_direction) / np.sqrt(latent_channels)
-    encoder = dict(TOY_ENCODER, feature_dim=feature_dim)
+    encoder = dict(encoder or TOY_ENCODER, feature_dim=feature_dim)
     vae = {"name_or_path": "toy", "revision": None, "dtype": "float32", "latents_mean": [0.0] * latent_channels,
            "latents_std": [1.0] * latent_channels, "scaling_factor": 1.0}
     for clip in range(num_clips):

@@ -24,6 +24,7 @@ from avatar_gen.errors import UserError
 from avatar_gen.layout import SPLIT_FILE
 from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
 from avatar_gen.model.audio_projection import AudioProjection, AudioProjectionConfig
+from avatar_gen.model.caption import FixedCaption, FixedCaptionConfig
 from avatar_gen.model.checkpoint import (
     TRAINING_STATE_FOLDER, check_signature, checkpoint_metadata, export_model, finalize_checkpoint,
     load_base_transformer, load_trainable_weights, read_checkpoint_metadata, resolve_checkpoint, staging_folder,
@@ -33,11 +34,12 @@ from avatar_gen.model.flow import first_frame_token_mask, flow_loss, make_flow_i
 from avatar_gen.model.lora import attach_lora, make_lora_config
 from avatar_gen.training.config import FlowSection, TrainConfig
 from avatar_gen.training.dataset import (
-    ChunkRecord, LatentAudioDataset, ResumableShardSampler, check_uniform_shapes, collate, scan_chunks, split_records)
+    ChunkRecord, LatentAudioDataset, ResumableShardSampler, check_uniform_shapes, collate, read_silence, scan_chunks,
+    split_records)
 from avatar_gen.training.distributed import make_stepper, rng_state, seed_everything, set_rng_state, setup_distributed
 from avatar_gen.training.metrics import MetricsLog, peak_memory_mb
 from avatar_gen.training.safeguards import apply_optimizer_settings, lock_run_folder, nonfinite_weights
-from avatar_gen.training.validation import SampleWriter, audio_gain
+from avatar_gen.training.validation import SampleWriter, audio_gain, fixed_draw_loss
 from avatar_gen.utils.datafiles import load_json, load_tensor_file
 from avatar_gen.utils.io import atomic_path, atomic_write_json, atomic_write_text, staging_path
 from avatar_gen.utils.progress import progress
@@ -65,19 +67,22 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: str, min_l
 
 
 def video_geometry(record: ChunkRecord) -> dict[str, int]:
-    """VAE compression factors from a chunk's metadata (LTX's when a chunk cannot tell)."""
+    """VAE compression factors of a chunk: those its metadata records (the VAE stage writes the loaded VAE's), else
+    derived from its frame count, size and latent shape (LTX's when a chunk cannot tell)."""
     _, latent_frames, latent_height, _ = record.latent_shape
     temporal = (record.num_frames - 1) // (latent_frames - 1) if latent_frames > 1 else LTX_TEMPORAL_COMPRESSION
     spatial = record.height // latent_height if record.height and latent_height else LTX_SPATIAL_COMPRESSION
-    return {"temporal_compression": temporal, "spatial_compression": spatial}
+    return {"temporal_compression": int(record.vae.get("temporal_compression", temporal)),
+            "spatial_compression": int(record.vae.get("spatial_compression", spatial))}
 
 
-def rectified_flow_loss(denoiser: AvatarDenoiser, latents: torch.Tensor, audio: torch.Tensor, frame_rate: float,
-                        generator: torch.Generator, condition_probability: float, flow: FlowSection,
-                        device: torch.device, forward: Callable[..., torch.Tensor] | None = None,
+def rectified_flow_loss(denoiser: AvatarDenoiser, latents: torch.Tensor, audio: torch.Tensor,
+                        frame_rate: float | torch.Tensor, generator: torch.Generator, condition_probability: float,
+                        flow: FlowSection, device: torch.device, forward: Callable[..., torch.Tensor] | None = None,
                         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
                         ) -> torch.Tensor:
-    """The training loss: rectified flow of normalised ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D].
+    """The training loss: rectified flow of normalised ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D] at
+    ``frame_rate`` (one number, or one per item [B]: RoPE scales time per item).
 
     All randomness (sigma, noise, which samples get their first frame clean) comes from ``generator``, so the same
     generator state gives the same draws with another audio (the audio-conditioning gain relies on it).  ``forward``
@@ -88,8 +93,10 @@ def rectified_flow_loss(denoiser: AvatarDenoiser, latents: torch.Tensor, audio: 
     batch_size = latents.shape[0]
     frames, height, width = denoiser.token_grid(latents)
     clean = denoiser.pack(latents.to(device))
-    # Noising: a shifted logit-normal sigma per sample, Gaussian noise, the first latent frame given clean.
-    sigmas = sample_sigmas(batch_size, flow.shift_for(clean.shape[1]), flow.logit_mean, flow.logit_std, generator)
+    # Noising: a shifted logit-normal sigma per sample, Gaussian noise, the first latent frame given clean.  The
+    # shift grows with the latent grid's size, counted before patching as the pipeline counts it at inference.
+    latent_positions = latents.shape[2] * latents.shape[3] * latents.shape[4]
+    sigmas = sample_sigmas(batch_size, flow.shift_for(latent_positions), flow.logit_mean, flow.logit_std, generator)
     noise = torch.randn(clean.shape, generator=generator)
     conditioned = torch.rand(batch_size, generator=generator) < condition_probability
     condition_mask = first_frame_token_mask(batch_size, frames, height * width, conditioned)
@@ -179,8 +186,10 @@ class Trainer:
 
     def _build_data(self) -> None:
         config = self.config
-        records = scan_chunks(config.data.vae_latents, config.data.audio_latents, config.audio.feature_dim,
-                              config.data.allow_missing_audio)
+        self.audio_free = config.audio.conditioning == "fixed_caption"
+        # An audio-free run (a base pretrained without speech) reads no audio features at all.
+        records = scan_chunks(config.data.vae_latents, None if self.audio_free else config.data.audio_latents,
+                              config.audio.feature_dim, config.data.allow_missing_audio)
         check_uniform_shapes(records, config.data.batch_size)
         self.train_records, self.held_out_records = split_records(
             records, config.data.held_out_fraction, self.output_dir / SPLIT_FILE, write=self.dist.is_main)
@@ -193,6 +202,13 @@ class Trainer:
                             f"fill one batch of data.batch_size={config.data.batch_size}")
         first = self.train_records[0]
         self.geometry = video_geometry(first)
+        geometries = {tuple(video_geometry(record).values()) for record in records}
+        if len(geometries) > 1:
+            raise UserError(f"the latents come from VAEs with different compression (temporal, spatial): "
+                            f"{sorted(geometries)}; train on one VAE's latents")
+        # Audio dropout puts the features of silence (the guidance negative inference feeds) in place of a sample's.
+        self.silence = (read_silence(config.data.audio_latents, self.train_records)
+                        if config.conditioning.audio_dropout else {})
         log.info("data: %d training chunks (%d clips), %d held-out chunks (%d clips), latents %s",
                  len(self.train_records), len({r.clip_id for r in self.train_records}), len(self.held_out_records),
                  len({r.clip_id for r in self.held_out_records}), list(first.latent_shape))
@@ -216,7 +232,7 @@ class Trainer:
             raise UserError(f"latents have {latent_channels} channels, the transformer expects "
                             f"in_channels={transformer.config['in_channels']}: latents from another VAE?")
         num_frames = self.train_records[0].num_frames
-        if num_frames * config.audio.tokens_per_frame > config.audio.max_tokens:
+        if not self.audio_free and num_frames * config.audio.tokens_per_frame > config.audio.max_tokens:
             raise UserError(f"{num_frames} frames x audio.tokens_per_frame={config.audio.tokens_per_frame} exceeds "
                             f"audio.max_tokens={config.audio.max_tokens}")
         transformer.requires_grad_(False)
@@ -230,19 +246,31 @@ class Trainer:
             transformer.requires_grad_(True)
         if config.acceleration.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
-        projection = AudioProjection(AudioProjectionConfig(
-            feature_dim=config.audio.feature_dim, caption_channels=caption_channels,
-            tokens_per_frame=config.audio.tokens_per_frame, max_tokens=config.audio.max_tokens,
-            hidden_dim=config.audio.hidden_dim, position_embedding=config.audio.position_embedding,
-            input_norm=config.audio.input_norm))
-        self.model = AvatarDenoiser(transformer, projection, alignment=config.audio.alignment,
-                                    local_margin_frames=config.audio.local_margin_frames, **self.geometry)
+        if self.audio_free:
+            projection, caption = None, FixedCaption(FixedCaptionConfig(
+                tokens=config.audio.fixed_caption_tokens, caption_channels=caption_channels,
+                seed=config.audio.fixed_caption_seed))
+        else:
+            caption, projection = None, AudioProjection(AudioProjectionConfig(
+                feature_dim=config.audio.feature_dim, caption_channels=caption_channels,
+                tokens_per_frame=config.audio.tokens_per_frame, max_tokens=config.audio.max_tokens,
+                hidden_dim=config.audio.hidden_dim, position_embedding=config.audio.position_embedding,
+                input_norm=config.audio.input_norm))
+        self.model = AvatarDenoiser(transformer, projection, alignment="global" if self.audio_free
+                                    else config.audio.alignment, local_margin_frames=config.audio.local_margin_frames,
+                                    fixed_caption=caption, **self.geometry)
         self.model.to(self.device)
         self.model.train()
         self.trainable = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+        # peft gives adapters the dtype of the layer they wrap: over a bf16 base, AdamW would update bf16 weights,
+        # and updates of ~1e-4 on entries of ~0.02 round away.  Trained weights live in fp32 (autocast computes in
+        # bf16); DeepSpeed keeps its own fp32 master copy.
+        for parameter in self.trainable:
+            parameter.data = parameter.data.float()
         count = sum(parameter.numel() for parameter in self.trainable)
-        log.info("model: %s training, %.2fM trainable parameters, alignment %s",
-                 config.lora.train_mode, count / 1e6, config.audio.alignment)
+        log.info("model: %s training, %.2fM trainable parameters, %s", config.lora.train_mode, count / 1e6,
+                 f"a fixed caption of {config.audio.fixed_caption_tokens} tokens (no audio)" if self.audio_free
+                 else f"alignment {config.audio.alignment}")
 
     def _build_stepper(self) -> None:
         optimization = self.config.optimization
@@ -276,11 +304,12 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------- one step
 
-    def training_step(self, model: torch.nn.Module, latents: torch.Tensor, audio: torch.Tensor, frame_rate: float,
-                      generator: torch.Generator, condition_probability: float) -> torch.Tensor:
-        """The loss (:func:`rectified_flow_loss`) of ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D], all
-        randomness from ``generator``; ``model`` is what the forward calls (the stepper's, or the bare model for
-        validation)."""
+    def training_step(self, model: torch.nn.Module, latents: torch.Tensor, audio: torch.Tensor,
+                      frame_rate: float | torch.Tensor, generator: torch.Generator,
+                      condition_probability: float) -> torch.Tensor:
+        """The loss (:func:`rectified_flow_loss`) of ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D] at
+        ``frame_rate``, all randomness from ``generator``; ``model`` is what the forward calls (the stepper's, or the
+        bare model for validation)."""
         return rectified_flow_loss(self.model, latents, audio, frame_rate, generator, condition_probability,
                                    self.config.flow, self.device, forward=model, autocast=self.stepper.autocast)
 
@@ -294,8 +323,8 @@ class Trainer:
         losses, samples = [], 0
         while len(losses) < accumulation:
             batch = next(batches)
-            frame_rate = self.train_records[int(batch["index"][0])].fps
-            loss = self.training_step(self.stepper.forward, batch["latents"], batch["audio"], frame_rate,
+            audio = self.drop_audio(batch["audio"], batch["index"])
+            loss = self.training_step(self.stepper.forward, batch["latents"], audio, batch["fps"],
                                       self.noise_generator, self.config.conditioning.first_frame_probability)
             if self.dist.any_rank(not bool(torch.isfinite(loss.detach()).item())):
                 self._count_nonfinite("loss")
@@ -312,6 +341,22 @@ class Trainer:
         self.step += 1
         return {"loss": sum(losses) / len(losses), "lr": lr, "grad_norm": norm,
                 "samples": samples * self.dist.world_size}
+
+    def drop_audio(self, audio: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """``audio`` [B, F, D] with each sample's rows replaced, with probability ``conditioning.audio_dropout``,
+        by the features of silence of its length (what inference feeds as the guidance negative).  The draws come
+        from the noise generator (resumed exactly); with dropout 0 nothing is drawn, so such runs are unchanged."""
+        probability = self.config.conditioning.audio_dropout
+        if not probability:
+            return audio
+        dropped = torch.rand(audio.shape[0], generator=self.noise_generator) < probability
+        if not bool(dropped.any()):
+            return audio
+        audio = audio.clone()
+        for row in dropped.nonzero(as_tuple=True)[0].tolist():
+            record = self.train_records[int(indices[row])]
+            audio[row] = self.silence[(record.num_frames, record.fps)]
+        return audio
 
     def _count_nonfinite(self, what: str) -> None:
         self.nonfinite_total += 1
@@ -391,23 +436,31 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------- validation
 
+    def _validation_loss(self, latents: torch.Tensor, audio: torch.Tensor, frame_rate: float,
+                         generator: torch.Generator) -> torch.Tensor:
+        return self.training_step(self.model, latents, audio, frame_rate, generator, condition_probability=1.0)
+
     def audio_gain(self, records: list[ChunkRecord]) -> dict[str, float]:
         """The audio-conditioning gain on ``records`` (:func:`avatar_gen.training.validation.audio_gain`)."""
+        return audio_gain(records, self._validation_loss, self.config.validation.num_draws, self.config.validation.seed)
 
-        def loss(latents: torch.Tensor, audio: torch.Tensor, frame_rate: float, generator: torch.Generator):
-            return self.training_step(self.model, latents, audio, frame_rate, generator, condition_probability=1.0)
-
-        return audio_gain(records, loss, self.config.validation.num_draws, self.config.validation.seed)
+    def flow_loss(self, records: list[ChunkRecord]) -> dict[str, float]:
+        """The flow loss on ``records`` at fixed draws (:func:`avatar_gen.training.validation.fixed_draw_loss`)."""
+        return fixed_draw_loss(records, self._validation_loss, self.config.validation.num_draws,
+                               self.config.validation.seed)
 
     def validate(self) -> dict[str, float]:
-        """Audio-conditioning gain on held-out (and optionally training) chunks; rank 0 computes, others wait."""
+        """Audio-conditioning gain (an audio-free run: the flow loss) on held-out (and optionally training) chunks;
+        rank 0 computes, others wait."""
         results: dict[str, float] = {}
         if self.dist.is_main:
             validation = self.config.validation
             self.model.eval()
             for name, records, count in (("val", self.held_out_records, validation.held_out_chunks),
                                          ("train_eval", self.train_records, validation.train_chunks)):
-                if count and len(records) >= 2:
+                if count and self.audio_free and records:
+                    results.update({f"{name}_{key}": value for key, value in self.flow_loss(records[:count]).items()})
+                elif count and len(records) >= 2:
                     results.update({f"{name}_{key}": value for key, value in self.audio_gain(records[:count]).items()})
             if validation.sample_videos and self.held_out_records:
                 self.samples.write(self.held_out_records[:validation.sample_chunks], self.step)
@@ -431,7 +484,8 @@ class Trainer:
             first.audio_encoder,
             {"height": first.height, "width": first.width, "num_frames": first.num_frames, "fps": first.fps},
             self.config.audio.alignment, self.config.audio.local_margin_frames,
-            latents={"latent_shape": list(first.latent_shape), "vae": first.vae}, **self.geometry)
+            latents={"latent_shape": list(first.latent_shape), "vae": first.vae},
+            audio_dropout=self.config.conditioning.audio_dropout, **self.geometry)
 
     def save_checkpoint(self) -> Path:
         """Write checkpoint ``step`` atomically (every rank calls it); returns its final folder.
@@ -456,7 +510,8 @@ class Trainer:
                 "step": self.step, "world_size": self.dist.world_size, "data_epoch": self.data_epoch,
                 "data_batches_in_epoch": self.data_batches_in_epoch, "nonfinite_total": self.nonfinite_total,
                 **engine_record})
-            export_model(staging, self.model.transformer, self.model.audio_projection, self.checkpoint_metadata(),
+            export_model(staging, self.model.transformer, self.model.caption,
+                         self.checkpoint_metadata(),
                          self.lora_config)
         self.dist.barrier()
         final = self.checkpoints_dir / step_folder_name(self.step)
@@ -479,9 +534,11 @@ class Trainer:
         if metadata.get("transformer_training") != mode:
             raise UserError(f"{where} trained '{metadata.get('transformer_training')}', this config trains '{mode}'")
         check_signature(metadata.get("transformer_config", {}), self.model.transformer, where)
-        if metadata.get("audio_projection") != self.model.audio_projection.config.model_dump(mode="json"):
-            raise UserError(f"{where}: its audio projection {metadata.get('audio_projection')} differs from this "
-                            f"config's {self.model.audio_projection.config.model_dump(mode='json')}")
+        caption = self.model.caption
+        recorded_key = "fixed_caption" if self.audio_free else "audio_projection"
+        if metadata.get(recorded_key) != caption.config.model_dump(mode="json"):
+            raise UserError(f"{where}: its {recorded_key.replace('_', ' ')} {metadata.get(recorded_key)} differs from "
+                            f"this config's {caption.config.model_dump(mode='json')}")
         self.stepper.load(folder, state_dir, trainer_state)
         # The optimizer state brings back the saved run's settings; this run's config (what config.yaml records) wins.
         optimization = self.config.optimization

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avatar_gen.errors import UserError, first_line
+from avatar_gen.ltx import LTX_DECODE_NOISE_SCALE, LTX_DECODE_TIMESTEP
 from avatar_gen.model.checkpoint import step_folder_name
-from avatar_gen.model.flow import euler_sample, first_frame_token_mask, uniform_sigmas
+from avatar_gen.model.flow import euler_sample, first_frame_token_mask, pipeline_sigmas
 from avatar_gen.training.config import TrainConfig
 from avatar_gen.training.dataset import ChunkRecord, LatentAudioDataset
 
@@ -59,20 +61,60 @@ def audio_gain(records: list[ChunkRecord], loss: LossFn, num_draws: int, seed: i
             "audio_gain": float(np.mean(gains)), "audio_gain_std": float(np.std(gains)), "chunks": float(len(partner))}
 
 
+@torch.no_grad()
+def fixed_draw_loss(records: list[ChunkRecord], loss: LossFn, num_draws: int, seed: int) -> dict[str, float]:
+    """The flow loss of ``records`` with their own audio at the fixed noise and sigma draws :func:`audio_gain` uses:
+    ``loss`` (mean over the draws) and ``loss_std`` (its spread over the draws).  For runs without audio (an
+    audio-free base), where there is no gain to measure."""
+    dataset = LatentAudioDataset(records)
+    items = [dataset[index] for index in range(len(dataset))]
+    means = []
+    for draw in range(num_draws):
+        losses = []
+        for index, (record, item) in enumerate(zip(records, items)):
+            generator = torch.Generator().manual_seed(seed + 7919 * draw + index)
+            losses.append(float(loss(item["latents"][None], item["audio"][None], record.fps, generator)))
+        means.append(float(np.mean(losses)))
+    return {"loss": float(np.mean(means)), "loss_std": float(np.std(means)), "chunks": float(len(records))}
+
+
 class SampleWriter:
-    """Sample videos of held-out chunks: the model's latents from the chunk's first frame and speech, decoded."""
+    """Sample videos of held-out chunks: the model's latents from the chunk's first frame and speech, decoded.
+
+    A preview is sampled and decoded as inference does it (docs/training.md, "Validation"): the sigmas of the base
+    model's scheduler as ``LTXImageToVideoPipeline`` sets them (:func:`avatar_gen.model.flow.pipeline_sigmas`), and
+    the VAE's decode timestep and noise of :mod:`avatar_gen.ltx`.
+    """
 
     def __init__(self, config: TrainConfig, model: torch.nn.Module,
                  autocast: Callable[[], contextlib.AbstractContextManager], device: torch.device):
         self.config, self.model, self.autocast, self.device = config, model, autocast, device
         self._vae = None
+        self._scheduler = None
+
+    def inference_sigmas(self, num_steps: int, latent_frames: int, latent_height: int,
+                         latent_width: int) -> torch.Tensor:
+        """The [num_steps + 1] sigmas inference samples a latent grid of this size with (``model.pretrained``'s
+        scheduler, as the pipeline sets it)."""
+        if self._scheduler is None:
+            from diffusers import FlowMatchEulerDiscreteScheduler
+
+            pretrained, revision = self.config.model.pretrained, self.config.model.revision
+            try:
+                self._scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(
+                    pretrained, subfolder="scheduler", revision=revision)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"sample videos need the scheduler of model.pretrained {pretrained} (a pipeline "
+                                f"folder or hub id): {first_line(exc)}") from None
+        return pipeline_sigmas(self._scheduler, num_steps, latent_frames * latent_height * latent_width)
 
     @torch.no_grad()
     def sample_latents(self, record: ChunkRecord, audio: torch.Tensor, num_steps: int, seed: int = 0,
                        sigmas: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised latents [C, F', h, w] for ``record``'s first frame and ``audio`` [F, D].
 
-        ``sigmas``: the schedule (decreasing from 1 to 0); default ``num_steps`` uniform steps shifted as in training.
+        ``sigmas``: the schedule (decreasing from 1 to 0); default: inference's for ``num_steps`` steps
+        (:meth:`inference_sigmas`).
         """
         latents = LatentAudioDataset([record])[0]["latents"][None]
         frames, height, width = self.model.token_grid(latents)
@@ -80,7 +122,7 @@ class SampleWriter:
         condition = first_frame_token_mask(1, frames, height * width, torch.ones(1, dtype=torch.bool)).to(self.device)
         noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
         if sigmas is None:
-            sigmas = uniform_sigmas(num_steps, self.config.flow.shift_for(clean.shape[1]))
+            sigmas = self.inference_sigmas(num_steps, *latents.shape[2:])
         speech = audio[None].to(self.device)
 
         def velocity(current: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
@@ -91,7 +133,8 @@ class SampleWriter:
         return self.model.unpack(generated, frames, height, width)[0].cpu()
 
     def write(self, records: list[ChunkRecord], step: int) -> list[Path]:
-        """Decode sampled videos to ``<output_dir>/samples/step_XXXXXX/<key>.mp4`` with their speech muxed in."""
+        """Decode sampled videos to ``<output_dir>/samples/step_XXXXXX/<key>.mp4`` with their speech muxed in
+        (the chunk's ``audio_wav/<key>.wav`` beside ``data.vae_latents``; a missing one is named in a warning)."""
         from avatar_gen.latents import decode_latents, denormalize_latents, load_vae
         from avatar_gen.media import write_video
 
@@ -101,12 +144,16 @@ class SampleWriter:
         folder = Path(self.config.output_dir) / "samples" / step_folder_name(step)
         written = []
         for record in records:
-            audio = torch.from_numpy(np.load(record.audio_path).astype(np.float32))
+            audio = LatentAudioDataset([record])[0]["audio"]
             generated = self.sample_latents(record, audio, self.config.validation.sample_steps)
             raw = denormalize_latents(generated, record.vae["latents_mean"], record.vae["latents_std"],
                                       float(record.vae.get("scaling_factor", 1.0)))
-            frames = decode_latents(self._vae, raw.to(self.device))
+            frames = decode_latents(self._vae, raw.to(self.device), decode_timestep=LTX_DECODE_TIMESTEP,
+                                    decode_noise_scale=LTX_DECODE_NOISE_SCALE,
+                                    generator=torch.Generator(device=self.device).manual_seed(0))
             wav = Path(self.config.data.vae_latents).parent / "audio_wav" / f"{record.key}.wav"
+            if record.audio_path is not None and not wav.is_file():  # an audio-free run has no speech to mux
+                log.warning("sample video %s has no sound: %s is missing", record.key, wav)
             written.append(write_video(folder / f"{record.key}.mp4", frames, record.fps,
                                        audio=wav if wav.is_file() else None))
         log.info("sample videos: %s", folder)
