@@ -172,13 +172,15 @@ def train_toy_vae(settings: ToyVaeSection, clips: list[ClipFrames], state_dir: P
 
 @torch.no_grad()
 def reconstruct(vae, frames: np.ndarray, chunk_frames: int = 25) -> np.ndarray:
-    """uint8 frames [T, H, W, 3] through encode (posterior mode) and decode, ``chunk_frames`` at a time."""
+    """uint8 frames [T, H, W, 3] through encode (posterior mode) and decode, ``chunk_frames`` at a time; decoded as
+    the project decodes (:func:`avatar_gen.latents.vae.decode_latents`: a timestep-conditioned VAE at timestep 0)."""
+    from avatar_gen.latents.vae import decode_latents
+
     out = []
     for start in range(0, len(frames), chunk_frames):
         pixels = torch.from_numpy(frames[start:start + chunk_frames]).float().div(127.5).sub(1.0)
         pixels = pixels.permute(3, 0, 1, 2)[None]
-        decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample[0].clamp(-1.0, 1.0)
-        out.append(decoded.add(1.0).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy())
+        out.append(decode_latents(vae, vae.encode(pixels).latent_dist.mode())[0])
     return np.concatenate(out)
 
 
