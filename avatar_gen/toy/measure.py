@@ -147,6 +147,12 @@ class HeldOutClip:
     duration: float
     truth: dict[str, Any] = field(repr=False, compare=False)
 
+    @property
+    def fingerprint(self) -> tuple[str, int, int]:
+        """(path, size, mtime) of the clip's video: a regenerated clip is measured again."""
+        stat = self.video_path.stat()
+        return str(self.video_path.resolve()), stat.st_size, stat.st_mtime_ns
+
     def first_frame(self) -> np.ndarray:
         """The portrait of a case: the clip's first frame, uint8 RGB [H, W, 3]."""
         from avatar_gen.media import read_frames
@@ -254,6 +260,12 @@ def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def cache_key(**parts: Any) -> dict[str, Any]:
+    """What a cached record was made from, as it reads back from its JSON (tuples become lists), so that it compares
+    equal to the stored one."""
+    return json.loads(json.dumps(parts, default=str))
+
+
 def files_fingerprint(folder: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, int, int]]:
     """(relative path, size, mtime) of every file under ``folder`` (a changed or retrained file changes it)."""
     entries = []
@@ -266,7 +278,9 @@ def files_fingerprint(folder: Path, skip: tuple[str, ...] = ()) -> list[tuple[st
 
 
 def model_fingerprint(name_or_path: str, revision: str | None) -> Any:
-    """A local base model by its files (only the VAE, scheduler and transformer configs matter); a hub id by name."""
+    """A local base model by its files (size and time of each), a hub id by name and revision."""
+    if not name_or_path:
+        return None
     local = Path(os.path.expanduser(name_or_path))
     if local.is_dir():
         return {"path": str(local.resolve()), "files": files_fingerprint(local)}
@@ -278,8 +292,11 @@ def describe_checkpoint(name: str, path: Path) -> CheckpointInfo:
 
     folder = resolve_checkpoint(path)
     metadata = read_checkpoint_metadata(folder)
+    base = metadata.get("base_model") or {}
+    # A LoRA is measured on its base: a retrained base (the toy's can be) changes the fingerprint too.
     fingerprint = digest({"folder": str(folder.resolve()),
-                          "files": files_fingerprint(folder, skip=(TRAINING_STATE_FOLDER,))})
+                          "files": files_fingerprint(folder, skip=(TRAINING_STATE_FOLDER,)),
+                          "base": model_fingerprint(str(base.get("pretrained") or ""), base.get("revision"))})
     return CheckpointInfo(name=name, folder=folder, metadata=metadata, fingerprint=fingerprint)
 
 
@@ -353,9 +370,9 @@ def generated_case(generator: LazyGenerator, model: CheckpointInfo, case: HeldOu
     """Generate (or take from ``folder``) the video of one held-out case and its figures (:func:`score_video`)."""
     key = f"{case.clip_id}-g{guidance:g}-steps{settings.steps}-seed{settings.seed}"
     video_path, record_path = folder / f"{key}.mp4", folder / f"{key}.json"
-    video_key = {"checkpoint": model.fingerprint, "portrait": str(case.video_path), "speech": str(case.video_path),
-                 "guidance": guidance, "steps": settings.steps, "seed": settings.seed}
-    scoring_key = {"version": SCORING_VERSION, "control": control.clip_id}
+    video_key = cache_key(checkpoint=model.fingerprint, portrait_and_speech=case.fingerprint, guidance=guidance,
+                          steps=settings.steps, seed=settings.seed)
+    scoring_key = cache_key(version=SCORING_VERSION, control=control.fingerprint)
     cached = read_json(record_path) or {}
     have_video = video_path.is_file() and cached.get("video_key") == video_key
     if have_video and cached.get("scoring_key") == scoring_key:
@@ -393,7 +410,7 @@ def vae_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureConf
     from avatar_gen.toy.vae import ClipFrames, vae_ceiling
 
     clips = held_out.clips[:config.vae_clips]
-    key = digest({"base": model_fingerprint(model.base, model.revision), "clips": [clip.clip_id for clip in clips],
+    key = digest({"base": model_fingerprint(model.base, model.revision), "clips": [clip.fingerprint for clip in clips],
                   "version": SCORING_VERSION})
     path = cache / "vae" / f"{key[:24]}.json"
     cached = read_json(path)
@@ -416,12 +433,11 @@ def vae_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureConf
     return result
 
 
-RECONSTRUCT_CHUNK_FRAMES = 25  # avatar_gen.toy.vae.reconstruct's default chunk
-
-
 def reconstructable_frames(num_frames: int, temporal_compression: int) -> int:
     """The longest prefix that ``reconstruct`` gives back frame for frame: its last chunk must be 8k+1 frames long
     for a VAE that compresses time k-fold (a toy VAE that does not keeps every frame)."""
+    from avatar_gen.toy.vae import RECONSTRUCT_CHUNK_FRAMES
+
     remainder = num_frames % RECONSTRUCT_CHUNK_FRAMES
     if temporal_compression <= 1 or remainder == 0:
         return num_frames

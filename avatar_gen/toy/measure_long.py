@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 
 from avatar_gen.limits import MAX_SPEECH_SECONDS
 from avatar_gen.toy.measure import (
-    DETECT_EVERY, SCORING_VERSION, CheckpointInfo, HeldOutClip, HeldOutSet, LazyGenerator, MeasureSettings,
+    DETECT_EVERY, SCORING_VERSION, CheckpointInfo, cache_key, HeldOutClip, HeldOutSet, LazyGenerator, MeasureSettings,
     default_guidance, digest, prepare, report_header)
 from avatar_gen.toy.measure_report import render_long_report, spread
 from avatar_gen.utils.io import atomic_write_json, atomic_write_text, read_json
@@ -174,10 +174,12 @@ def long_case(generator: LazyGenerator, model: CheckpointInfo, held_out: HeldOut
     key = f"{case.clip_id}-{config.seconds:g}s-g{guidance:g}-steps{config.steps}-seed{config.seed}"
     video_path, record_path, speech_path = (folder / f"{key}.mp4", folder / f"{key}.json", folder / f"{key}.wav")
     speech, speech_clips = long_speech(held_out, index, config.seconds)
-    video_key = {"checkpoint": model.fingerprint, "portrait": str(case.video_path), "speech": speech_clips,
-                 "seconds": config.seconds, "guidance": guidance, "steps": config.steps, "seed": config.seed}
-    scoring_key = {"version": SCORING_VERSION, "windows": [config.identity_window, config.colour_window,
-                                                           config.sync_window], "timing": config.timing_chunks}
+    by_id = {clip.clip_id: clip for clip in held_out.clips}
+    video_key = cache_key(checkpoint=model.fingerprint, portrait=case.fingerprint,
+                          speech=[by_id[clip_id].fingerprint for clip_id in speech_clips], seconds=config.seconds,
+                          guidance=guidance, steps=config.steps, seed=config.seed)
+    scoring_key = cache_key(version=SCORING_VERSION, timing=config.timing_chunks,
+                            windows=[config.identity_window, config.colour_window, config.sync_window])
     cached = read_json(record_path) or {}
     have_video = video_path.is_file() and cached.get("video_key") == video_key
     if have_video and cached.get("scoring_key") == scoring_key:
@@ -225,7 +227,7 @@ def ground_truth_colour_shift(held_out: HeldOutSet, window: float, cache: Path) 
     from avatar_gen.evaluation.long_video import edge_windows, lab_colour_shift
     from avatar_gen.media import read_frames
 
-    key = digest({"clips": [str(clip.video_path) for clip in held_out.clips], "window": window,
+    key = digest({"clips": [clip.fingerprint for clip in held_out.clips], "window": window,
                   "version": SCORING_VERSION})
     path = cache / "long" / f"ground-truth-colour-{key[:24]}.json"
     cached = read_json(path)

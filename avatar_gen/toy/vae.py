@@ -32,6 +32,7 @@ TRAINING_STATE = "training_state.pt"
 # Mouth box around the mouth centre, in head radii (half-width, half-height): lips at their widest, mouth wide open.
 MOUTH_HALF_WIDTH_RADII = 0.45
 MOUTH_HALF_HEIGHT_RADII = 0.4
+RECONSTRUCT_CHUNK_FRAMES = 25  # frames encoded and decoded together when a whole clip is reconstructed
 
 
 @dataclass
@@ -171,7 +172,7 @@ def train_toy_vae(settings: ToyVaeSection, clips: list[ClipFrames], state_dir: P
 
 
 @torch.no_grad()
-def reconstruct(vae, frames: np.ndarray, chunk_frames: int = 25) -> np.ndarray:
+def reconstruct(vae, frames: np.ndarray, chunk_frames: int = RECONSTRUCT_CHUNK_FRAMES) -> np.ndarray:
     """uint8 frames [T, H, W, 3] through encode (posterior mode) and decode, ``chunk_frames`` at a time; decoded as
     the project decodes (:func:`avatar_gen.latents.vae.decode_latents`: a timestep-conditioned VAE at timestep 0)."""
     from avatar_gen.latents.vae import decode_latents
