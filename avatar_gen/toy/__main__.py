@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from avatar_gen.config import add_field_flag, config_from_flags
-from avatar_gen.toy.measure import MeasureConfig, MeasureSettings, parse_checkpoint_flags
-from avatar_gen.toy.measure_long import LongMeasureConfig
-from avatar_gen.utils.cli import add_common_arguments, run_main
+from avatar_gen.toy.measure import MeasureConfig, MeasureSettings, measure, parse_checkpoint_flags
+from avatar_gen.toy.measure_long import LongMeasureConfig, measure_long
+from avatar_gen.utils.cli import add_common_arguments, interrupt_on_sigterm, run_main
 
 log = logging.getLogger(__name__)
 
@@ -119,17 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "avatar_gen.toy", *(argv if argv is not None else sys.argv[1:])])
 
     def body() -> int:
-        if args.command == "measure":
-            from avatar_gen.toy.measure import measure
-
-            measure(config_from_flags(MeasureConfig, args, checkpoints=parse_checkpoint_flags(args.checkpoint)),
-                    command=command)
-            return 0
-        if args.command == "measure-long":
-            from avatar_gen.toy.measure_long import measure_long
-
-            measure_long(config_from_flags(LongMeasureConfig, args, checkpoints=parse_checkpoint_flags(
-                args.checkpoint)), command=command)
+        if args.command in ("measure", "measure-long"):
+            model, run = (MeasureConfig, measure) if args.command == "measure" else (LongMeasureConfig, measure_long)
+            config = config_from_flags(model, args, checkpoints=parse_checkpoint_flags(args.checkpoint))
+            with interrupt_on_sigterm():  # a terminated run stops ffmpeg and leaves no partial video in the cache
+                run(config, command=command)
             return 0
         from avatar_gen.config import load_config
         from avatar_gen.toy.config import ToyPretrainConfig
