@@ -19,7 +19,8 @@ from avatar_gen.synthetic import generate_dataset
 from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
 from avatar_gen.toy.__main__ import main
 from avatar_gen.toy.measure import (
-    interleave_by_clip, parse_checkpoint_flags, read_held_out, reconstructable_frames, score_video)
+    describe_checkpoint, interleave_by_clip, parse_checkpoint_flags, read_held_out, reconstructable_frames,
+    run_flow_settings, score_video)
 
 SIZE = 64  # generated video side; the held-out clips are 128 px close-ups (the size the toy world uses)
 VIDEO = {"height": SIZE, "width": SIZE, "num_frames": 17, "fps": 25.0}
@@ -206,6 +207,15 @@ def test_held_out_guard_and_helpers(checkpoints, held_out, tmp_path):
             prepare(MeasureConfig(checkpoints={"g": checkpoints["global"]}, held_out=held_out, out=tmp_path))
     finally:
         split.unlink()
+    # The gain's noise levels are those the run trained with (its config.yaml), else the defaults.
+    config = checkpoints["global"].parent.parent / "config.yaml"
+    config.write_text("output_dir: somewhere\nflow:\n  shift: 3.0\n")
+    try:
+        flow, source = run_flow_settings(describe_checkpoint("g", checkpoints["global"]))
+        assert flow.shift == 3.0 and source == str(config)
+    finally:
+        config.unlink()
+    assert run_flow_settings(describe_checkpoint("g", checkpoints["global"]))[0].shift == "auto"
     assert parse_checkpoint_flags([f"x={tmp_path}", str(checkpoints["local"])]) == {
         "x": tmp_path, "local": checkpoints["local"]}
     assert [reconstructable_frames(n, 8) for n in (50, 60, 75)] == [50, 59, 75]  # last chunk 8k+1 (or whole)

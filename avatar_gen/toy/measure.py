@@ -36,9 +36,9 @@ from avatar_gen.config import StrictModel
 from avatar_gen.errors import UserError
 from avatar_gen.layout import SPLIT_FILE
 from avatar_gen.limits import MAX_GUIDANCE, MAX_STEPS, MIN_GUIDANCE, MIN_STEPS
+from avatar_gen.toy.measure_report import comparison_rows, render_measure_report, spread
 from avatar_gen.utils.datafiles import load_json
 from avatar_gen.utils.io import atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
-from avatar_gen.toy.measure_report import comparison_rows, render_measure_report, spread
 from avatar_gen.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,9 @@ REPORT_FORMAT_VERSION = 1
 SCORING_VERSION = 1
 SECTIONS = ("vae", "gain", "videos", "sweep")
 CHECKPOINT_NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-+")
+DETECT_EVERY = 2  # face detection on every 2nd frame, boxes interpolated between (evaluation's default)
 # What the gain compares against: the partner chunk of each chunk (audio_gain pairs a chunk with the next one of its
 # shape; the chunks are ordered so that the next one is another clip's).
-DETECT_EVERY = 2  # face detection on every 2nd frame, boxes interpolated between (evaluation's default)
 GAIN_PARTNER = "the next chunk in clip-interleaved order: another held-out clip's chunk"
 
 
@@ -202,6 +202,8 @@ def read_held_out(folder: Path) -> HeldOutSet:
             if truth.get("kind", "speech") != "speech":
                 continue  # two-face and silent clips are no lip-sync case
             clip_id = str(truth["clip_id"])
+            if clip_id != truth_path.stem:  # the id names a file: it must be the one this record was written for
+                raise UserError(f"ground truth {truth_path} names the clip {clip_id!r}, not {truth_path.stem!r}")
             clip = HeldOutClip(clip_id=clip_id, video_path=folder / CLIPS_DIR / f"{clip_id}.mp4",
                                text=str(truth.get("text", "")), voice=truth.get("voice"), fps=float(truth["fps"]),
                                num_frames=int(truth["num_frames"]), duration=float(truth["duration"]), truth=truth)
@@ -434,8 +436,8 @@ def vae_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureConf
 
 
 def reconstructable_frames(num_frames: int, temporal_compression: int) -> int:
-    """The longest prefix that ``reconstruct`` gives back frame for frame: its last chunk must be 8k+1 frames long
-    for a VAE that compresses time k-fold (a toy VAE that does not keeps every frame)."""
+    """The longest prefix that ``reconstruct`` gives back frame for frame: its last chunk must be t k + 1 frames long
+    for a VAE that compresses time t-fold (a toy VAE that does not keeps every frame)."""
     from avatar_gen.toy.vae import RECONSTRUCT_CHUNK_FRAMES
 
     remainder = num_frames % RECONSTRUCT_CHUNK_FRAMES
@@ -461,7 +463,8 @@ def held_out_chunks(model: CheckpointInfo, held_out: HeldOutSet, config: Measure
         raise UserError(f"checkpoint {model.folder} records no video size or audio encoder: cannot make its chunks")
     spec = AudioEncoderSpec.model_validate(spec_dict)
     geometry = {key: video[key] for key in ("height", "width", "num_frames", "fps")}
-    root = cache / "chunks" / digest({"base": model_fingerprint(model.base, model.revision), **geometry})[:24]
+    root = cache / "chunks" / digest({"base": model_fingerprint(model.base, model.revision), **geometry,
+                                      "clips": str(held_out.folder.resolve())})[:24]
     root.mkdir(parents=True, exist_ok=True)
     # The stages record video paths relative to the data root and read only paths inside it: the clips come in
     # through a link (a linked folder counts as inside).
@@ -478,7 +481,8 @@ def held_out_chunks(model: CheckpointInfo, held_out: HeldOutSet, config: Measure
                                           ff_out=features, audio_source="original", encoder=spec,
                                           device=config.device))
     wanted = {clip.clip_id for clip in held_out.clips}
-    records = [record for record in scan_chunks(root / "vae_latents", features, int(spec.feature_dim or 0))
+    feature_dim = spec.feature_dim or (model.metadata.get("audio_projection") or {}).get("feature_dim")
+    records = [record for record in scan_chunks(root / "vae_latents", features, feature_dim)
                if record.clip_id in wanted]
     log.info("%s: %d held-out chunks of %d frames from %d clips (%s)", model.name, len(records),
              geometry["num_frames"], len({record.clip_id for record in records}), root)
@@ -496,21 +500,16 @@ def interleave_by_clip(records: list) -> list:
 
 def run_flow_settings(model: CheckpointInfo):
     """The noise-level settings the checkpoint trained with (its run's ``config.yaml``), else the defaults."""
-    import yaml
-
-    from avatar_gen.config import validate_config
+    from avatar_gen.config import load_yaml, validate_config
     from avatar_gen.training.config import FlowSection
     from avatar_gen.training.trainer import RESOLVED_CONFIG
 
     run = model.run_folder
     if run is not None and (run / RESOLVED_CONFIG).is_file():
-        try:
-            data = yaml.safe_load((run / RESOLVED_CONFIG).read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-            raise UserError(f"cannot read the run config {run / RESOLVED_CONFIG}: {exc}") from None
-        if isinstance(data, dict) and isinstance(data.get("flow"), dict):
-            return validate_config(FlowSection, data["flow"], source=str(run / RESOLVED_CONFIG)), \
-                str(run / RESOLVED_CONFIG)
+        path = run / RESOLVED_CONFIG
+        flow = load_yaml(path).get("flow")
+        if isinstance(flow, dict):
+            return validate_config(FlowSection, flow, source=f"{path} (flow)"), str(path)
     return FlowSection(), "defaults (no run config.yaml beside the checkpoint)"
 
 

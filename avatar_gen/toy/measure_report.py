@@ -18,14 +18,15 @@ def spread(values: list[float | None], of: int | None = None) -> dict[str, Any]:
             "n": len(present), "of": len(values) if of is None else of}
 
 
-def spread_text(summary: dict[str, Any] | None, digits: int = 3) -> str:
-    """``0.812 ± 0.041 (n=16)``, or ``n/a (n=0 of 16)`` when nothing could be measured."""
+def spread_text(summary: dict[str, Any] | None, digits: int = 3, unit: str = "") -> str:
+    """``0.812 ± 0.041 (n=16)`` (``unit`` after the numbers), or ``n/a (n=0 of 16)`` when nothing could be
+    measured."""
     if not summary:
         return "n/a"
     count = f"n={summary['n']}" + (f" of {summary['of']}" if summary.get("of") not in (None, summary["n"]) else "")
     if summary.get("mean") is None:
         return f"n/a ({count})"
-    return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f} ({count})"
+    return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}{unit} ({count})"
 
 
 def comparison_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -83,8 +84,8 @@ def render_measure_report(report: dict[str, Any]) -> str:
         vae = entry.get("vae_ceiling")
         if vae is not None:
             lines += ["", f"**VAE ceiling** (base VAE, {vae['n_clips']} held-out clips, {vae['frames']} frames): "
-                      f"reconstruction PSNR {spread_text(vae['psnr'], 2)} dB; offline sync@0 of the reconstructions "
-                      f"{spread_text(vae['sync_reconstruction'])} vs of the originals "
+                      f"reconstruction PSNR {spread_text(vae['psnr'], 2, ' dB')}; offline sync@0 of the "
+                      f"reconstructions {spread_text(vae['sync_reconstruction'])} vs of the originals "
                       f"{spread_text(vae['sync_original'])}."]
         gain = entry.get("audio_gain")
         if gain is not None:
