@@ -622,3 +622,34 @@ def test_training_shift_counts_latents_as_the_pipeline_does(tmp_path, tiny_zoo, 
     item = trainer.train_dataset[0]
     trainer.training_step(trainer.model, item["latents"][None], item["audio"][None], 25.0, torch.Generator(), 1.0)
     assert shifts == [pytest.approx(trainer.config.flow.shift_for(5 * 2 * 2))]  # latents [8, 5, 2, 2]: 20, 5 tokens
+
+
+def test_continuation_training_gives_the_first_m_latent_frames_clean(tmp_path, tiny_zoo, toy_root, monkeypatch):
+    """With continuation_probability 1, every conditioned sample gets its first m (2..max) latent frames clean,
+    with timestep 0 and no loss, as a chunk continuing the previous one's last frames is sampled; the checkpoint
+    says how many frames training gave."""
+    from avatar_gen.model import flow
+
+    masks = []
+    real = flow.make_flow_inputs
+
+    def recording(clean, noise, sigmas, condition_mask):
+        masks.append(condition_mask.clone())
+        return real(clean, noise, sigmas, condition_mask)
+
+    monkeypatch.setattr("avatar_gen.training.trainer.make_flow_inputs", recording)
+    config = make_config(tmp_path / "run", tiny_zoo, toy_root, optimization={"max_steps": 6, "warmup_steps": 0},
+                         conditioning={"continuation_probability": 1.0, "continuation_max_frames": 3},
+                         checkpoints={"every_n_steps": 6})
+    result = Trainer(config).train()
+    frames = masks[0].shape[1] // 4  # the tiny zoo's 33x64x64 chunks: 5 latent frames of 2x2 tokens
+    clean_frames = torch.cat([mask.view(mask.shape[0], frames, 4)[..., 0].sum(dim=1) for mask in masks])
+    assert set(clean_frames.tolist()) <= {2.0, 3.0} and len(set(clean_frames.tolist())) == 2
+    for mask in masks:  # whole leading frames, nothing after them
+        per_frame = mask.view(mask.shape[0], frames, 4)
+        assert torch.all(per_frame.amin(dim=2) == per_frame.amax(dim=2))
+        assert torch.all(per_frame[:, 1:] <= per_frame[:, :-1])
+    metadata = json.loads((result.checkpoint / "avatar_checkpoint.json").read_text())
+    assert metadata["continuation_max_frames"] == 3
+    mask = flow.leading_frames_token_mask(3, 2, torch.tensor([0, 1, 3]))
+    assert mask.tolist() == [[0] * 6, [1, 1, 0, 0, 0, 0], [1] * 6]

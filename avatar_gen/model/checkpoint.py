@@ -54,12 +54,14 @@ def transformer_signature(transformer: torch.nn.Module) -> dict[str, Any]:
 def checkpoint_metadata(step: int, pretrained: str, revision: str | None, lora: dict[str, Any] | None,
                         audio_encoder: dict[str, Any] | None, video: dict[str, Any], alignment: str,
                         local_margin_frames: int, temporal_compression: int, spatial_compression: int,
-                        latents: dict[str, Any] | None = None, audio_dropout: float = 0.0) -> dict[str, Any]:
+                        latents: dict[str, Any] | None = None, audio_dropout: float = 0.0,
+                        continuation_max_frames: int = 0) -> dict[str, Any]:
     """The run-specific part of ``avatar_checkpoint.json`` (docs/CONTRACTS.md); :func:`export_model` adds the rest.
 
     ``lora``: ``{rank, alpha, dropout, target_modules}`` or None (full fine-tuning); ``video``: ``{height, width,
     num_frames, fps}`` of the training chunks; ``latents``: ``{latent_shape, vae}`` of the training chunks;
-    ``audio_dropout``: the share of samples trained on the features of silence (guidance).
+    ``audio_dropout``: the share of samples trained on the features of silence (guidance);
+    ``continuation_max_frames``: the most leading latent frames training gave clean (0: the first frame only).
     """
     metadata = {"step": step, "base_model": {"pretrained": pretrained, "revision": revision}, "lora": lora,
                 "audio_encoder": audio_encoder, "video": dict(video)}
@@ -67,7 +69,7 @@ def checkpoint_metadata(step: int, pretrained: str, revision: str | None, lora: 
         metadata["latents"] = latents
     metadata.update(alignment=alignment, local_margin_frames=local_margin_frames,
                     temporal_compression=temporal_compression, spatial_compression=spatial_compression,
-                    audio_dropout=audio_dropout)
+                    audio_dropout=audio_dropout, continuation_max_frames=continuation_max_frames)
     return metadata
 
 

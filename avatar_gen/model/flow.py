@@ -41,12 +41,21 @@ def sample_sigmas(batch_size: int, shift: float, mean: float = 0.0, std: float =
     return shift_sigmas(sigmas, shift).to(device)
 
 
+def leading_frames_token_mask(num_latent_frames: int, tokens_per_latent_frame: int,
+                              clean_frames: torch.Tensor) -> torch.Tensor:
+    """[B, tokens] float: 1 for the tokens of the first ``clean_frames[b]`` latent frames of sample ``b`` (0: none).
+
+    Image-to-video gives one clean frame (the portrait); continuing a previous chunk gives its last ``m`` frames.
+    """
+    frame_of_token = torch.arange(num_latent_frames * tokens_per_latent_frame,
+                                  device=clean_frames.device) // tokens_per_latent_frame
+    return (frame_of_token[None, :] < clean_frames.long()[:, None]).float()
+
+
 def first_frame_token_mask(batch_size: int, num_latent_frames: int, tokens_per_latent_frame: int,
                            conditioned: torch.Tensor) -> torch.Tensor:
     """[B, tokens] float: 1 for the first latent frame's tokens of samples with ``conditioned[b]`` True."""
-    mask = torch.zeros(batch_size, num_latent_frames * tokens_per_latent_frame, device=conditioned.device)
-    mask[:, :tokens_per_latent_frame] = 1.0
-    return mask * conditioned.float()[:, None]
+    return leading_frames_token_mask(num_latent_frames, tokens_per_latent_frame, conditioned.long()[:batch_size])
 
 
 @dataclass

@@ -73,6 +73,8 @@ class ToyTransformerSection(StrictModel):
     caption_channels: int = Field(default=128, ge=8, description="width of the caption slot the audio tokens fill")
     base_config: ConfigPath = Field(description="the trainer YAML of the base pretraining (configs/toy-base.yaml)")
     num_frames: int = Field(default=25, ge=2, description="frames per training chunk")
+    base_overrides: list[str] = Field(default_factory=list,
+                                      description="section.key=value changes to base_config (e.g. a short test run)")
 
 
 class ToyPretrainConfig(StrictModel):

@@ -104,7 +104,7 @@ def _base_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
         write_pipeline_folder(paths["init"], vae, transformer)
     train_config = load_config(TrainConfig, config.transformer.base_config, [
         f"output_dir={paths['base_run']}", f"model.pretrained={paths['init']}",
-        f"data.vae_latents={paths['latents']}", "checkpoints.resume=latest"])
+        f"data.vae_latents={paths['latents']}", "checkpoints.resume=latest", *config.transformer.base_overrides])
     Trainer(train_config).train()
 
 

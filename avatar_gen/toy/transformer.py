@@ -9,9 +9,12 @@ import torch
 from avatar_gen.toy.config import ToyTransformerSection
 from avatar_gen.utils.io import atomic_folder
 
-# LTX-Video's scheduler settings (its scheduler_config.json): the shift grows with the video token count.
-SCHEDULER_SETTINGS = {"use_dynamic_shifting": True, "base_shift": 0.95, "max_shift": 2.05, "base_image_seq_len": 1024,
-                      "max_image_seq_len": 4096, "shift_terminal": 0.1}
+# The toy scheduler: LTX-Video's Euler flow-matching scheduler with a static shift instead of LTX's dynamic one. The
+# toy's chunks always have the same size (128 x 128 x 25 frames = 1600 transformer tokens, where LTX's rule would give
+# 3.2), and diffusers' dynamic rule counts latents before the transformer's 4x4 patching (25 600 here), which only
+# matches the token count for patch size 1. configs/toy-base.yaml and train-toy.yaml train with the same shift.
+TOY_SHIFT = 3.0
+SCHEDULER_SETTINGS = {"shift": TOY_SHIFT, "use_dynamic_shifting": False, "shift_terminal": 0.1}
 
 
 def build_toy_transformer(settings: ToyTransformerSection, latent_channels: int, seed: int):

@@ -126,6 +126,12 @@ class FlowSection(StrictModel):
 class ConditioningSection(StrictModel):
     first_frame_probability: float = Field(
         default=0.5, ge=0, le=1, description="share of samples whose first latent frame is clean, timestep 0, no loss")
+    continuation_probability: float = Field(
+        default=0.0, ge=0, le=1,
+        description="share of the samples with a clean first frame that get their first m latent frames clean "
+                    "instead (m uniform in 2..continuation_max_frames): teaches continuing a previous chunk from its "
+                    "last frames (docs/inference.md, long videos)")
+    continuation_max_frames: int = Field(default=4, ge=2, description="largest m of continuation_probability")
     audio_dropout: float = Field(
         default=0.0, ge=0, le=1,
         description="share of samples whose speech features are replaced by the features of silence (what inference "

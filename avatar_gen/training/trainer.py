@@ -30,7 +30,7 @@ from avatar_gen.model.checkpoint import (
     load_base_transformer, load_trainable_weights, read_checkpoint_metadata, resolve_checkpoint, staging_folder,
     step_folder_name)
 from avatar_gen.model.denoiser import AvatarDenoiser
-from avatar_gen.model.flow import first_frame_token_mask, flow_loss, make_flow_inputs, sample_sigmas
+from avatar_gen.model.flow import flow_loss, leading_frames_token_mask, make_flow_inputs, sample_sigmas
 from avatar_gen.model.lora import attach_lora, make_lora_config
 from avatar_gen.training.config import FlowSection, TrainConfig
 from avatar_gen.training.dataset import (
@@ -79,15 +79,16 @@ def video_geometry(record: ChunkRecord) -> dict[str, int]:
 def rectified_flow_loss(denoiser: AvatarDenoiser, latents: torch.Tensor, audio: torch.Tensor,
                         frame_rate: float | torch.Tensor, generator: torch.Generator, condition_probability: float,
                         flow: FlowSection, device: torch.device, forward: Callable[..., torch.Tensor] | None = None,
-                        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-                        ) -> torch.Tensor:
+                        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                        continuation_probability: float = 0.0, continuation_max_frames: int = 0) -> torch.Tensor:
     """The training loss: rectified flow of normalised ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D] at
     ``frame_rate`` (one number, or one per item [B]: RoPE scales time per item).
 
-    All randomness (sigma, noise, which samples get their first frame clean) comes from ``generator``, so the same
-    generator state gives the same draws with another audio (the audio-conditioning gain relies on it).  ``forward``
-    is the module the forward calls (default ``denoiser``; training passes its stepper's).  The trainer and
-    evaluations of a saved checkpoint (``python -m avatar_gen.toy measure``) share this one definition.
+    All randomness (sigma, noise, which samples get their first frame clean, and with ``continuation_probability``
+    which get their first m <= ``continuation_max_frames`` latent frames clean instead) comes from ``generator``, so
+    the same generator state gives the same draws with another audio (the audio-conditioning gain relies on it).
+    ``forward`` is the module the forward calls (default ``denoiser``; training passes its stepper's).  The trainer
+    and the measurement of a saved checkpoint (``python -m avatar_gen.toy measure``) share this one definition.
     """
     forward = denoiser if forward is None else forward
     batch_size = latents.shape[0]
@@ -98,8 +99,13 @@ def rectified_flow_loss(denoiser: AvatarDenoiser, latents: torch.Tensor, audio: 
     latent_positions = latents.shape[2] * latents.shape[3] * latents.shape[4]
     sigmas = sample_sigmas(batch_size, flow.shift_for(latent_positions), flow.logit_mean, flow.logit_std, generator)
     noise = torch.randn(clean.shape, generator=generator)
-    conditioned = torch.rand(batch_size, generator=generator) < condition_probability
-    condition_mask = first_frame_token_mask(batch_size, frames, height * width, conditioned)
+    clean_frames = (torch.rand(batch_size, generator=generator) < condition_probability).long()
+    if continuation_probability > 0:  # (no draw otherwise: runs without continuation keep their random stream)
+        continued = torch.rand(batch_size, generator=generator) < continuation_probability
+        most = min(continuation_max_frames, frames - 1)
+        extra = torch.randint(2, max(most, 2) + 1, (batch_size,), generator=generator).clamp(max=frames - 1)
+        clean_frames = torch.where(continued & (clean_frames > 0), extra, clean_frames)
+    condition_mask = leading_frames_token_mask(frames, height * width, clean_frames)
     inputs = make_flow_inputs(clean, noise.to(device), sigmas.to(device), condition_mask.to(device))
     # Forward: the velocity prediction from the noisy tokens and the speech.
     with autocast():
@@ -306,12 +312,14 @@ class Trainer:
 
     def training_step(self, model: torch.nn.Module, latents: torch.Tensor, audio: torch.Tensor,
                       frame_rate: float | torch.Tensor, generator: torch.Generator,
-                      condition_probability: float) -> torch.Tensor:
+                      condition_probability: float, continuation_probability: float = 0.0) -> torch.Tensor:
         """The loss (:func:`rectified_flow_loss`) of ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D] at
         ``frame_rate``, all randomness from ``generator``; ``model`` is what the forward calls (the stepper's, or the
         bare model for validation)."""
         return rectified_flow_loss(self.model, latents, audio, frame_rate, generator, condition_probability,
-                                   self.config.flow, self.device, forward=model, autocast=self.stepper.autocast)
+                                   self.config.flow, self.device, forward=model, autocast=self.stepper.autocast,
+                                   continuation_probability=continuation_probability,
+                                   continuation_max_frames=self.config.conditioning.continuation_max_frames)
 
     def optimizer_step(self, batches: Iterator[dict[str, Any]]) -> dict[str, float] | None:
         """Consume micro-batches until ``gradient_accumulation_steps`` finite ones were back-propagated, update.
@@ -325,7 +333,8 @@ class Trainer:
             batch = next(batches)
             audio = self.drop_audio(batch["audio"], batch["index"])
             loss = self.training_step(self.stepper.forward, batch["latents"], audio, batch["fps"],
-                                      self.noise_generator, self.config.conditioning.first_frame_probability)
+                                      self.noise_generator, self.config.conditioning.first_frame_probability,
+                                      self.config.conditioning.continuation_probability)
             if self.dist.any_rank(not bool(torch.isfinite(loss.detach()).item())):
                 self._count_nonfinite("loss")
                 continue
@@ -485,7 +494,10 @@ class Trainer:
             {"height": first.height, "width": first.width, "num_frames": first.num_frames, "fps": first.fps},
             self.config.audio.alignment, self.config.audio.local_margin_frames,
             latents={"latent_shape": list(first.latent_shape), "vae": first.vae},
-            audio_dropout=self.config.conditioning.audio_dropout, **self.geometry)
+            audio_dropout=self.config.conditioning.audio_dropout,
+            continuation_max_frames=(self.config.conditioning.continuation_max_frames
+                                     if self.config.conditioning.continuation_probability > 0 else 0),
+            **self.geometry)
 
     def save_checkpoint(self) -> Path:
         """Write checkpoint ``step`` atomically (every rank calls it); returns its final folder.
