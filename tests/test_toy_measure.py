@@ -97,7 +97,7 @@ def test_report_has_every_section_with_numbers_and_n(measured, held_out):
         assert videos["face_found_pct"] == {"mean": 0.0, "std": 0.0, "n": 3, "of": 3}
         assert [case["face_found_pct"] for case in videos["cases"]] == [0.0, 0.0, 0.0]
         assert _count(videos["sync"]) == 0 and videos["sync"]["of"] == 3 and videos["sync"]["mean"] is None
-        for figure in ("identity_ssim", "flicker"):
+        for figure in ("identity_ssim", "flicker", "generation_seconds"):
             assert _count(videos[figure]) == 3 and np.isfinite(videos[figure]["mean"])
         for case in videos["cases"]:
             assert any((measured / "cache" / "models").glob(f"*/videos/{case['video']}"))

@@ -588,7 +588,8 @@ def videos_section(model: CheckpointInfo, generator: LazyGenerator, held_out: He
         rows = [records[(guidance, case.clip_id)] for case in cases]
         videos = {"n_cases": len(rows), "held_out": True, "guidance": guidance, "steps": config.steps,
                   "seed": config.seed, "control": "the same video scored against the next case's clip's speech",
-                  **summarise_cases(rows), "cases": rows}
+                  **summarise_cases(rows), "cases": rows,
+                  "generation_seconds": spread([row["generation"]["seconds"] for row in rows])}
     sweep = None
     if "sweep" in config.sections:
         sweep_cases = cases[:config.sweep_cases]

@@ -105,6 +105,7 @@ def render_measure_report(report: dict[str, Any]) -> str:
                       f"| offline sync@0 with another clip's speech | {spread_text(videos['sync_control'])} |",
                       f"| identity SSIM to the portrait | {spread_text(videos['identity_ssim'])} |",
                       f"| flicker (mean abs. frame difference, 0-255) | {spread_text(videos['flicker'], 2)} |",
+                      f"| seconds to generate one video | {spread_text(videos['generation_seconds'], 1)} |",
                       "", "| case | control | s | face % | sync@0 | control sync | SSIM | flicker |",
                       "|---|---|---|---|---|---|---|---|"]
             for case in videos["cases"]:
@@ -114,7 +115,7 @@ def render_measure_report(report: dict[str, Any]) -> str:
                              f"{case['flicker']:.2f} |")
         sweep = entry.get("guidance_sweep")
         if sweep is not None:
-            lines += ["", f"**Guidance sweep** on the first {sweep['n_cases']} cases, {sweep['steps']} steps:", "",
+            lines += ["", f"**Guidance sweep** on the first {sweep['n_cases']} case(s), {sweep['steps']} steps:", "",
                       "| guidance | face found % | sync@0 | control sync | identity SSIM |", "|---|---|---|---|---|"]
             for row in sweep["rows"]:
                 lines.append(f"| {row['guidance']:g} | {spread_text(row['face_found_pct'], 1)} | "
