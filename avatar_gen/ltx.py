@@ -8,8 +8,6 @@ and a checkpoint records the factors it was trained with, so a VAE with other fa
 LTX_SPATIAL_COMPRESSION = 32
 # Frames per latent frame after the first: frame counts are 8k + 1.
 LTX_TEMPORAL_COMPRESSION = 8
-# diffusers' LTX pipelines refuse sides that are not multiples of 32, whatever the VAE's own factor.
-LTX_PIPELINE_SIDE_MULTIPLE = 32
 
 # LTX-Video 0.9.1+ VAEs decode with timestep conditioning: a little noise at a small decode timestep.  These are the
 # values diffusers recommends for them; inference and the trainer's preview videos both decode with them.

@@ -1,4 +1,4 @@
-"""Inference speed: time per stage, and the overhead of our path over calling the diffusers pipeline directly.
+"""Inference speed: time per stage, and the cost of our sampling loop against calling the diffusers pipeline.
 
     python bench/bench_inference.py                  # tiny zoo, CPU, untrained checkpoint (a few minutes)
     python bench/bench_inference.py --checkpoint outputs/run/checkpoints/latest --device cuda --dtype bf16 \
@@ -10,9 +10,10 @@ Figures (one JSON line):
   (``speech``), audio encoding + projection (``audio_features``), ``denoising``, VAE ``decoding``, H.264 + AAC
   ``writing`` (muxing), and ``total``;
 - ``seconds_per_video_second``: ``total`` / the speech's duration (below 1 = faster than real time);
-- ``pipeline_overhead_wall`` / ``_cpu``: one chunk made the way ``generate`` makes it (``denoise`` with its per-step
-  progress callback, then ``decode``) over the same chunk from a plain ``LTXImageToVideoPipeline`` call with the same
-  components, inputs and seed (``output_type="np"``): the median over ``--pairs`` back-to-back pairs (alternating
+- ``pipeline_overhead_wall`` / ``_cpu``: one chunk made the way ``generate`` makes it (our sampling loop ``denoise``
+  with its per-step progress callback, then ``decode``) over the same chunk from a plain ``LTXImageToVideoPipeline``
+  call with the same components, inputs and seed (``output_type="np"``; for patch size 1 both compute the same
+  latents): the median over ``--pairs`` back-to-back pairs (alternating
   which goes first) of ours / plain, in wall time and in this process's CPU time; a pair sees one machine load, so
   the ratio resists busy neighbours better than a ratio of separate medians.  Target <= 1.05.
 """
@@ -61,8 +62,8 @@ def plain_pipeline_call(generator, frame, inputs, num_frames: int, height: int, 
     from PIL import Image
 
     pipeline = LTXImageToVideoPipeline(
-        vae=generator.pipeline.vae, text_encoder=None, tokenizer=None, transformer=generator.pipeline.transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler.from_config(generator.pipeline.scheduler.config))
+        vae=generator.vae, text_encoder=None, tokenizer=None, transformer=generator.transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(generator.sampler.scheduler_config))
     pipeline.set_progress_bar_config(disable=True)
     with_guidance = guidance > 1.0
     return pipeline(image=Image.fromarray(frame), height=height, width=width, num_frames=num_frames, frame_rate=fps,
@@ -81,12 +82,8 @@ def our_chunk_call(generator, frame, inputs, num_frames: int, height: int, width
 
     random = torch.Generator(device=generator.device).manual_seed(seed)
     with progress(total=steps, desc="denoising", unit="step", disable=True) as bar:
-        def on_step(pipeline, step, timestep, callback_kwargs):
-            bar.update(1)
-            return {}
-
         latents = generator.denoise(frame, inputs, num_frames, height, width, fps, steps, guidance, random,
-                                    callback=on_step)
+                                    on_step=lambda step: bar.update(1))
     return generator.decode(latents, num_frames, height, width, random)
 
 

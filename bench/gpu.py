@@ -10,7 +10,8 @@ Offline: every model is built from its architecture with random weights (no down
 
 Figures:
 - inference at 768x512 for 10 s of speech (250 frames at 25 fps, chunks of 121 frames) through the streaming engine
-  (:func:`avatar_gen.inference.streaming.stream_chunks`, denoise/decode as ``AvatarGenerator`` runs them): compute
+  (:func:`avatar_gen.inference.streaming.stream_chunks`, with the sampling loop and decoding of
+  :class:`avatar_gen.inference.sampler.ChunkSampler`, as ``AvatarGenerator`` runs them): compute
   seconds per video second and time to the first second's frames, for 30 steps with audio guidance and for the
   distilled 8-step schedule, each with ``torch.compile`` off and on (compilation time reported apart); peak memory;
 - levers at the same inputs, each a ratio off/on: attention backend (``native`` SDPA vs the math kernel), FP8
@@ -20,8 +21,8 @@ Figures:
 - wav2vec2-base over 10 s of audio and VAE encoding of 97 frames at 768x512: throughput.
 
 The GPU machine has torch, transformers and peft but not diffusers: carry the wheels listed in docs/inference.md.
-Imports stay few (torch, numpy, diffusers, transformers, peft, pydantic and five torch-only modules of this
-repository); ``tests/test_bench_gpu.py`` checks it.
+Imports stay few (torch, numpy, diffusers, transformers, peft, pydantic and torch-only modules of this repository);
+``tests/test_bench_gpu.py`` checks it.
 """
 
 from __future__ import annotations
@@ -139,7 +140,6 @@ def build_models(profile: Profile, device: torch.device, dtype: torch.dtype) -> 
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    from avatar_gen.inference.schedule import FixedScheduleFlowMatchScheduler
     from avatar_gen.model.audio_projection import AudioProjection, AudioProjectionConfig
 
     torch.manual_seed(0)
@@ -152,10 +152,10 @@ def build_models(profile: Profile, device: torch.device, dtype: torch.dtype) -> 
             max_tokens=profile.chunk_frames + 7, hidden_dim=profile.projection_hidden))
     vae.use_framewise_encoding = vae.use_framewise_decoding = False
     transformer.eval(), vae.eval(), wav2vec2.eval()
-    # LTX-Video's scheduler settings (the tiny zoo and the real model_index use the same).
-    scheduler = FixedScheduleFlowMatchScheduler(use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05,
-                                                base_image_seq_len=1024, max_image_seq_len=4096, shift_terminal=0.1)
-    return {"transformer": transformer, "vae": vae, "scheduler": scheduler, "wav2vec2": wav2vec2,
+    # LTX-Video's scheduler settings (the tiny zoo and the real scheduler_config.json use the same).
+    scheduler_config = dict(use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024,
+                            max_image_seq_len=4096, shift_terminal=0.1)
+    return {"transformer": transformer, "vae": vae, "scheduler_config": scheduler_config, "wav2vec2": wav2vec2,
             "projection": projection}
 
 
@@ -164,14 +164,6 @@ def parameter_count(module: torch.nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ inference
-
-@dataclass
-class Conditioning:
-    prompt_embeds: torch.Tensor
-    prompt_attention_mask: torch.Tensor
-    negative_prompt_embeds: torch.Tensor | None
-    negative_prompt_attention_mask: torch.Tensor | None
-
 
 def speech_like_audio(seconds: float, sample_rate: int = 16_000) -> np.ndarray:
     """A voiced, syllable-modulated tone: what the audio encoder costs does not depend on its content."""
@@ -193,65 +185,61 @@ def audio_features(models: dict, audio: np.ndarray, frames: int, fps: float, dev
 
 @torch.no_grad()
 def chunk_conditioning(models: dict, features: torch.Tensor, silence: torch.Tensor | None, chunks, dtype):
+    from avatar_gen.inference.sampler import ChunkConditioning
+
     projection = models["projection"]
     result = []
     for chunk in chunks:
         embeds = [None if rows is None else projection(rows[chunk.start:chunk.end][None]).to(dtype)
                   for rows in (features, silence)]
         mask = torch.ones(1, embeds[0].shape[1], device=embeds[0].device)
-        result.append(Conditioning(embeds[0], mask, embeds[1], mask if silence is not None else None))
+        result.append(ChunkConditioning(embeds[0], mask, embeds[1], mask if silence is not None else None))
     return result
 
 
-def make_pipeline(models: dict):
-    from diffusers import LTXImageToVideoPipeline
+def make_sampler(models: dict, device: torch.device):
+    """The inference loop over the current transformer (global alignment, LTX's compression)."""
+    from avatar_gen.inference.sampler import ChunkSampler
+    from avatar_gen.model.denoiser import AvatarDenoiser
 
-    pipeline = LTXImageToVideoPipeline(vae=models["vae"], text_encoder=None, tokenizer=None,
-                                       transformer=models["transformer"], scheduler=models["scheduler"])
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+    denoiser = AvatarDenoiser(models["transformer"], models["projection"])
+    return ChunkSampler(denoiser, models["vae"], models["scheduler_config"], device)
 
 
 def run_inference(models: dict, profile: Profile, device: torch.device, dtype: torch.dtype, steps: int,
                   guidance: float, timesteps: list[float] | None, overlap: bool = True) -> dict[str, float]:
     """One request through the streaming engine: seconds to the first second's frames, total, per video second."""
     from avatar_gen.inference.schedule import frames_for_duration, plan_chunks
-    from avatar_gen.inference.streaming import decode_chunk, denoise_chunk, stream_chunks
+    from avatar_gen.inference.streaming import stream_chunks
 
-    pipeline = make_pipeline(models)
+    sampler = make_sampler(models, device)
     total_frames = frames_for_duration(profile.speech_seconds, profile.fps)
     chunks = plan_chunks(total_frames, profile.chunk_frames)
     portrait = np.random.default_rng(0).integers(0, 256, (profile.height, profile.width, 3), dtype=np.uint8)
     audio = speech_like_audio(profile.speech_seconds)
     generator = torch.Generator(device=device).manual_seed(0)
-    models["scheduler"].set_fixed_timesteps(timesteps)
     synchronize(device)
     started = time.perf_counter()
-    try:
-        features_seconds, features = timed(device, lambda: audio_features(models, audio, chunks[-1].end,
-                                                                           profile.fps, device))
-        silence = audio_features(models, np.zeros_like(audio), chunks[-1].end, profile.fps, device) \
-            if guidance > 1 else None
-        conditioning = chunk_conditioning(models, features, silence, chunks, dtype)
+    features_seconds, features = timed(device, lambda: audio_features(models, audio, chunks[-1].end,
+                                                                       profile.fps, device))
+    silence = audio_features(models, np.zeros_like(audio), chunks[-1].end, profile.fps, device) \
+        if guidance > 1 else None
+    conditioning = chunk_conditioning(models, features, silence, chunks, dtype)
 
-        def denoise(index, frame, inputs, plan, step_done):
-            return denoise_chunk(pipeline, frame, inputs, plan.num_frames, profile.height, profile.width,
-                                 profile.fps, steps, guidance, generator,
-                                 callback=lambda pipe, step, timestep, kwargs: step_done(step) or {})
+    def denoise(index, frame, inputs, plan, step_done):
+        return sampler.denoise(inputs, plan.num_frames, profile.height, profile.width, profile.fps, steps, guidance,
+                               generator, image=frame, timesteps=timesteps, on_step=step_done)
 
-        def decode(latents, plan):
-            return decode_chunk(pipeline, latents, plan.num_frames, profile.height, profile.width, generator,
-                                0.05, 0.025)
+    def decode(latents, plan):
+        return sampler.decode(latents, plan.num_frames, profile.height, profile.width, generator, 0.05, 0.025)
 
-        first_second, delivered = None, 0
-        for chunk in stream_chunks(chunks, conditioning, portrait, total_frames, denoise, decode, overlap=overlap):
-            delivered = chunk.end_frame
-            if first_second is None and delivered >= min(total_frames, round(profile.fps)):
-                first_second = time.perf_counter() - started
-        synchronize(device)
-        total = time.perf_counter() - started
-    finally:
-        models["scheduler"].set_fixed_timesteps(None)
+    first_second, delivered = None, 0
+    for chunk in stream_chunks(chunks, conditioning, portrait, total_frames, denoise, decode, overlap=overlap):
+        delivered = chunk.end_frame
+        if first_second is None and delivered >= min(total_frames, round(profile.fps)):
+            first_second = time.perf_counter() - started
+    synchronize(device)
+    total = time.perf_counter() - started
     video_seconds = total_frames / profile.fps
     return {"total_s": round(total, 3), "first_second_s": round(first_second, 3),
             "first_second_fraction": round(first_second / total, 3),

@@ -49,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0,
                         help=f"random seed from 0 to {MAX_SEED}; the same seed gives the same video")
     parser.add_argument("--height", type=int, default=None,
-                        help=f"video height, multiple of 32 up to {MAX_SIDE} (default: training's)")
+                        help=f"video height, a multiple of 32 (LTX-Video; in general the VAE's spatial factor x the "
+                             f"transformer's patch size) up to {MAX_SIDE} (default: training's)")
     parser.add_argument("--width", type=int, default=None,
-                        help=f"video width, multiple of 32 up to {MAX_SIDE} (default: training's)")
+                        help=f"video width, a multiple of 32 (LTX-Video; in general the VAE's spatial factor x the "
+                             f"transformer's patch size) up to {MAX_SIDE} (default: training's)")
     parser.add_argument("--fps", type=float, default=None,
                         help=f"frames per second, up to {MAX_FPS:g} (default: training's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from avatar_gen.inference import AvatarGenerator
-        from avatar_gen.inference.generator import check_output_path, resolve_settings
+        from avatar_gen.inference.generator import check_output_path, checkpoint_side_multiple, resolve_settings
         from avatar_gen.inference.inputs import check_text, load_portrait, load_speech
         from avatar_gen.utils.io import atomic_write_json
 
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stream_dir is not None and Path(args.stream_dir).is_file():
             raise UserError(f"--stream_dir {args.stream_dir} is a file, not a folder")
         resolve_settings(args.steps, args.guidance, args.height, args.width, args.fps, args.distilled, args.timesteps,
-                         seed=args.seed)
+                         spatial_multiple=checkpoint_side_multiple(args.checkpoint), seed=args.seed)
         load_portrait(args.image)
         if args.text is not None:
             check_text(args.text)

@@ -11,10 +11,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # What the GPU machine can import without `make install` (docs/inference.md lists the wheels to carry).
 ALLOWED_OWN_MODULES = {
     "avatar_gen", "avatar_gen.config", "avatar_gen.errors", "avatar_gen.ltx", "avatar_gen.utils", "avatar_gen.utils.io",
-    "avatar_gen.utils.datafiles",
+    "avatar_gen.utils.datafiles", "avatar_gen.utils.vae_space",
     "avatar_gen.inference", "avatar_gen.inference.schedule", "avatar_gen.inference.speed",
-    "avatar_gen.inference.streaming", "avatar_gen.model", "avatar_gen.model.audio_projection",
-    "avatar_gen.model.flow", "avatar_gen.model.lora", "bench", "bench.gpu",
+    "avatar_gen.inference.streaming", "avatar_gen.inference.sampler", "avatar_gen.model",
+    "avatar_gen.model.audio_projection", "avatar_gen.model.alignment", "avatar_gen.model.caption",
+    "avatar_gen.model.denoiser", "avatar_gen.model.flow", "avatar_gen.model.lora", "avatar_gen.model.sampling",
+    "bench", "bench.gpu",
 }
 ABSENT_ON_THE_GPU_MACHINE = ("gradio", "av", "imageio_ffmpeg", "espeakng_loader", "whisper", "deepspeed", "soundfile")
 

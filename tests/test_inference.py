@@ -1,4 +1,4 @@
-"""Inference on the tiny zoo (CPU, 64x64, 2 steps): the MP4, seeds, long speech in chunks, the pipeline path."""
+"""Inference on the tiny zoo (CPU, 64x64, 2 steps): the MP4, seeds, long speech in chunks, equality with diffusers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from avatar_gen.audio.features import AudioEncoderSpec
 from avatar_gen.audio.tts import synthesize
 from avatar_gen.inference import DISTILLED_TIMESTEPS, STAGES, AvatarGenerator, plan_chunks
 from avatar_gen.inference.inputs import fit_portrait, load_portrait
-from avatar_gen.inference.schedule import FixedScheduleFlowMatchScheduler, covering_frame_count
+from avatar_gen.inference.schedule import covering_frame_count
 from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
 from avatar_gen.media import probe_video, read_audio, read_frames, run_ffmpeg
 from avatar_gen.synthetic.dataset import make_portrait
@@ -214,43 +214,100 @@ def read_audio_16k(speech) -> np.ndarray:
     return resample_audio(speech.audio, speech.sample_rate, 16000)
 
 
-def test_denoising_and_decoding_equal_the_plain_diffusers_pipeline(generator, portrait):
-    """Our path is LTXImageToVideoPipeline itself: same components, inputs and decode settings -> the same frames.
+@pytest.fixture(scope="module")
+def short_speech_16k() -> np.ndarray:
+    return read_audio_16k(synthesize(SHORT_TEXT))
+
+
+def _plain_pipeline(generator, scheduler=None):
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXImageToVideoPipeline
+
+    scheduler = scheduler or FlowMatchEulerDiscreteScheduler.from_config(generator.sampler.scheduler_config)
+    pipeline = LTXImageToVideoPipeline(vae=generator.vae, text_encoder=None, tokenizer=None,
+                                       transformer=generator.transformer, scheduler=scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def _pinned_scheduler(config, timesteps: list[float]):
+    """A scheduler that, inside the pipeline, samples the fixed ``timesteps``: what inference did before it had its
+    own loop (its FixedScheduleFlowMatchScheduler: timesteps as given, sigma = timestep / 1000, then 0)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    class Pinned(FlowMatchEulerDiscreteScheduler):
+        def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, mu=None, timesteps=None):
+            fixed = torch.tensor(pinned, dtype=torch.float32)
+            self.num_inference_steps = len(fixed)
+            self.timesteps = fixed.to(device)
+            self.sigmas = torch.cat([fixed / self.config.num_train_timesteps, torch.zeros(1)]).to(device)
+            self._step_index = self._begin_index = None
+
+    pinned = timesteps
+    return Pinned.from_config(config)
+
+
+@pytest.mark.parametrize("alignment, guidance, schedule", [  # every pair of the three factors' values
+    ("global", 3.0, "regular"), ("global", 1.0, "fixed"), ("local", 3.0, "fixed"), ("local", 1.0, "regular")])
+def test_denoising_equals_the_diffusers_pipeline(generator, chunked_generator, portrait, short_speech_16k, alignment,
+                                                 guidance, schedule):
+    """Transformer patch size 1: the project's loop gives LTXImageToVideoPipeline's latents bit for bit, with audio
+    guidance (negative: silence) and without, with the regular schedule (dynamic shift from the latent count,
+    shift_terminal) and a fixed one, with the 3-D local mask and the 2-D global one; same components, inputs, seed."""
+    from PIL import Image
+
+    model = generator if alignment == "global" else chunked_generator
+    num_frames = model.chunk_frames
+    frame, _ = fit_portrait(portrait, SIZE, SIZE)
+    inputs = model.chunk_conditioning(short_speech_16k, plan_chunks(num_frames, num_frames), FPS, SIZE, SIZE,
+                                      negative=guidance > 1)[0]
+    assert inputs.prompt_attention_mask.ndim == (2 if alignment == "global" else 3)
+    timesteps = [1000.0, 600.0, 200.0] if schedule == "fixed" else None
+    ours = model.denoise(frame, inputs, num_frames, SIZE, SIZE, FPS, 3, guidance, torch.Generator().manual_seed(5),
+                         timesteps=timesteps)
+    pipeline = _plain_pipeline(model, None if timesteps is None else
+                               _pinned_scheduler(model.sampler.scheduler_config, timesteps))
+    theirs = pipeline(image=Image.fromarray(frame), height=SIZE, width=SIZE, num_frames=num_frames, frame_rate=FPS,
+                      num_inference_steps=3, guidance_scale=guidance, generator=torch.Generator().manual_seed(5),
+                      prompt_embeds=inputs.prompt_embeds, prompt_attention_mask=inputs.prompt_attention_mask,
+                      negative_prompt_embeds=inputs.negative_prompt_embeds,
+                      negative_prompt_attention_mask=inputs.negative_prompt_attention_mask, output_type="latent",
+                      return_dict=False)[0]
+    assert ours.dtype == theirs.dtype == torch.float32
+    assert torch.equal(ours, theirs)
+
+
+def test_decoding_equals_the_diffusers_pipeline(generator, portrait, short_speech_16k):
+    """Denoise + decode give the frames of a plain pipeline call with output_type="np" and the same decode settings
+    (within 1/255: its float frames are rounded here).
 
     The tiny VAE is timestep-conditioned (as LTX-Video 0.9.1+), so decoding mixes in noise drawn from the request's
     generator after the denoising draws and decodes at a timestep; the pipeline gets the same decode arguments and
     one generator for both, as a request uses one.
     """
-    from diffusers import FlowMatchEulerDiscreteScheduler, LTXImageToVideoPipeline
     from PIL import Image
 
     from avatar_gen.inference.generator import DEFAULT_DECODE_NOISE_SCALE, DEFAULT_DECODE_TIMESTEP
     from avatar_gen.latents import decode_latents, denormalize_latents
 
-    assert generator.pipeline.vae.config.timestep_conditioning
+    assert generator.vae.config.timestep_conditioning
     frame, _ = fit_portrait(portrait, SIZE, SIZE)
-    audio = read_audio_16k(synthesize(SHORT_TEXT))
-    chunk = plan_chunks(9, 17)
-    inputs = generator.chunk_conditioning(audio, chunk, FPS, SIZE, SIZE)[0]
+    inputs = generator.chunk_conditioning(short_speech_16k, plan_chunks(9, 17), FPS, SIZE, SIZE)[0]
     request_generator = torch.Generator().manual_seed(5)
     latents = generator.denoise(frame, inputs, 9, SIZE, SIZE, FPS, STEPS, 3.0, request_generator)
     decode_noise_state = request_generator.get_state()
     ours = generator.decode(latents, 9, SIZE, SIZE, request_generator)
-    plain = LTXImageToVideoPipeline(
-        vae=generator.pipeline.vae, text_encoder=None, tokenizer=None, transformer=generator.pipeline.transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler.from_config(generator.pipeline.scheduler.config))
-    plain.set_progress_bar_config(disable=True)
-    video = plain(image=Image.fromarray(frame), height=SIZE, width=SIZE, num_frames=9, frame_rate=FPS,
-                  num_inference_steps=STEPS, guidance_scale=3.0, generator=torch.Generator().manual_seed(5),
-                  prompt_embeds=inputs.prompt_embeds, prompt_attention_mask=inputs.prompt_attention_mask,
-                  negative_prompt_embeds=inputs.negative_prompt_embeds,
-                  negative_prompt_attention_mask=inputs.negative_prompt_attention_mask,
-                  decode_timestep=DEFAULT_DECODE_TIMESTEP, decode_noise_scale=DEFAULT_DECODE_NOISE_SCALE,
-                  output_type="np").frames[0]
+    video = _plain_pipeline(generator)(
+        image=Image.fromarray(frame), height=SIZE, width=SIZE, num_frames=9, frame_rate=FPS,
+        num_inference_steps=STEPS, guidance_scale=3.0, generator=torch.Generator().manual_seed(5),
+        prompt_embeds=inputs.prompt_embeds, prompt_attention_mask=inputs.prompt_attention_mask,
+        negative_prompt_embeds=inputs.negative_prompt_embeds,
+        negative_prompt_attention_mask=inputs.negative_prompt_attention_mask,
+        decode_timestep=DEFAULT_DECODE_TIMESTEP, decode_noise_scale=DEFAULT_DECODE_NOISE_SCALE,
+        output_type="np").frames[0]
     assert ours.shape == (9, SIZE, SIZE, 3)
     assert np.abs(ours.astype(np.int16) - np.round(video * 255).astype(np.int16)).max() <= 1
     # decode_latents (the trainer's preview videos) decodes the same way
-    vae = generator.pipeline.vae
+    vae = generator.vae
     unpacked = generator.denoiser.unpack(latents, 2, SIZE // 32, SIZE // 32)[0]
     raw = denormalize_latents(unpacked, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
     request_generator.set_state(decode_noise_state)
@@ -276,33 +333,27 @@ def test_audio_file_any_format_and_rate(generator, portrait, tmp_path):
     assert result.speech_source == str(mp3) and result.words == []
 
 
-def test_distilled_schedule_reaches_the_scheduler(generator, portrait, tmp_path):
+def test_distilled_and_custom_schedules_reach_the_model(generator, portrait, tmp_path, monkeypatch):
+    used = []
+    real_predict = generator.denoiser.predict
+
+    def spy(noisy, tokens, mask, timestep, *args):
+        used.append(float(timestep.max()))
+        return real_predict(noisy, tokens, mask, timestep, *args)
+
+    monkeypatch.setattr(generator.denoiser, "predict", spy)
     result = generator.generate(portrait, text="Hi.", output=tmp_path / "fast.mp4", distilled=True)
     assert result.steps == len(DISTILLED_TIMESTEPS) and result.guidance == 1.0
-    used = generator.pipeline.scheduler.timesteps.tolist()
-    assert used == pytest.approx(list(DISTILLED_TIMESTEPS))
-    assert generator.pipeline.scheduler.fixed_timesteps is None  # the next request gets the regular schedule
+    assert used == pytest.approx(list(DISTILLED_TIMESTEPS) * result.num_chunks)
+    used.clear()
     result = generator.generate(portrait, text="Hi.", output=tmp_path / "custom.mp4", timesteps=[1000, 400],
                                 guidance=2.0)
     assert result.steps == 2 and result.guidance == 2.0
-    assert generator.pipeline.scheduler.timesteps.tolist() == pytest.approx([1000.0, 400.0])
-
-
-def test_fixed_schedule_scheduler_matches_parent_without_a_schedule(generator):
-    config = generator.pipeline.scheduler.config
-    ours = FixedScheduleFlowMatchScheduler.from_config(config)
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    parent = FlowMatchEulerDiscreteScheduler.from_config(config)
-    sigmas = np.linspace(1.0, 1 / 4, 4)
-    ours.set_timesteps(sigmas=sigmas, mu=0.9)
-    parent.set_timesteps(sigmas=sigmas, mu=0.9)
-    torch.testing.assert_close(ours.timesteps, parent.timesteps)
-    torch.testing.assert_close(ours.sigmas, parent.sigmas)
-    ours.set_fixed_timesteps([1000, 500, 100])
-    ours.set_timesteps(3, sigmas=sigmas[:3], mu=0.9)  # what the pipeline passes is ignored
-    assert ours.timesteps.tolist() == [1000.0, 500.0, 100.0]
-    assert ours.sigmas.tolist() == pytest.approx([1.0, 0.5, 0.1, 0.0])
+    assert used == pytest.approx([1000.0, 400.0] * result.num_chunks)
+    used.clear()
+    result = generator.generate(portrait, text="Hi.", output=tmp_path / "regular.mp4", steps=3)
+    # no fixed schedule stays behind: the regular one ends on the scheduler's shift_terminal (0.1)
+    assert len(used) == 3 * result.num_chunks and used[2] == pytest.approx(100.0)
 
 
 def test_failure_midway_leaves_nothing_at_output(generator, portrait, tmp_path, monkeypatch):
@@ -317,7 +368,6 @@ def test_failure_midway_leaves_nothing_at_output(generator, portrait, tmp_path, 
         generator.generate(portrait, text=SHORT_TEXT, output=output, steps=STEPS)
     assert output.read_bytes() == b"previous video"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["talking.mp4"]
-    assert generator.pipeline.scheduler.fixed_timesteps is None
 
 
 @pytest.mark.parametrize("total, chunk, expected", [
@@ -375,7 +425,7 @@ def test_warns_when_the_vae_is_not_the_training_one(generator, caplog):
 
     from avatar_gen.inference.generator import _warn_if_other_vae
 
-    vae = generator.pipeline.vae
+    vae = generator.vae
     same = {"latents": {"vae": {"latents_mean": vae.latents_mean.tolist(), "latents_std": vae.latents_std.tolist()}}}
     with caplog.at_level("WARNING", logger="avatar_gen.inference.generator"):
         _warn_if_other_vae(same, vae, Path("ckpt"), "base")

@@ -4,8 +4,9 @@
     generator = AvatarGenerator.load("outputs/run/checkpoints/latest", device="cuda", dtype="bf16")
     result = generator.generate("face.png", text="Hello, I am your avatar.", output="talking.mp4")
 
-See docs/inference.md.  The names below are imported on first use, so that ``avatar_gen.inference.streaming``
-and ``.speed`` (torch only) can be imported without the media stack (``python -m bench.gpu`` on a bare GPU machine).
+See docs/inference.md.  The names below are imported on first use, so that ``avatar_gen.inference.streaming``,
+``.sampler`` and ``.speed`` (torch only) can be imported without the media stack (``python -m bench.gpu`` on a bare
+GPU machine).
 """
 
 import importlib
@@ -16,6 +17,7 @@ _HOMES = {
     "MAX_SPEECH_SECONDS": "inputs", "REQUEST_TEXT_MAX_CHARS": "inputs", "MIN_IMAGE_SIDE": "inputs",
     "load_portrait": "inputs", "load_speech": "inputs",
     "DISTILLED_TIMESTEPS": "schedule", "ChunkPlan": "schedule", "plan_chunks": "schedule",
+    "ChunkConditioning": "sampler", "ChunkSampler": "sampler",
 }
 
 __all__ = sorted(_HOMES)

@@ -1,18 +1,17 @@
 """Image + speech -> talking video: :class:`AvatarGenerator` (load once, generate many).
 
-The steps (speech, portrait, audio features, denoising through diffusers' ``LTXImageToVideoPipeline``, decoding,
-writing) and why they are done so are in docs/inference.md ("What happens"); long speech is cut into chunks by
-:mod:`avatar_gen.inference.schedule`.  :meth:`AvatarGenerator.stream` yields every chunk as a playable segment while
-later chunks are still being made (:mod:`avatar_gen.inference.streaming`); :meth:`AvatarGenerator.generate` is that
-stream without segment files.  The same seed gives the same video: one ``torch.Generator`` seeded once draws every
-random number of a request.
+The steps (speech, portrait, audio features, denoising with the project's own sampling loop
+(:mod:`avatar_gen.inference.sampler`), decoding, writing) and why they are done so are in docs/inference.md ("What
+happens"); long speech is cut into chunks by :mod:`avatar_gen.inference.schedule`.  :meth:`AvatarGenerator.stream`
+yields every chunk as a playable segment while later chunks are still being made
+(:mod:`avatar_gen.inference.streaming`); :meth:`AvatarGenerator.generate` is that stream without segment files.  The
+same seed gives the same video: one ``torch.Generator`` seeded once draws every random number of a request.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import queue
 import tempfile
@@ -32,13 +31,12 @@ from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, 
                                          MUX_SAMPLE_RATE)
 from avatar_gen.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_STEPS, MAX_VIDEO_PIXELS,
                                MIN_GUIDANCE, MIN_STEPS)
-from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, ChunkPlan,
-                                           FixedScheduleFlowMatchScheduler, check_timesteps, frames_for_duration,
-                                           min_chunk_frames, plan_chunks)
-from avatar_gen.inference.streaming import (DecodedChunk, GenerationCancelled, decode_chunk, denoise_chunk,
-                                            stream_chunks)
+from avatar_gen.inference.sampler import ChunkConditioning, ChunkSampler
+from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, ChunkPlan, check_timesteps,
+                                           frames_for_duration, min_chunk_frames, plan_chunks)
+from avatar_gen.inference.streaming import DecodedChunk, GenerationCancelled, stream_chunks
 from avatar_gen.latents.vae import DTYPES
-from avatar_gen.ltx import LTX_DECODE_NOISE_SCALE, LTX_DECODE_TIMESTEP, LTX_PIPELINE_SIDE_MULTIPLE
+from avatar_gen.ltx import LTX_DECODE_NOISE_SCALE, LTX_DECODE_TIMESTEP, LTX_SPATIAL_COMPRESSION
 from avatar_gen.utils.io import TMP_PREFIX
 from avatar_gen.utils.progress import progress as progress_bar
 
@@ -87,16 +85,6 @@ class GenerationResult:
                 "num_chunks": self.num_chunks, "steps": self.steps, "guidance": self.guidance,
                 "speech_source": self.speech_source, "face_center": self.face_center,
                 "timings": {stage: round(seconds, 3) for stage, seconds in self.timings.items()}}
-
-
-@dataclass
-class ChunkConditioning:
-    """The caption-slot inputs of one chunk, ready for the pipeline (batch 1)."""
-
-    prompt_embeds: torch.Tensor  # [1, tokens, caption_channels]
-    prompt_attention_mask: torch.Tensor  # [1, tokens] (global) or bool [1, video tokens, tokens] (local)
-    negative_prompt_embeds: torch.Tensor | None  # silence through the same encoder and projection (None: no guidance)
-    negative_prompt_attention_mask: torch.Tensor | None
 
 
 @dataclass
@@ -267,9 +255,24 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
+def checkpoint_side_multiple(checkpoint: str | os.PathLike) -> int:
+    """What heights and widths must be multiples of for ``checkpoint``, from its metadata alone (a check before the
+    model loads): its VAE's spatial compression x its transformer's patch size, so that the video has whole latents
+    and whole tokens (LTX-Video: 32 x 1).  LTX's 32 when the metadata cannot be read (loading it then says why)."""
+    from avatar_gen.model.checkpoint import read_checkpoint_metadata, resolve_checkpoint
+
+    try:
+        metadata = read_checkpoint_metadata(resolve_checkpoint(checkpoint))
+        spatial = int(metadata.get("spatial_compression") or LTX_SPATIAL_COMPRESSION)
+        multiple = spatial * int((metadata.get("transformer_config") or {}).get("patch_size") or 1)
+    except (UserError, TypeError, ValueError, AttributeError):
+        return LTX_SPATIAL_COMPRESSION
+    return multiple if multiple > 0 else LTX_SPATIAL_COMPRESSION
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Checked sampling settings of one request (``timesteps`` None = the pipeline's regular schedule)."""
+    """Checked sampling settings of one request (``timesteps`` None = the regular schedule)."""
 
     steps: int
     guidance: float
@@ -282,7 +285,7 @@ class GenerationSettings:
 
 def resolve_settings(steps: int | None = None, guidance: float | None = None, height: int | None = None,
                      width: int | None = None, fps: float | None = None, distilled: bool = False,
-                     timesteps: Sequence[float] | None = None, spatial_multiple: int = LTX_PIPELINE_SIDE_MULTIPLE,
+                     timesteps: Sequence[float] | None = None, spatial_multiple: int = LTX_SPATIAL_COMPRESSION,
                      seed: Any = 0) -> GenerationSettings:
     """Check and complete the sampling settings; None height/width/fps stay None (the model's defaults apply).
 
@@ -358,10 +361,8 @@ class AvatarGenerator:
     One generation runs at a time per instance (a lock serialises concurrent calls, e.g. from a web server).
     """
 
-    def __init__(self, checkpoint, vae, scheduler: FixedScheduleFlowMatchScheduler, audio_encoder,
-                 device: torch.device, dtype: torch.dtype, base_model: str):
-        from diffusers import LTXImageToVideoPipeline
-
+    def __init__(self, checkpoint, vae, scheduler_config: dict[str, Any], audio_encoder, device: torch.device,
+                 dtype: torch.dtype, base_model: str):
         from avatar_gen.model.denoiser import AvatarDenoiser
 
         self.checkpoint = checkpoint
@@ -376,9 +377,9 @@ class AvatarGenerator:
             local_margin_frames=int(self.metadata.get("local_margin_frames", 0)),
             temporal_compression=int(self.metadata.get("temporal_compression", vae.temporal_compression_ratio)),
             spatial_compression=int(self.metadata.get("spatial_compression", vae.spatial_compression_ratio)))
-        self.pipeline = LTXImageToVideoPipeline(vae=vae, text_encoder=None, tokenizer=None,
-                                                transformer=checkpoint.transformer, scheduler=scheduler)
-        self.pipeline.set_progress_bar_config(disable=True)  # our own bar counts steps over all chunks
+        self.vae = vae
+        self.transformer = checkpoint.transformer
+        self.sampler = ChunkSampler(self.denoiser, vae, scheduler_config, device)
         video = self.metadata.get("video") or {}
         self.default_height = int(video.get("height", 512))
         self.default_width = int(video.get("width", 768))
@@ -391,6 +392,7 @@ class AvatarGenerator:
             raise UserError(f"checkpoint {checkpoint.path}: chunks of {self.chunk_frames} frames are too short to "
                             f"generate (audio projection max_tokens {checkpoint.audio_projection.config.max_tokens})")
         self._lock = threading.Lock()
+        self._warned_given_frames: set[int] = set()
         self._silence: dict[tuple[int, float], np.ndarray] = {}
 
     # ------------------------------------------------------------------------------------------ loading
@@ -431,17 +433,19 @@ class AvatarGenerator:
             raise UserError(f"checkpoint {folder} could not be loaded (corrupt or incomplete?): "
                             f"{first_line(exc)}") from None
         vae = load_vae(base, revision=revision, dtype=dtype, device=torch_device).vae
-        in_channels = loaded.transformer.config["in_channels"]
-        if vae.config.latent_channels != in_channels:
+        config = loaded.transformer.config
+        in_channels, patch_volume = config["in_channels"], config["patch_size"] ** 2 * config["patch_size_t"]
+        if vae.config.latent_channels * patch_volume != in_channels:
             raise UserError(f"checkpoint {folder} does not match the base model {base}: its transformer takes "
-                            f"{in_channels} latent channels, the VAE makes {vae.config.latent_channels}")
+                            f"{in_channels} channels per token ({patch_volume} latents per token), the VAE makes "
+                            f"{vae.config.latent_channels} latent channels")
         recorded = (metadata.get("temporal_compression"), metadata.get("spatial_compression"))
         if None not in recorded and tuple(recorded) != vae_compression(vae):
             raise UserError(f"checkpoint {folder} was trained on latents of a VAE compressing {recorded[1]}x in space "
                             f"and {recorded[0]}x in time; the VAE of {base} compresses "
                             f"{vae_compression(vae)[1]}x and {vae_compression(vae)[0]}x")
         _warn_if_other_vae(metadata, vae, folder, base)
-        scheduler = _load_scheduler(base, revision)
+        scheduler_config = _load_scheduler_config(base, revision)
         spec_dict = metadata.get("audio_encoder")
         if not spec_dict:
             raise UserError(f"checkpoint {folder} records no audio_encoder: cannot rebuild its speech features")
@@ -462,7 +466,7 @@ class AvatarGenerator:
             speed.compile_transformer(loaded.transformer)
         if vae_tiling:
             speed.enable_vae_tiling(vae)
-        return cls(loaded, vae, scheduler, audio_encoder, torch_device, torch_dtype, base)
+        return cls(loaded, vae, scheduler_config, audio_encoder, torch_device, torch_dtype, base)
 
     # ------------------------------------------------------------------------------------------ generating
 
@@ -531,8 +535,7 @@ class AvatarGenerator:
     def _settings(self, steps, guidance, height, width, fps, distilled, timesteps, seed) -> GenerationSettings:
         settings = resolve_settings(steps, guidance, height or self.default_height, width or self.default_width,
                                     fps or self.default_fps, distilled, timesteps,
-                                    spatial_multiple=math.lcm(self.pipeline.vae_spatial_compression_ratio,
-                                                              LTX_PIPELINE_SIDE_MULTIPLE), seed=seed)
+                                    spatial_multiple=self.sampler.side_multiple, seed=seed)
         if settings.fps != self.default_fps:
             log.warning("generating at %.3g fps, the model was trained at %.3g fps", settings.fps, self.default_fps)
         return settings
@@ -547,7 +550,13 @@ class AvatarGenerator:
         speech: SpeechInput = clock.run("speech", lambda: load_speech(text, audio, tts=tts, voice=voice, fps=fps))
         total_frames = frames_for_duration(speech.duration, fps)
         check_video_pixels(total_frames, height, width)
-        chunks = plan_chunks(total_frames, self.chunk_frames, self.pipeline.vae_temporal_compression_ratio)
+        chunks = plan_chunks(total_frames, self.chunk_frames, self.sampler.temporal_compression)
+        for num_frames in sorted({chunk.num_frames for chunk in chunks}):  # a schedule that cannot run: say so now
+            try:
+                self.sampler.schedule(self.sampler.grid(num_frames, height, width), steps, settings.timesteps)
+            except ValueError as exc:
+                raise UserError(f"cannot sample {width}x{height} video in chunks of {num_frames} frames: "
+                                f"{first_line(exc)}") from None
         first_frame, center = fit_portrait(portrait, height, width)
         log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps, guidance %g",
                  speech.duration, total_frames, fps, width, height, len(chunks), self.chunk_frames, steps, guidance)
@@ -558,8 +567,6 @@ class AvatarGenerator:
                                  lambda: self.chunk_conditioning(speech.audio_16k, chunks, fps, height, width,
                                                                  negative=guidance > 1.0))
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        scheduler: FixedScheduleFlowMatchScheduler = self.pipeline.scheduler
-        scheduler.set_fixed_timesteps(settings.timesteps)
         total_steps = steps * len(chunks)
         first_second = min(total_frames, max(1, int(round(fps))))  # frames of the first playable second
         final = _BackgroundVideoWriter(output, fps, speech.audio_mux, self.write) if overlap else None
@@ -572,12 +579,8 @@ class AvatarGenerator:
                     clock.report("denoising", (chunk_index * steps + step + 1) / total_steps)
 
                 def denoise(index, condition_frame, inputs, plan, step_done):
-                    def on_step_end(pipeline, step, timestep, callback_kwargs):
-                        step_done(step)
-                        return {}
-
                     return self.denoise(condition_frame, inputs, plan.num_frames, height, width, fps, steps,
-                                        guidance, generator, callback=on_step_end)
+                                        guidance, generator, on_step=step_done, timesteps=settings.timesteps)
 
                 def decode(latents, plan):
                     if plan.start == 0:
@@ -609,8 +612,6 @@ class AvatarGenerator:
             if final is not None:
                 final.abort()
             raise
-        finally:
-            scheduler.set_fixed_timesteps(None)
         with clock.timed("writing"):
             if final is not None:
                 num_frames = final.close()
@@ -661,13 +662,11 @@ class AvatarGenerator:
         :meth:`silence_features` for its length, the input audio dropout trains for.
         """
         features = self.chunk_features(audio_16k, chunks, fps)
-        spatial = self.pipeline.vae_spatial_compression_ratio
-        patch = self.pipeline.transformer_spatial_patch_size
-        latent_height, latent_width = height // spatial // patch, width // spatial // patch
         result = []
         for chunk, rows in zip(chunks, features):
-            latent_frames = (chunk.num_frames - 1) // self.pipeline.vae_temporal_compression_ratio + 1
-            mask = self.denoiser.attention_mask(1, chunk.num_frames, latent_frames, latent_height, latent_width,
+            # the token grid, as the denoiser builds the mask in training (after the transformer's patching)
+            token_frames, token_height, token_width = self.sampler.grid(chunk.num_frames, height, width).token_grid
+            mask = self.denoiser.attention_mask(1, chunk.num_frames, token_frames, token_height, token_width,
                                                 self.device)
             silence = self.silence_features(chunk.num_frames, fps) if negative else None
             embeds = [None if values is None else
@@ -678,12 +677,32 @@ class AvatarGenerator:
                                             negative_prompt_attention_mask=mask if negative else None))
         return result
 
-    def denoise(self, condition_frame: np.ndarray, inputs: ChunkConditioning, num_frames: int, height: int,
-                width: int, fps: float, steps: int, guidance: float, generator: torch.Generator,
-                callback: Callable | None = None) -> torch.Tensor:
-        """One chunk through ``LTXImageToVideoPipeline``: packed, normalised latents [1, tokens, C]."""
-        return denoise_chunk(self.pipeline, condition_frame, inputs, num_frames, height, width, fps, steps, guidance,
-                             generator, callback)
+    def denoise(self, condition_frame: np.ndarray | None, inputs: ChunkConditioning, num_frames: int, height: int,
+                width: int, fps: float, steps: int | None, guidance: float, generator: torch.Generator,
+                on_step: Callable[[int], None] | None = None, timesteps: Sequence[float] | None = None,
+                condition_latents: torch.Tensor | None = None) -> torch.Tensor:
+        """One chunk through :meth:`ChunkSampler.denoise`: packed, normalised latents float32 [1, tokens, C'].
+
+        The chunk starts from ``condition_frame`` (uint8 [height, width, 3], encoded as latent frame 0) or, with
+        ``condition_frame`` None, from ``condition_latents`` (clean normalised [1, C, m, h, w]: its first m latent
+        frames, kept as given; e.g. :meth:`latent_frames` of the previous chunk).  ``steps`` regular steps, or the
+        fixed ``timesteps``; ``on_step(step)`` after every step.  A warning when more frames are given than the
+        checkpoint was trained to continue from (its ``continuation_max_frames``; 1 without continuation training)."""
+        if condition_latents is not None:
+            trained = max(1, int(self.metadata.get("continuation_max_frames") or 0))
+            given = int(condition_latents.shape[2])
+            if given > trained and given not in self._warned_given_frames:
+                self._warned_given_frames.add(given)
+                log.warning("conditioning on %d latent frames; checkpoint %s was trained with at most %d "
+                            "(conditioning.continuation_max_frames)", given, self.checkpoint.path, trained)
+        return self.sampler.denoise(inputs, num_frames, height, width, fps, steps, guidance, generator,
+                                    image=condition_frame, condition_latents=condition_latents, timesteps=timesteps,
+                                    on_step=on_step)
+
+    def latent_frames(self, packed_latents: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
+        """A chunk's packed latents as normalised latent frames [1, C, F', h, w] (``[:, :, -m:]`` of them can
+        condition the next chunk through :meth:`denoise`'s ``condition_latents``)."""
+        return self.sampler.unpack(packed_latents, num_frames, height, width)
 
     def decode(self, packed_latents: torch.Tensor, num_frames: int, height: int, width: int,
                generator: torch.Generator, decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
@@ -694,8 +713,8 @@ class AvatarGenerator:
         if not bool(torch.isfinite(packed_latents).all()):
             raise UserError(f"checkpoint {self.checkpoint.path} made NaN/inf latents: its weights have diverged "
                             "(a far too large learning rate?); use an earlier checkpoint")
-        return decode_chunk(self.pipeline, packed_latents, num_frames, height, width, generator, decode_timestep,
-                            decode_noise_scale)
+        return self.sampler.decode(packed_latents, num_frames, height, width, generator, decode_timestep,
+                                   decode_noise_scale)
 
     def write(self, output: Path, video: Iterable[np.ndarray], fps: float, audio_mux: np.ndarray) -> Path:
         """H.264 + AAC MP4 of uint8 frames (an array or any iterable of frames) and speech at ``MUX_SAMPLE_RATE``,
@@ -718,12 +737,17 @@ def _warn_if_other_vae(metadata: dict[str, Any], vae, folder: Path, base: str) -
                     "expect poor videos", base, folder, recorded.get("name_or_path"))
 
 
-def _load_scheduler(base: str, revision: str | None) -> FixedScheduleFlowMatchScheduler:
-    """The base model's scheduler config (``scheduler/``) as a :class:`FixedScheduleFlowMatchScheduler`."""
+def _load_scheduler_config(base: str, revision: str | None) -> dict[str, Any]:
+    """The base model's scheduler config (``scheduler/``), completed with diffusers' defaults: what
+    :func:`avatar_gen.model.sampling.sigma_schedule` computes the schedule from."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
+    from avatar_gen.model.sampling import check_scheduler_config
+
     try:
-        config = FlowMatchEulerDiscreteScheduler.load_config(base, subfolder="scheduler", revision=revision)
+        config = dict(FlowMatchEulerDiscreteScheduler.from_config(
+            FlowMatchEulerDiscreteScheduler.load_config(base, subfolder="scheduler", revision=revision)).config)
+        check_scheduler_config(config)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load the scheduler of the base model {base}: {first_line(exc)}") from None
-    return FixedScheduleFlowMatchScheduler.from_config(config)
+        raise UserError(f"cannot use the scheduler of the base model {base}: {first_line(exc)}") from None
+    return config

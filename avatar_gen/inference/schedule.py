@@ -11,12 +11,9 @@ Chunks
 Distilled schedule
     LTX-Video's distilled checkpoints (0.9.6+) sample in a few fixed steps without guidance; diffusers documents
     ``[1000, 993, 987, 981, 975, 909, 725, 0.03]`` for 0.9.7-distilled (the first pass before up-scaling).  Only a
-    model fine-tuned from a distilled base should be sampled this way.
-    ``LTXImageToVideoPipeline`` (diffusers 0.42) always hands its own ``sigmas`` to the scheduler, and
-    ``retrieve_timesteps`` refuses ``timesteps`` together with ``sigmas``, so ``timesteps=`` cannot reach the scheduler
-    through the pipeline.  :class:`FixedScheduleFlowMatchScheduler` keeps the pipeline in charge of the loop: it is the
-    same Euler flow-matching scheduler, and while a fixed schedule is set its ``set_timesteps`` uses that schedule
-    (sigma = timestep / 1000, no resolution shift: a distilled schedule is already the final one).
+    model fine-tuned from a distilled base should be sampled this way.  A fixed schedule is used as given (sigma =
+    timestep / 1000, no resolution shift: a distilled schedule is already the final one); the sigmas of every
+    schedule come from :func:`avatar_gen.model.sampling.sigma_schedule`.
 """
 
 from __future__ import annotations
@@ -24,9 +21,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
 
 from avatar_gen.errors import UserError
 from avatar_gen.ltx import LTX_TEMPORAL_COMPRESSION
@@ -95,32 +89,3 @@ def check_timesteps(timesteps: Sequence[float], num_train_timesteps: int = 1000)
     if any(later >= earlier for earlier, later in zip(values, values[1:])):
         raise UserError(f"timesteps must be strictly decreasing, got {values}")
     return values
-
-
-class FixedScheduleFlowMatchScheduler(FlowMatchEulerDiscreteScheduler):
-    """``FlowMatchEulerDiscreteScheduler`` that can be pinned to a fixed list of timesteps (see the module docstring).
-
-    With no fixed schedule set it behaves exactly as its parent.
-    """
-
-    fixed_timesteps: list[float] | None = None
-
-    def set_fixed_timesteps(self, timesteps: Sequence[float] | None) -> None:
-        """Pin the schedule (values in (0, 1000], decreasing) or, with None, go back to the parent's schedule."""
-        self.fixed_timesteps = None if timesteps is None else check_timesteps(timesteps,
-                                                                             self.config.num_train_timesteps)
-
-    def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
-                      sigmas=None, mu: float | None = None, timesteps=None) -> None:
-        if self.fixed_timesteps is None:
-            super().set_timesteps(num_inference_steps, device=device, sigmas=sigmas, mu=mu, timesteps=timesteps)
-            return
-        fixed = torch.tensor(self.fixed_timesteps, dtype=torch.float32)
-        if num_inference_steps is not None and num_inference_steps != len(fixed):
-            raise ValueError(f"{num_inference_steps} steps requested with a fixed schedule of {len(fixed)}")
-        self.num_inference_steps = len(fixed)
-        self.timesteps = fixed.to(device)
-        # The terminal sigma 0 is appended, as the parent does: the last step lands on clean latents.
-        self.sigmas = torch.cat([fixed / self.config.num_train_timesteps, torch.zeros(1)]).to(device)
-        self._step_index = None
-        self._begin_index = None

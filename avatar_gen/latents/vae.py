@@ -18,6 +18,8 @@ import torch
 
 from avatar_gen.errors import UserError
 from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
+from avatar_gen.utils.vae_space import (denormalize_latents, frames_to_pixels,  # noqa: F401 - this module's API
+                                        normalize_latents, pixels_to_frames)
 from avatar_gen.utils.pretrained import loading_error, resolve_pretrained
 from avatar_gen.media.frames import resize_frames
 
@@ -114,24 +116,6 @@ def load_vae(name_or_path: str = DEFAULT_PRETRAINED, revision: str | None = None
     return LoadedVae(vae=vae, name_or_path=name_or_path, revision=revision, dtype_name=dtype, device=torch_device)
 
 
-def frames_to_pixels(frames: np.ndarray, device: str | torch.device = "cpu",
-                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 frames [F, H, W, 3] (or a batch [B, F, H, W, 3]) -> pixels [(B,) 3, F, H, W] in [-1, 1].
-
-    The uint8 frames travel to ``device`` first (4x fewer bytes than floats), then are scaled there.
-    """
-    tensor = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
-    channels_first = tensor.movedim(-1, -4)  # [..., F, H, W, 3] -> [..., 3, F, H, W]
-    # Scale in float32, then round once to ``dtype`` (bf16 arithmetic would round twice).
-    return channels_first.float().div_(127.5).sub_(1.0).to(dtype)
-
-
-def pixels_to_frames(pixels: torch.Tensor) -> np.ndarray:
-    """float pixels [(B,) 3, F, H, W] in [-1, 1] -> uint8 frames [(B,) F, H, W, 3] (clipped, rounded)."""
-    scaled = (pixels.detach().float().cpu().clamp(-1.0, 1.0) + 1.0) * 127.5
-    return scaled.round().to(torch.uint8).movedim(-4, -1).contiguous().numpy()
-
-
 @torch.no_grad()
 def encode_frames(vae: Any, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Encode video with the VAE; returns the posterior mean (= mode), raw (not normalised).
@@ -199,25 +183,3 @@ def latent_shape(latent_channels: int, num_frames: int, height: int, width: int,
                  temporal: int = LTX_TEMPORAL_COMPRESSION, spatial: int = LTX_SPATIAL_COMPRESSION) -> list[int]:
     """[C, F', h, w] of the latents of ``num_frames`` (``temporal`` k + 1) frames of ``height`` x ``width``."""
     return [latent_channels, (num_frames - 1) // temporal + 1, height // spatial, width // spatial]
-
-
-def _channel_view(stats: torch.Tensor | list[float], like: torch.Tensor) -> torch.Tensor:
-    """Per-channel statistics shaped to broadcast over [C, F, h, w] or [B, C, F, h, w]."""
-    values = torch.as_tensor(stats, dtype=torch.float32, device=like.device)
-    return values.view(-1, 1, 1, 1)
-
-
-def normalize_latents(latents: torch.Tensor, latents_mean: torch.Tensor | list[float],
-                      latents_std: torch.Tensor | list[float], scaling_factor: float = 1.0) -> torch.Tensor:
-    """Raw VAE latents -> the transformer's input space: ``(z - mean) * scaling_factor / std`` per channel."""
-    mean = _channel_view(latents_mean, latents)
-    std = _channel_view(latents_std, latents)
-    return ((latents.float() - mean) * scaling_factor / std).to(latents.dtype)
-
-
-def denormalize_latents(latents: torch.Tensor, latents_mean: torch.Tensor | list[float],
-                        latents_std: torch.Tensor | list[float], scaling_factor: float = 1.0) -> torch.Tensor:
-    """Inverse of :func:`normalize_latents`: ``z * std / scaling_factor + mean``."""
-    mean = _channel_view(latents_mean, latents)
-    std = _channel_view(latents_std, latents)
-    return (latents.float() * std / scaling_factor + mean).to(latents.dtype)

@@ -87,11 +87,24 @@ class AvatarDenoiser(nn.Module):
             tokens = self.audio_tokens(audio_features)
             mask = self.attention_mask(batch_size, audio_features.shape[1], latent_frames, latent_height,
                                        latent_width, noisy.device)
+        return self.predict(noisy, tokens, mask, timestep, latent_frames, latent_height, latent_width, frame_rate)
+
+    def predict(self, noisy: torch.Tensor, caption_tokens: torch.Tensor, caption_mask: torch.Tensor,
+                timestep: torch.Tensor, latent_frames: int, latent_height: int, latent_width: int,
+                frame_rate: float | torch.Tensor) -> torch.Tensor:
+        """The transformer's velocity for caption tokens made beforehand (inference projects a chunk's audio once,
+        not at every step); :meth:`forward` makes them from features and calls this, so training and sampling give
+        the transformer the same geometry.
+
+        ``latent_frames/height/width``: the token grid (after the transformer's patching, :meth:`token_grid`);
+        RoPE scales it by the VAE's compression and the frame rate (diffusers multiplies by the patch size itself).
+        ``caption_mask``: :meth:`attention_mask`'s [B, audio tokens] or [B, video tokens, audio tokens].
+        """
         rope_scale = (self.rope_time_scale(frame_rate, noisy.device), self.spatial_compression,
                       self.spatial_compression)
         dtype = next(self.transformer.parameters()).dtype
         return self.transformer(
-            hidden_states=noisy.to(dtype), encoder_hidden_states=tokens.to(dtype), timestep=timestep,
-            encoder_attention_mask=mask, num_frames=latent_frames, height=latent_height, width=latent_width,
+            hidden_states=noisy.to(dtype), encoder_hidden_states=caption_tokens.to(dtype), timestep=timestep,
+            encoder_attention_mask=caption_mask, num_frames=latent_frames, height=latent_height, width=latent_width,
             rope_interpolation_scale=rope_scale, return_dict=False,
         )[0]

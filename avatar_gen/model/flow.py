@@ -8,7 +8,6 @@ Conventions (as LTX-Video and its trainer): ``x_t = (1 - sigma) * x0 + sigma * n
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -16,16 +15,26 @@ import torch
 TIMESTEP_SCALE = 1000.0
 
 
-def token_count_shift(num_tokens: int, base_seq_len: int = 1024, max_seq_len: int = 4096, base_shift: float = 0.95,
-                      max_shift: float = 2.05) -> float:
-    """Time shift for a sequence of ``num_tokens`` video tokens: ``exp(mu)`` with ``mu`` linear in the count.
+def token_count_mu(num_tokens: int, base_seq_len: int = 1024, max_seq_len: int = 4096, base_shift: float = 0.95,
+                   max_shift: float = 2.05) -> float:
+    """``mu`` of the time shift for a sequence of ``num_tokens`` video tokens: linear in the count, ``base_shift`` at
+    ``base_seq_len`` and ``max_shift`` at ``max_seq_len`` (LTX-Video's scheduler settings by default).
 
-    Longer videos (more tokens) keep more structure at a given sigma, so training spends more time at high noise.
-    Defaults are LTX-Video's scheduler settings (``base_shift`` 0.95 at 1024 tokens, 2.05 at 4096).
+    Computed in the order diffusers' pipelines compute it (slope, intercept, then the line), so that the inference
+    schedule (:func:`avatar_gen.model.sampling.sigma_schedule`) gives the scheduler's sigmas bit for bit.
     """
     slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
-    mu = base_shift + slope * (num_tokens - base_seq_len)
-    return math.exp(mu)
+    intercept = base_shift - slope * base_seq_len
+    return num_tokens * slope + intercept
+
+
+def token_count_shift(num_tokens: int, base_seq_len: int = 1024, max_seq_len: int = 4096, base_shift: float = 0.95,
+                      max_shift: float = 2.05) -> float:
+    """Time shift for a sequence of ``num_tokens`` video tokens: ``exp(mu)`` with ``mu`` of :func:`token_count_mu`.
+
+    Longer videos (more tokens) keep more structure at a given sigma, so training spends more time at high noise.
+    """
+    return math.exp(token_count_mu(num_tokens, base_seq_len, max_seq_len, base_shift, max_shift))
 
 
 def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
@@ -89,45 +98,6 @@ def flow_loss(prediction: torch.Tensor, inputs: FlowInputs, per_sample: bool = F
     if per_sample:
         return (squared * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
     return (squared * weight).sum() / weight.sum().clamp_min(1.0)
-
-
-def pipeline_sigmas(scheduler, num_steps: int, video_sequence_length: int) -> torch.Tensor:
-    """[num_steps + 1] sigmas (1 ... 0) with which diffusers' ``LTXImageToVideoPipeline`` samples ``num_steps`` steps.
-
-    The pipeline hands ``linspace(1, 1 / num_steps, num_steps)`` and ``mu`` (linear in ``video_sequence_length`` =
-    latent frames x latent height x latent width, the VAE's grid before patching) to its
-    ``FlowMatchEulerDiscreteScheduler``, which shifts them (and stretches them to ``shift_terminal`` when set) and
-    appends 0.  ``scheduler``'s state is changed (give it one of its own).
-    """
-    import numpy as np
-
-    config = scheduler.config
-    mu = math.log(token_count_shift(video_sequence_length, config.get("base_image_seq_len", 256),
-                                    config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
-                                    config.get("max_shift", 1.15)))
-    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps), mu=mu)
-    return scheduler.sigmas.detach().float().cpu()
-
-
-Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``velocity(current [B, N, C], timestep [B, N]) -> [B, N, C]``: the denoiser with its other inputs bound."""
-
-
-def euler_sample(velocity: Velocity, clean: torch.Tensor, condition_mask: torch.Tensor, noise: torch.Tensor,
-                 sigmas: torch.Tensor) -> torch.Tensor:
-    """Integrate the flow from ``noise`` [B, N, C] over decreasing ``sigmas`` (first 1, last 0) with Euler steps.
-
-    Tokens with ``condition_mask`` [B, N] = 1 are held at ``clean`` with timestep 0 (image-to-video), exactly as
-    :func:`make_flow_inputs` presents them in training.  ``sigmas`` is the schedule: :func:`pipeline_sigmas`
-    (inference's), or any other.
-    """
-    keep = condition_mask[..., None]
-    current = noise
-    for sigma, next_sigma in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
-        current = keep * clean + (1 - keep) * current
-        timestep = sigma * TIMESTEP_SCALE * (1 - condition_mask)
-        current = current + (next_sigma - sigma) * velocity(current, timestep).float()
-    return keep * clean + (1 - keep) * current
 
 
 def pack_latents(latents: torch.Tensor, patch_size: int = 1, patch_size_t: int = 1) -> torch.Tensor:

@@ -13,13 +13,15 @@ TINY_LTX_FOLDER = "ltx-video"
 TINY_CAPTION_CHANNELS = 32
 
 
-def tiny_ltx_components(seed: int = 0, patch_only_vae: bool = False) -> dict:
+def tiny_ltx_components(seed: int = 0, patch_only_vae: bool = False, transformer_patch_size: int = 1) -> dict:
     """A tiny LTX-Video: VAE with the real 32x spatial / 8x temporal compression (patch 4, three
     2x2x2 down-samplings), 8 latent channels and timestep-conditioned decoding (as LTX-Video 0.9.1+, so the decode
     timestep and noise code runs), and a 2-layer transformer with head dim 16.
 
     ``patch_only_vae``: a VAE of another geometry instead, patch 4 and no down-sampling (4x spatial, no temporal
     compression, like the toy world's), for tests that no code assumes LTX's factors.
+    ``transformer_patch_size``: latents per token side (LTX-Video's is 1; the toy world's 4): the transformer then
+    takes 8 x patch^2 channels per token.
     """
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
 
@@ -53,8 +55,9 @@ def tiny_ltx_components(seed: int = 0, patch_only_vae: bool = False) -> dict:
         vae.latents_mean.copy_(latents.mean(dim=(0, 2, 3, 4)))
         vae.latents_std.copy_(latents.std(dim=(0, 2, 3, 4)).clamp_min(1e-3))
     torch.manual_seed(seed + 1)
+    token_channels = 8 * transformer_patch_size**2
     transformer = LTXVideoTransformer3DModel(
-        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1,
+        in_channels=token_channels, out_channels=token_channels, patch_size=transformer_patch_size, patch_size_t=1,
         num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32, num_layers=2,
         caption_channels=TINY_CAPTION_CHANNELS,
     )
@@ -65,11 +68,12 @@ def tiny_ltx_components(seed: int = 0, patch_only_vae: bool = False) -> dict:
     return {"vae": vae, "transformer": transformer, "scheduler": scheduler}
 
 
-def write_tiny_ltx(out_dir: Path, seed: int = 0, patch_only_vae: bool = False, folder: str = TINY_LTX_FOLDER) -> Path:
+def write_tiny_ltx(out_dir: Path, seed: int = 0, patch_only_vae: bool = False, folder: str = TINY_LTX_FOLDER,
+                   transformer_patch_size: int = 1) -> Path:
     """Write a diffusers ``LTXImageToVideoPipeline`` folder without text encoder/tokenizer at ``out_dir/folder``."""
     from diffusers import LTXImageToVideoPipeline
 
-    components = tiny_ltx_components(seed, patch_only_vae)
+    components = tiny_ltx_components(seed, patch_only_vae, transformer_patch_size)
     pipeline = LTXImageToVideoPipeline(text_encoder=None, tokenizer=None, **components)
     target = Path(out_dir) / folder
     with atomic_folder(target) as staging:  # a killed run leaves no half model

@@ -17,7 +17,8 @@ import torch
 from avatar_gen.errors import UserError, first_line
 from avatar_gen.ltx import LTX_DECODE_NOISE_SCALE, LTX_DECODE_TIMESTEP
 from avatar_gen.model.checkpoint import step_folder_name
-from avatar_gen.model.flow import euler_sample, first_frame_token_mask, pipeline_sigmas
+from avatar_gen.model.flow import first_frame_token_mask
+from avatar_gen.model.sampling import SigmaSchedule, euler_sample, sigma_schedule
 from avatar_gen.training.config import TrainConfig
 from avatar_gen.training.dataset import ChunkRecord, LatentAudioDataset
 
@@ -81,55 +82,58 @@ def fixed_draw_loss(records: list[ChunkRecord], loss: LossFn, num_draws: int, se
 class SampleWriter:
     """Sample videos of held-out chunks: the model's latents from the chunk's first frame and speech, decoded.
 
-    A preview is sampled and decoded as inference does it (docs/training.md, "Validation"): the sigmas of the base
-    model's scheduler as ``LTXImageToVideoPipeline`` sets them (:func:`avatar_gen.model.flow.pipeline_sigmas`), and
-    the VAE's decode timestep and noise of :mod:`avatar_gen.ltx`.
+    A preview is sampled and decoded as inference does it (docs/training.md, "Validation"): inference's schedule
+    for the base model's scheduler config and the chunk's latent count
+    (:func:`avatar_gen.model.sampling.sigma_schedule`), inference's Euler loop
+    (:func:`avatar_gen.model.sampling.euler_sample`), and the VAE's decode timestep and noise of :mod:`avatar_gen.ltx`.
     """
 
     def __init__(self, config: TrainConfig, model: torch.nn.Module,
                  autocast: Callable[[], contextlib.AbstractContextManager], device: torch.device):
         self.config, self.model, self.autocast, self.device = config, model, autocast, device
         self._vae = None
-        self._scheduler = None
+        self._scheduler_config: dict | None = None
 
-    def inference_sigmas(self, num_steps: int, latent_frames: int, latent_height: int,
-                         latent_width: int) -> torch.Tensor:
-        """The [num_steps + 1] sigmas inference samples a latent grid of this size with (``model.pretrained``'s
-        scheduler, as the pipeline sets it)."""
-        if self._scheduler is None:
+    def inference_schedule(self, num_steps: int, latent_frames: int, latent_height: int,
+                           latent_width: int) -> SigmaSchedule:
+        """The schedule inference samples a latent grid of this size (before patching) with: ``model.pretrained``'s
+        scheduler config, :func:`avatar_gen.model.sampling.sigma_schedule`."""
+        if self._scheduler_config is None:
             from diffusers import FlowMatchEulerDiscreteScheduler
 
             pretrained, revision = self.config.model.pretrained, self.config.model.revision
             try:
-                self._scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(
-                    pretrained, subfolder="scheduler", revision=revision)
+                self._scheduler_config = dict(FlowMatchEulerDiscreteScheduler.from_pretrained(
+                    pretrained, subfolder="scheduler", revision=revision).config)
             except (OSError, ValueError) as exc:
                 raise UserError(f"sample videos need the scheduler of model.pretrained {pretrained} (a pipeline "
                                 f"folder or hub id): {first_line(exc)}") from None
-        return pipeline_sigmas(self._scheduler, num_steps, latent_frames * latent_height * latent_width)
+        try:
+            return sigma_schedule(self._scheduler_config, latent_frames * latent_height * latent_width, num_steps)
+        except ValueError as exc:
+            raise UserError(f"sample videos: {first_line(exc)}") from None
 
     @torch.no_grad()
     def sample_latents(self, record: ChunkRecord, audio: torch.Tensor, num_steps: int, seed: int = 0,
-                       sigmas: torch.Tensor | None = None) -> torch.Tensor:
+                       schedule: SigmaSchedule | None = None) -> torch.Tensor:
         """Normalised latents [C, F', h, w] for ``record``'s first frame and ``audio`` [F, D].
 
-        ``sigmas``: the schedule (decreasing from 1 to 0); default: inference's for ``num_steps`` steps
-        (:meth:`inference_sigmas`).
+        ``schedule``: default inference's for ``num_steps`` steps (:meth:`inference_schedule`).
         """
         latents = LatentAudioDataset([record])[0]["latents"][None]
         frames, height, width = self.model.token_grid(latents)
         clean = self.model.pack(latents.to(self.device))
         condition = first_frame_token_mask(1, frames, height * width, torch.ones(1, dtype=torch.bool)).to(self.device)
         noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        if sigmas is None:
-            sigmas = self.inference_sigmas(num_steps, *latents.shape[2:])
+        if schedule is None:
+            schedule = self.inference_schedule(num_steps, *latents.shape[2:])
         speech = audio[None].to(self.device)
 
         def velocity(current: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
             with self.autocast():
                 return self.model(current, speech, timestep, frames, height, width, record.fps)
 
-        generated = euler_sample(velocity, clean, condition, noise, sigmas)
+        generated = euler_sample(velocity, noise, schedule, clean=clean, condition_mask=condition)
         return self.model.unpack(generated, frames, height, width)[0].cpu()
 
     def write(self, records: list[ChunkRecord], step: int) -> list[Path]:

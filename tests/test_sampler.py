@@ -1,0 +1,238 @@
+"""The project's sampling loop: one schedule function (bit-equal to diffusers' scheduler), transformers with patch
+sizes diffusers' pipeline cannot run (end to end, with training's geometry), and chunks conditioned on m latent frames.
+
+The loop equals ``LTXImageToVideoPipeline`` for patch size 1: tests/test_inference.py
+(``test_denoising_equals_the_diffusers_pipeline``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avatar_gen.audio.features import AudioEncoderSpec
+from avatar_gen.inference import AvatarGenerator, plan_chunks
+from avatar_gen.model.sampling import euler_sample, sigma_schedule
+from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
+from avatar_gen.tiny.ltx import tiny_ltx_components, write_tiny_ltx
+
+FPS = 25.0
+SIZE = 128  # 4 x 4 latents of the tiny 32x VAE: whole tokens for patch 2
+# patch 2: LTX's VAE geometry (32x, 8x; the tiny zoo's), local alignment, chunks of 17 frames, 128 px;
+# patch 4: the toy world's (a patch-only VAE: 4x in space, none in time), global alignment, chunks of 5 frames, 32 px
+PATCHED = {2: dict(patch_only_vae=False, alignment="local", chunk=17, size=SIZE),
+           4: dict(patch_only_vae=True, alignment="global", chunk=5, size=32)}
+LTX_SCHEDULER = dict(use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024,
+                     max_image_seq_len=4096, shift_terminal=0.1)
+
+
+# ------------------------------------------------------------------------------------------------ the schedule
+
+@pytest.mark.parametrize("config", [LTX_SCHEDULER, dict(use_dynamic_shifting=True), dict(shift=3.0),
+                                    dict(shift=1.0, shift_terminal=0.05),
+                                    dict(use_dynamic_shifting=True, time_shift_type="linear")],
+                         ids=["ltx", "dynamic", "fixed-shift", "terminal-only", "linear"])
+def test_schedule_is_the_schedulers_bit_for_bit(config):
+    """What LTXImageToVideoPipeline makes its scheduler compute (linspace, mu from the latent count), for every
+    shifting mode: the same float32 sigmas and timesteps."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.ltx.pipeline_ltx_image2video import calculate_shift
+
+    scheduler = FlowMatchEulerDiscreteScheduler(**config)
+    cfg = scheduler.config
+    for steps in (2, 3, 8, 40):
+        for latents in (8, 300, 6144, 20000):
+            mu = calculate_shift(latents, cfg.base_image_seq_len, cfg.max_image_seq_len, cfg.base_shift, cfg.max_shift)
+            scheduler.set_timesteps(steps, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+            ours = sigma_schedule(cfg, latents, steps)
+            assert torch.equal(ours.sigmas, scheduler.sigmas) and torch.equal(ours.timesteps, scheduler.timesteps)
+            assert ours.num_steps == steps and ours.sigmas[-1] == 0
+
+
+def test_fixed_schedule_is_used_as_given_and_bad_schedules_are_refused():
+    fixed = sigma_schedule(LTX_SCHEDULER, 300, fixed_timesteps=[1000, 993, 725, 0.03])
+    assert fixed.timesteps.tolist() == pytest.approx([1000.0, 993.0, 725.0, 0.03])
+    assert fixed.sigmas.tolist() == pytest.approx([1.0, 0.993, 0.725, 0.00003, 0.0])
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        sigma_schedule(LTX_SCHEDULER, 300, 1)  # the shift_terminal stretch of [1.0] is 0 / 0
+    with pytest.raises(ValueError, match="decreasing"):
+        sigma_schedule(LTX_SCHEDULER, 300, fixed_timesteps=[500, 900])
+    with pytest.raises(ValueError, match="use_karras_sigmas"):
+        sigma_schedule(dict(LTX_SCHEDULER, use_karras_sigmas=True), 300, 8)
+    # LTX's shift, extrapolated far past max_image_seq_len, rounds every sigma to 1: one clear error, not NaN frames
+    with pytest.raises(ValueError, match="not finite"):
+        sigma_schedule(LTX_SCHEDULER, 60000, 2)
+
+
+def test_euler_loop_keeps_given_tokens_and_gives_them_timestep_zero():
+    schedule = sigma_schedule(LTX_SCHEDULER, 6, 3)
+    noise, clean = torch.randn(1, 6, 4), torch.randn(1, 6, 4)
+    given = torch.tensor([[1.0, 1.0, 0, 0, 0, 0]])
+    seen, steps = [], []
+
+    def velocity(latents, timestep):
+        seen.append(timestep.clone())
+        return torch.ones_like(latents)
+
+    result = euler_sample(velocity, noise, schedule, clean=clean, condition_mask=given, on_step=steps.append)
+    assert steps == [0, 1, 2]
+    assert torch.equal(result[:, :2], clean[:, :2])
+    # velocity 1 everywhere: each free token moves by the sum of the sigma steps, from noise at sigma 1 to 0
+    torch.testing.assert_close(result[:, 2:], noise[:, 2:] - 1.0)
+    for step, timestep in enumerate(seen):
+        assert torch.equal(timestep[:, :2], torch.zeros(1, 2))
+        assert torch.equal(timestep[:, 2:], schedule.timesteps[step].expand(1, 4))
+
+
+# ------------------------------------------------------------------------------------------------ patch sizes > 1
+
+@pytest.fixture(scope="module")
+def patched_generators(tiny_zoo, tmp_path_factory) -> dict[int, AvatarGenerator]:
+    """Untrained LoRA checkpoints over tiny LTX bases whose transformer has patch size 2 and 4 (:data:`PATCHED`)."""
+    from avatar_gen.latents.vae import vae_compression
+
+    spec = AudioEncoderSpec(encoder="wav2vec2", name_or_path=str(tiny_zoo / "wav2vec2"))
+    folder = tmp_path_factory.mktemp("patched")
+    generators = {}
+    for patch, case in PATCHED.items():
+        base = write_tiny_ltx(folder, patch_only_vae=case["patch_only_vae"], transformer_patch_size=patch,
+                              folder=f"ltx-video-patch{patch}")
+        temporal, spatial = vae_compression(tiny_ltx_components(patch_only_vae=case["patch_only_vae"])["vae"])
+        video = {"height": case["size"], "width": case["size"], "num_frames": case["chunk"], "fps": FPS}
+        checkpoint = write_untrained_checkpoint(folder / f"ckpt-patch{patch}" / "step_000000", base, spec, video,
+                                                alignment=case["alignment"], local_margin_frames=1,
+                                                temporal_compression=temporal, spatial_compression=spatial)
+        generators[patch] = AvatarGenerator.load(checkpoint)
+    return generators
+
+
+def _speech_16k(seconds: float = 0.6) -> np.ndarray:
+    time_axis = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * 180 * time_axis) * (0.5 + 0.5 * np.sin(2 * np.pi * 5 * time_axis))) \
+        .astype(np.float32)
+
+
+def test_diffusers_pipeline_cannot_run_a_patch_2_transformer(patched_generators):
+    """Why the project has its own loop: diffusers 0.42's i2v pipeline passes the un-patched latent grid to the
+    transformer's RoPE.  (If a diffusers upgrade makes this pass, docs/inference.md "Sampling" needs a look.)"""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXImageToVideoPipeline
+    from PIL import Image
+
+    generator = patched_generators[2]
+    inputs = generator.chunk_conditioning(_speech_16k(), plan_chunks(9, 17), FPS, SIZE, SIZE)[0]
+    pipeline = LTXImageToVideoPipeline(vae=generator.vae, text_encoder=None, tokenizer=None,
+                                       transformer=generator.transformer,
+                                       scheduler=FlowMatchEulerDiscreteScheduler.from_config(
+                                           generator.sampler.scheduler_config))
+    pipeline.set_progress_bar_config(disable=True)
+    with pytest.raises(RuntimeError, match="must match the size"):
+        pipeline(image=Image.new("RGB", (SIZE, SIZE)), height=SIZE, width=SIZE, num_frames=9, frame_rate=FPS,
+                 num_inference_steps=2, guidance_scale=1.0, prompt_embeds=inputs.prompt_embeds,
+                 prompt_attention_mask=torch.ones(1, inputs.prompt_embeds.shape[1]), output_type="latent")
+
+
+@pytest.mark.parametrize("patch", [2, 4])
+def test_patched_transformer_generates_end_to_end(patched_generators, patch, tmp_path):
+    from avatar_gen.media import probe_video, read_frames
+    from avatar_gen.synthetic.dataset import make_portrait
+
+    generator, size = patched_generators[patch], PATCHED[patch]["size"]
+    portrait = make_portrait(tmp_path / "face.png", seed=1, size=160)
+    seen = []
+    hook = generator.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((kwargs["num_frames"], kwargs["height"], kwargs["width"],
+                                                  kwargs["hidden_states"].shape)), with_kwargs=True)
+    try:
+        result = generator.generate(portrait, text="Hello there.", output=tmp_path / "patched.mp4", steps=2, seed=3)
+    finally:
+        hook.remove()
+    info = probe_video(result.video_path)
+    assert (info.width, info.height, info.num_frames) == (size, size, result.num_frames) and info.has_audio
+    assert result.num_chunks >= 2  # the hand-off between chunks runs too
+    sampler = generator.sampler
+    tokens_side = size // sampler.spatial_compression // patch
+    latent_frames = (generator.chunk_frames - 1) // sampler.temporal_compression + 1
+    # the transformer sees the token grid (RoPE), with 8 x patch^2 channels per token, two at a time (guidance)
+    assert (latent_frames, tokens_side, tokens_side, torch.Size([2, latent_frames * tokens_side**2, 8 * patch**2])) \
+        in seen
+    assert read_frames(result.video_path).std() > 0  # not a constant (e.g. black) video
+    if patch == 4:  # 4x VAE at 512 px: 82k latent positions, where LTX's dynamic shift leaves no finite schedule
+        from avatar_gen.errors import UserError
+
+        with pytest.raises(UserError, match="cannot sample 512x512 video .* not finite"):
+            generator.generate(portrait, text="Hi.", output=tmp_path / "huge.mp4", steps=2, height=512, width=512)
+        assert not (tmp_path / "huge.mp4").exists()
+
+
+def test_sampling_velocity_is_the_training_forward(patched_generators):
+    """Patch 2, local alignment: the velocity the loop steps with (caption tokens projected once per chunk) equals
+    AvatarDenoiser.forward as the trainer calls it (features projected in the call), and both give the transformer
+    the same grid, RoPE scale and 3-D mask."""
+    generator = patched_generators[2]
+    audio = _speech_16k()
+    chunk = plan_chunks(17, 17)[0]
+    inputs = generator.chunk_conditioning(audio, [chunk], FPS, SIZE, SIZE)[0]
+    features = torch.from_numpy(generator.audio_encoder.encode(audio, chunk.end, FPS)[chunk.start:chunk.end])[None]
+    grid = generator.sampler.grid(chunk.num_frames, SIZE, SIZE)
+    assert grid.token_grid == (3, 2, 2) and grid.num_latents == 3 * 4 * 4
+    latents = torch.randn(1, 12, 32, generator=torch.Generator().manual_seed(0))
+    timestep = torch.full((1, 12), 700.0)
+    timestep[:, :4] = 0.0
+    calls = []
+    hook = generator.transformer.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs),
+                                                           with_kwargs=True)
+    try:
+        with torch.no_grad():
+            sampled = generator.sampler.velocity(inputs, grid, FPS, guidance=1.0)(latents, timestep)
+            trained = generator.denoiser(latents, features, timestep, *grid.token_grid, FPS)
+    finally:
+        hook.remove()
+    assert torch.equal(sampled, trained)
+    for name in ("num_frames", "height", "width", "rope_interpolation_scale"):
+        assert calls[0][name] == calls[1][name]
+    assert calls[0]["rope_interpolation_scale"] == (8 / FPS, 32, 32)
+    mask = calls[0]["encoder_attention_mask"]
+    assert mask.dtype == torch.bool and mask.shape == (1, 12, 17)
+    assert torch.equal(mask, calls[1]["encoder_attention_mask"])
+
+
+# ------------------------------------------------------------------------------------------------ m latent frames
+
+@pytest.mark.parametrize("given_frames", [1, 2])
+def test_first_m_latent_frames_come_out_exactly_as_given(patched_generators, given_frames, monkeypatch,
+                                                          caplog):
+    generator = patched_generators[2]  # chunks of 17 frames: 3 latent frames of 4 x 4, 2 x 2 tokens each
+    chunk = plan_chunks(17, 17)[0]
+    inputs = generator.chunk_conditioning(_speech_16k(), [chunk], FPS, SIZE, SIZE)[0]
+    given = torch.randn(1, 8, given_frames, 4, 4, generator=torch.Generator().manual_seed(1))
+    timesteps = []
+    real_predict = generator.denoiser.predict
+
+    def spy(noisy, tokens, mask, timestep, *args):
+        timesteps.append(timestep.clone())
+        return real_predict(noisy, tokens, mask, timestep, *args)
+
+    monkeypatch.setattr(generator.denoiser, "predict", spy)
+    with caplog.at_level("WARNING", logger="avatar_gen.inference.generator"):
+        packed = generator.denoise(None, inputs, chunk.num_frames, SIZE, SIZE, FPS, 2, 3.0,
+                                   torch.Generator().manual_seed(2), condition_latents=given)
+    monkeypatch.undo()
+    # the untrained checkpoint records no continuation training: more than one given frame is worth a warning
+    assert ("was trained with at most 1" in caplog.text) == (given_frames > 1)
+    latents = generator.latent_frames(packed, chunk.num_frames, SIZE, SIZE)
+    assert latents.shape == (1, 8, 3, 4, 4)
+    assert torch.equal(latents[:, :, :given_frames], given)
+    assert not torch.equal(latents[:, :, given_frames:], torch.zeros_like(latents[:, :, given_frames:]))
+    given_tokens = given_frames * 4
+    assert len(timesteps) == 2
+    for timestep in timesteps:  # [2 (guidance), tokens]
+        assert torch.equal(timestep[:, :given_tokens], torch.zeros(2, given_tokens))
+        assert bool((timestep[:, given_tokens:] > 0).all())
+    # a whole chunk given leaves nothing to generate; the image path and this path are exclusive
+    with pytest.raises(ValueError, match="given latent frames"):
+        generator.denoise(None, inputs, chunk.num_frames, SIZE, SIZE, FPS, 2, 1.0, torch.Generator(),
+                          condition_latents=torch.zeros(1, 8, 3, 4, 4))
+    with pytest.raises(ValueError, match="either an image or condition_latents"):
+        generator.denoise(np.zeros((SIZE, SIZE, 3), np.uint8), inputs, chunk.num_frames, SIZE, SIZE, FPS, 2, 1.0,
+                          torch.Generator(), condition_latents=given)
