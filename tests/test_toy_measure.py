@@ -18,6 +18,7 @@ from avatar_gen.errors import UserError
 from avatar_gen.synthetic import generate_dataset
 from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
 from avatar_gen.toy.__main__ import main
+from avatar_gen.toy.measure_long import handoff_pairs
 from avatar_gen.toy.measure import (
     describe_checkpoint, interleave_by_clip, parse_checkpoint_flags, read_held_out, reconstructable_frames,
     run_flow_settings, score_video)
@@ -155,7 +156,7 @@ def test_long_report_measures_drift_per_chunk(checkpoints, held_out, tmp_path, m
     arguments = ["measure-long", "--checkpoint", f"global={checkpoints['global']}", "--held_out", str(held_out),
                  "--out", str(out), "--portraits", "2", "--seconds", "2.5", "--identity_window", "1",
                  "--colour_window", "1", "--sync_window", "1", "--timing_chunks", "1", "3", "--steps", "2",
-                 "--cpu_threads", "1"]
+                 "--cpu_threads", "1", "--handoff", "latent", "--anchor", "statistics"]
     assert main(arguments) == 0
     report = json.loads((out / "measure-long.json").read_text())
     assert report["ground_truth"]["colour_shift"]["n"] == 3 and report["ground_truth"]["held_out"]
@@ -163,7 +164,10 @@ def test_long_report_measures_drift_per_chunk(checkpoints, held_out, tmp_path, m
     assert entry["n_cases"] == 2 and entry["held_out"] and entry["speech_seconds"] == 2.5
     for case in entry["cases"]:
         assert abs(case["num_frames"] - 62.5) <= 1 and len(case["speech_clips"]) >= 2  # more than one clip's speech
-        assert case["num_boundaries"] == case["num_chunks"] - 1 >= 3
+        assert case["handoff"] == {"handoff": "latent", "latent_frames": 1, "anchor": "statistics",
+                                   "given_latent_frames": 1}
+        # one latent frame hands over one shared frame, cross-faded: 2 frame pairs span each hand-off
+        assert case["num_boundaries"] == 2 * (case["num_chunks"] - 1) >= 6
         assert case["face_found_pct"] == 0.0 and case["sync_first"] is None
         for index in ("1", "3"):
             timing = case["chunk_timing"][index]
@@ -172,12 +176,23 @@ def test_long_report_measures_drift_per_chunk(checkpoints, held_out, tmp_path, m
         assert _count(entry[figure]) == 2 and np.isfinite(entry[figure]["mean"])
     assert _count(entry["chunk_timing_ratio"]["seconds"]) == 2 and entry["chunk_timing_ratio"]["chunks"] == [1, 3]
     assert "boundary / inside" in (out / "measure-long.md").read_text()
+    assert "hand-off latent, 1 latent frames, anchor statistics" in (out / "measure-long.md").read_text()
 
     import avatar_gen.inference.generator  # a re-run takes the long videos and their figures from the cache
 
     monkeypatch.setattr(avatar_gen.inference.generator.AvatarGenerator, "load", None)
     assert main(arguments) == 0
     assert json.loads((out / "measure-long.json").read_text())["checkpoints"] == report["checkpoints"]
+
+
+def test_hand_off_pairs_span_each_hand_off():
+    """The frame hand-off passes between chunks across one pair of frames; a cross-faded one over its whole window."""
+    frame = [{"start": 0, "lead": 0, "overlap": 0, "first_frame": 0},
+             {"start": 16, "lead": 0, "overlap": 1, "first_frame": 17}]
+    latent = [frame[0], {"start": 8, "lead": 0, "overlap": 9, "first_frame": 8},
+              {"start": 24, "lead": 1, "overlap": 8, "first_frame": 25}]
+    assert handoff_pairs(frame) == [17]
+    assert handoff_pairs(latent) == list(range(8, 18)) + list(range(25, 34))
 
 
 def test_measure_mistakes_are_one_line_errors(checkpoints, held_out, tmp_path, capsys):

@@ -35,18 +35,20 @@ Pixel frames
     edge differences instead of cutting at one of them; with the frame hand-off the previous chunk's frame is kept
     (the new one is its re-encoding).
 
-Torch and numpy only.
+Numpy, and torch for the latents (imported when used, so that the option names load fast for command lines).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from avatar_gen.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 HANDOFFS = ("auto", "latent", "frame")
 ANCHORS = ("none", "portrait", "statistics")
@@ -142,6 +144,8 @@ def continuation_latents(previous: torch.Tensor, handoff: Handoff, portrait: tor
     previous chunk's normalised latents ``previous`` [1, C, F', h, w] (a copy: nothing of the previous chunk is kept
     alive), statistics-matched to ``reference`` (anchor ``statistics``) or after the ``portrait`` latent
     [1, C, 1, h, w] (anchor ``portrait``)."""
+    import torch
+
     given = previous[:, :, -handoff.latent_frames:].float().clone()
     if handoff.anchor == "statistics":
         given = match_statistics(given, reference.to(given))

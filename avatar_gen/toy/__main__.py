@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from avatar_gen.config import add_field_flag, config_from_flags
+from avatar_gen.inference.handoff import ANCHORS, HANDOFFS
 from avatar_gen.toy.measure import MeasureConfig, MeasureSettings, measure, parse_checkpoint_flags
 from avatar_gen.toy.measure_long import LongMeasureConfig, measure_long
 from avatar_gen.utils.cli import add_common_arguments, interrupt_on_sigterm, run_main
@@ -75,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     long_flag("colour_window", "seconds at each end for the colour shift", type=float)
     long_flag("sync_window", "seconds at each end for the offline sync", type=float)
     long_flag("timing_chunks", "chunks (from 0) whose seconds and peak memory are reported", nargs="+", type=int)
+    long_flag("handoff", "how a chunk continues the previous one (docs/inference.md, Long speech)",
+              choices=HANDOFFS)
+    long_flag("handoff_frames", "latent frames handed over with --handoff latent (default: the checkpoint's)",
+              type=int)
+    long_flag("anchor", "identity anchor of the latent hand-off", choices=ANCHORS)
     add_common_arguments(long)
     return parser
 

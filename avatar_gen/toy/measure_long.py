@@ -2,11 +2,14 @@
 
 Each case is a held-out clip's first frame (an unseen figure) speaking ``seconds`` of held-out speech: the sound of
 that clip followed by the next held-out clips' (unseen sentences and voices), cut to exactly ``seconds``.  The video
-is made by :meth:`AvatarGenerator.stream <avatar_gen.inference.AvatarGenerator.stream>`, whose segments are the
-generator's chunks: their first frames are the chunk boundaries, and the wall time and peak memory between two
-segments are the cost of one chunk.  Figures per case (:mod:`avatar_gen.evaluation.long_video`):
+is made by :meth:`AvatarGenerator.stream <avatar_gen.inference.AvatarGenerator.stream>` with the hand-off between
+chunks given by ``handoff`` / ``handoff_frames`` / ``anchor`` (docs/inference.md, "Long speech"; one report per
+setting compares them); each segment carries its chunk's record (plan, seconds, peak memory).  Figures per case
+(:mod:`avatar_gen.evaluation.long_video`):
 
-- flicker at the chunk boundaries / flicker inside the chunks (mean absolute frame difference);
+- flicker at the chunk boundaries / flicker inside the chunks (mean absolute frame difference); the boundary pairs
+  are every pair of frames across which the video passes from one chunk to the next (:func:`handoff_pairs`: one pair
+  with the frame hand-off, the whole cross-faded window with the latent one);
 - identity SSIM to the portrait in the last ``identity_window`` s / in the first;
 - mean colour shift (CIE L*a*b*, Delta E) between the first and the last ``colour_window`` s, next to the same shift
   within the ground-truth held-out clips (the threshold's reference: how much real footage of one figure varies);
@@ -19,13 +22,13 @@ Videos and figures are cached per case under ``<out>/cache`` like :mod:`avatar_g
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
+from avatar_gen.inference.handoff import ANCHORS, HANDOFFS
 from avatar_gen.limits import MAX_SPEECH_SECONDS
 from avatar_gen.toy.measure import (
     DETECT_EVERY, SCORING_VERSION, CheckpointInfo, cache_key, HeldOutClip, HeldOutSet, LazyGenerator, MeasureSettings,
@@ -35,6 +38,8 @@ from avatar_gen.utils.io import atomic_write_json, atomic_write_text, read_json
 from avatar_gen.utils.progress import progress
 
 log = logging.getLogger(__name__)
+
+LONG_SCORING_VERSION = 2  # 2: boundary flicker over every pair of a cross-faded hand-off (handoff_pairs)
 
 REPORT_JSON = "measure-long.json"
 REPORT_MARKDOWN = "measure-long.md"
@@ -50,6 +55,9 @@ class LongMeasureConfig(MeasureSettings):
     sync_window: float = Field(default=10.0, gt=0, description="s at each end for the offline sync")
     timing_chunks: list[int] = Field(default_factory=lambda: [1, 15], min_length=1,
                                      description="chunks (from 0) whose seconds and peak memory are reported")
+    handoff: Literal[HANDOFFS] = Field(default="auto", description="how a chunk continues the previous one")
+    handoff_frames: int | None = Field(default=None, ge=1, description="latent frames handed over (latent)")
+    anchor: Literal[ANCHORS] = Field(default="none", description="identity anchor (latent hand-off)")
 
     @field_validator("timing_chunks")
     @classmethod
@@ -57,45 +65,6 @@ class LongMeasureConfig(MeasureSettings):
         if any(index < 0 for index in value):
             raise ValueError("chunk indices start at 0")
         return sorted(set(value))
-
-
-# ------------------------------------------------------------------------------------------------------ memory
-
-class PeakMemory:
-    """Peak memory since the last :meth:`reset`, in MiB: allocated GPU memory on CUDA; on Linux CPUs the process's
-    peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``); None where neither can be read."""
-
-    def __init__(self, device: str):
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device)
-        self.kind = "cuda_allocated" if self.device.type == "cuda" else "process_peak_rss"
-
-    def reset(self) -> None:
-        if self.device.type == "cuda":
-            self.torch.cuda.reset_peak_memory_stats(self.device)
-            return
-        try:
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")  # resets the peak resident set size to the current one
-        except OSError:
-            self.kind = "unavailable"
-
-    def read(self) -> float | None:
-        if self.device.type == "cuda":
-            return self.torch.cuda.max_memory_allocated(self.device) / 2**20
-        if self.kind == "unavailable":
-            return None
-        try:
-            with open("/proc/self/status") as handle:
-                for line in handle:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        self.kind = "unavailable"
-        return None
 
 
 # ------------------------------------------------------------------------------------------------------ cases
@@ -126,6 +95,14 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator if numerator is not None and denominator else None
 
 
+def handoff_pairs(chunks: list[dict[str, Any]]) -> list[int]:
+    """Frames ``t`` whose pair (t - 1, t) spans a hand-off, from the generator's chunk records: from the first frame
+    a continuing chunk delivered to its first new frame (with the frame hand-off those are the same frame; a
+    cross-faded window passes from one chunk's decode to the next over all of its pairs)."""
+    return [frame for chunk in chunks[1:]
+            for frame in range(chunk["first_frame"], chunk["start"] + chunk["lead"] + chunk["overlap"] + 1)]
+
+
 def score_long_video(video_path: Path, speech_16k: np.ndarray, portrait: np.ndarray, chunks: list[dict[str, Any]],
                      config: LongMeasureConfig) -> dict[str, Any]:
     """Boundary/inside flicker, identity SSIM, colour shift and sync at both ends of one long video."""
@@ -137,7 +114,7 @@ def score_long_video(video_path: Path, speech_16k: np.ndarray, portrait: np.ndar
 
     fps = probe_video(video_path).fps
     frames = read_frames(video_path)
-    flicker = boundary_flicker(frames, [chunk["start_frame"] for chunk in chunks])
+    flicker = boundary_flicker(frames, handoff_pairs(chunks))
     track = track_face(frames, detect_every=DETECT_EVERY)
     stability = temporal_stability(frames, track, anchor_image=portrait)
     first, last, identity_overlap = edge_windows(len(frames), fps, config.identity_window)
@@ -171,24 +148,26 @@ def long_case(generator: LazyGenerator, model: CheckpointInfo, held_out: HeldOut
     from avatar_gen.media import SAMPLE_RATE, write_wav
 
     case: HeldOutClip = held_out.clips[index]
-    key = f"{case.clip_id}-{config.seconds:g}s-g{guidance:g}-steps{config.steps}-seed{config.seed}"
+    handoff = f"{config.handoff}{config.handoff_frames or ''}-{config.anchor}"
+    key = f"{case.clip_id}-{config.seconds:g}s-g{guidance:g}-steps{config.steps}-seed{config.seed}-{handoff}"
     video_path, record_path, speech_path = (folder / f"{key}.mp4", folder / f"{key}.json", folder / f"{key}.wav")
     speech, speech_clips = long_speech(held_out, index, config.seconds)
     by_id = {clip.clip_id: clip for clip in held_out.clips}
     video_key = cache_key(checkpoint=model.fingerprint, portrait=case.fingerprint,
                           speech=[by_id[clip_id].fingerprint for clip_id in speech_clips], seconds=config.seconds,
-                          guidance=guidance, steps=config.steps, seed=config.seed)
-    scoring_key = cache_key(version=SCORING_VERSION, timing=config.timing_chunks,
+                          guidance=guidance, steps=config.steps, seed=config.seed, handoff=config.handoff,
+                          handoff_frames=config.handoff_frames, anchor=config.anchor)
+    scoring_key = cache_key(version=SCORING_VERSION, long_version=LONG_SCORING_VERSION, timing=config.timing_chunks,
                             windows=[config.identity_window, config.colour_window, config.sync_window])
     cached = read_json(record_path) or {}
     have_video = video_path.is_file() and cached.get("video_key") == video_key
     if have_video and cached.get("scoring_key") == scoring_key:
         return cached["case"]
     portrait = case.first_frame()
-    chunks = cached.get("chunks") if have_video else None
-    if chunks is None:
+    chunks, handoff = (cached.get("chunks"), cached.get("handoff")) if have_video else (None, None)
+    if chunks is None or handoff is None:
         write_wav(speech_path, speech, SAMPLE_RATE)
-        chunks = generate_in_chunks(generator, portrait, speech_path, video_path, guidance, config)
+        chunks, handoff = generate_in_chunks(generator, portrait, speech_path, video_path, guidance, config)
     timing = {}
     for chunk_index in config.timing_chunks:
         chunk = chunks[chunk_index] if chunk_index < len(chunks) else None
@@ -196,29 +175,25 @@ def long_case(generator: LazyGenerator, model: CheckpointInfo, held_out: HeldOut
                                                                "peak_memory_mb": chunk["peak_memory_mb"]}
     record = {"clip_id": case.clip_id, "speech_clips": speech_clips, "speech_seconds": config.seconds,
               "guidance": guidance, "steps": config.steps, "seed": config.seed, "video": video_path.name,
-              "num_chunks": len(chunks), "chunk_timing": timing,
+              "handoff": handoff, "num_chunks": len(chunks), "chunk_timing": timing,
               **score_long_video(video_path, speech, portrait, chunks, config)}
     atomic_write_json(record_path, {"video_key": video_key, "scoring_key": scoring_key, "chunks": chunks,
-                                    "case": record})
+                                    "handoff": handoff, "case": record})
     return record
 
 
 def generate_in_chunks(generator: LazyGenerator, portrait: np.ndarray, speech_path: Path, video_path: Path,
-                       guidance: float, config: LongMeasureConfig) -> list[dict[str, Any]]:
-    """Stream one video; per chunk its first frame, length, wall time and peak memory since the previous chunk."""
+                       guidance: float, config: LongMeasureConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Stream one video; the generator's record of every chunk (its plan, the frames it delivered, its seconds and
+    peak memory: :attr:`GenerationResult.chunks <avatar_gen.inference.GenerationResult>`) and the hand-off used."""
     avatar = generator.get()
-    memory = PeakMemory(config.device)
-    chunks = []
-    memory.reset()
-    last = time.perf_counter()
-    for segment in avatar.stream(portrait, audio=speech_path, output=video_path, steps=config.steps,
-                                 guidance=guidance, seed=config.seed):
-        now = time.perf_counter()
-        chunks.append({"index": segment.index, "start_frame": segment.start_frame, "num_frames": segment.num_frames,
-                       "seconds": round(now - last, 4), "peak_memory_mb": memory.read(), "memory_kind": memory.kind})
-        memory.reset()
-        last = time.perf_counter()
-    return chunks
+    segments = avatar.stream(portrait, audio=speech_path, output=video_path, steps=config.steps, guidance=guidance,
+                             seed=config.seed, handoff=config.handoff, handoff_frames=config.handoff_frames,
+                             anchor=config.anchor, chunk_memory=True)
+    for segment in segments:
+        if segment.result is not None:
+            return segment.result.chunks, segment.result.handoff
+    raise RuntimeError("the stream ended without its result")
 
 
 def ground_truth_colour_shift(held_out: HeldOutSet, window: float, cache: Path) -> dict[str, Any]:
@@ -292,7 +267,8 @@ def measure_long(config: LongMeasureConfig, command: str | None = None) -> dict[
                    for index in progress(range(portraits), desc=f"{model.name}: long videos", unit="video")]
         report["checkpoints"][model.name] = {
             "checkpoint": model.summary(), "n_cases": len(records), "held_out": True,
-            "speech_seconds": config.seconds, **summarise_long(records, config.timing_chunks), "cases": records}
+            "speech_seconds": config.seconds, "handoff": records[0]["handoff"],
+            **summarise_long(records, config.timing_chunks), "cases": records}
     out = Path(config.out)
     atomic_write_json(out / REPORT_JSON, report)
     atomic_write_text(out / REPORT_MARKDOWN, render_long_report(report))

@@ -129,6 +129,14 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _handoff_text(handoff: dict[str, Any] | None) -> str:
+    """``latent, 3 latent frames, anchor portrait`` (docs/inference.md, "Long speech")."""
+    if not handoff:
+        return "not recorded"
+    frames = f", {handoff['latent_frames']} latent frames" if handoff.get("latent_frames") else ""
+    return f"{handoff['handoff']}{frames}, anchor {handoff['anchor']}"
+
+
 def render_long_report(report: dict[str, Any]) -> str:
     """``measure-long.md``: per checkpoint the drift figures over the long videos."""
     settings, truth = report["settings"], report["ground_truth"]
@@ -141,7 +149,8 @@ def render_long_report(report: dict[str, Any]) -> str:
         checkpoint = entry["checkpoint"]
         lines += ["", f"## {name}", "",
                   f"`{checkpoint['path']}` (step {checkpoint['step']}, alignment {checkpoint['alignment']}, encoder "
-                  f"{checkpoint['encoder']}): {entry['n_cases']} held-out portraits, mean ± std over them (n).", "",
+                  f"{checkpoint['encoder']}): {entry['n_cases']} held-out portraits, mean ± std over them (n); "
+                  f"hand-off {_handoff_text(entry.get('handoff'))}.", "",
                   "| figure | first | last | last / first |", "|---|---|---|---|",
                   f"| identity SSIM to the portrait ({settings['identity_window']:g} s windows) | "
                   f"{spread_text(entry['identity_ssim_first'])} | {spread_text(entry['identity_ssim_last'])} | "
