@@ -140,6 +140,19 @@ def test_stage_script_end_to_end_and_resume(data_root, tiny_zoo):
     assert np.load(data_root / "audio_latents" / f"{records[0].stem}_ff.npy").shape[1] == 32
 
 
+def test_logmel_run_with_default_bands_resumes(data_root):
+    """The logmel spec records its band count even when left to the default, so the same command run again
+    resumes instead of refusing the folder as made "with another encoder"."""
+    arguments = ("--audio_source", "original", "--encoder", "logmel")
+    assert _run_script(data_root, *arguments, ff_out="audio_latents_logmel", audio_out="audio_wav_logmel") == 0
+    folder = data_root / "audio_latents_logmel"
+    text = json.loads(next(folder.glob("*_text.json")).read_text())
+    assert text["encoder"]["mel_bands"] == 40
+    stamps = {path: path.stat().st_mtime_ns for path in folder.iterdir()}
+    assert _run_script(data_root, *arguments, ff_out="audio_latents_logmel", audio_out="audio_wav_logmel") == 0
+    assert stamps == {path: path.stat().st_mtime_ns for path in folder.iterdir()}
+
+
 def test_stage_cli_mistakes_are_one_line_errors(data_root, tiny_zoo, capsys):
     assert _run_script(data_root, "--encoder", "faceformer") == 2
     assert "--faceformer_ckpt" in capsys.readouterr().err

@@ -20,6 +20,8 @@ SCRIPTS = ["video_scraper/scrap_video.py", "preprocessing/save_vae_latents.py", 
            "bench/bench_training.py", "bench/bench_vae_latents.py", "bench/bench_inference.py",
            "bench/bench_streaming.py", "bench/gpu.py", "bench/bench_alignment.py"]
 MODULES = ["avatar_gen.demo", "avatar_gen.synthetic.__main__", "avatar_gen.tiny.zoo"]
+# Modules whose flags belong to subcommands: each subcommand's --help is read.
+SUBCOMMANDS = {"avatar_gen.toy.__main__": ["pretrain", "measure", "measure-long"]}
 # Flags of other programs that the docs show in commands (deepspeed, torchrun, pip), and --help itself.
 OTHER_PROGRAMS = {"--help", "--num_gpus", "--nproc_per_node", "--hostfile", "--no-build-isolation", "--no-index",
                   "--no-deps", "--target"}
@@ -48,7 +50,12 @@ def test_every_flag_named_in_the_docs_exists(capsys, monkeypatch):
         known |= _help_flags(_main_of_script(script, monkeypatch), capsys)
     for module in MODULES:
         known |= _help_flags(importlib.import_module(module).main, capsys)
-    assert {"--csv_path", "--latents_dir", "--override", "--distilled", "--two_face_clips"} <= known
+    for module, commands in SUBCOMMANDS.items():
+        main = importlib.import_module(module).main
+        for command in commands:
+            known |= _help_flags(lambda argv, main=main, command=command: main([command, *argv]), capsys)
+    assert {"--csv_path", "--latents_dir", "--override", "--distilled", "--two_face_clips", "--held_out",
+            "--sweep_guidance", "--timing_chunks"} <= known
     unknown = {}
     for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
         for line_number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):

@@ -1,4 +1,5 @@
-"""Frame metrics (PSNR, SSIM, flicker, drift), Fréchet distance / FVD extractors (TorchScript, I3D), held-out."""
+"""Frame metrics (PSNR, SSIM, flicker, drift), long-video seams and colour shift, Fréchet distance / FVD extractors
+(TorchScript, I3D), held-out."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from avatar_gen.evaluation.faces import track_face
 from avatar_gen.evaluation.fvd import VideoFeatureExtractor, feature_frechet_distance, frechet_distance
 from avatar_gen.evaluation.heldout import matches_heldout, read_heldout_ids
 from avatar_gen.evaluation.lipsync import lagged_correlation
+from avatar_gen.evaluation.long_video import boundary_flicker, edge_windows, lab_colour_shift
 from avatar_gen.evaluation.quality import compare_to_reference, psnr, ssim, temporal_stability
 from avatar_gen.media import read_frames, write_video
 
@@ -181,3 +183,34 @@ def test_heldout_file_formats(tmp_path):
     assert matches_heldout("a_1_2", {"a_1_2"}) == "a_1_2"
     assert matches_heldout("a_1_2_3", {"a_1_2"}) == "a_1_2"  # chunk 3 of clip a_1_2
     assert matches_heldout("a_1", {"a_1_2"}) is None
+
+
+def test_face_detection_rate_counts_the_frames_the_detector_ran_on(talking_frames):
+    """With detection on every 2nd frame (evaluation's default), a face found in each of them has rate 1, not 0.5."""
+    _, frames = talking_frames
+    every, alternate = track_face(frames, detect_every=1), track_face(frames, detect_every=2)
+    assert every.detection_rate > 0.9
+    assert abs(alternate.detection_rate - every.detection_rate) < 0.1
+    assert int(alternate.sampled.sum()) == (len(frames) + 1) // 2
+
+
+def test_boundary_flicker_finds_the_seams():
+    """Frames that drift slowly inside chunks and jump where a chunk starts: boundary / inside = jump / drift."""
+    starts = [0, 10, 20]
+    levels = [100 + index + 30 * sum(index >= start for start in starts[1:]) for index in range(30)]
+    frames = np.stack([np.full((8, 8, 3), level, dtype=np.uint8) for level in levels])
+    seams = boundary_flicker(frames, starts)
+    assert seams.num_boundaries == 2 and seams.num_inside == 27
+    assert seams.boundary == pytest.approx(31.0) and seams.inside == pytest.approx(1.0)
+    assert seams.ratio == pytest.approx(31.0)
+    assert boundary_flicker(frames, [0]).ratio is None  # one chunk: no seam to measure
+
+
+def test_lab_colour_shift_and_edge_windows():
+    grey = np.full((5, 4, 4, 3), 128, dtype=np.uint8)
+    assert lab_colour_shift(grey, grey) == pytest.approx(0.0, abs=1e-6)
+    tinted = grey.copy()
+    tinted[..., 0] = 160  # redder
+    assert lab_colour_shift(grey, tinted) > 10  # well above a just noticeable difference (~2.3)
+    assert edge_windows(100, 25.0, 1.0) == (slice(0, 25), slice(75, 100), False)
+    assert edge_windows(40, 25.0, 1.0)[2]  # a video shorter than two windows: they overlap

@@ -45,6 +45,17 @@ class AudioEncoderSpec(StrictModel):
     feature_dim: int | None = Field(None, ge=1, description="D of the features; filled in when the model loads")
     mel_bands: int | None = Field(None, ge=8, le=128, description="logmel: number of mel bands (default 40)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_mel_bands(cls, data: object) -> object:
+        """A logmel spec names its band count even when left to the default, so that the spec a run asks for and
+        the one recorded in its files compare equal (a re-run of the stage resumes instead of refusing)."""
+        if isinstance(data, dict) and data.get("encoder") == "logmel" and data.get("mel_bands") is None:
+            from avatar_gen.audio.logmel import DEFAULT_MEL_BANDS
+
+            data = {**data, "mel_bands": DEFAULT_MEL_BANDS}
+        return data
+
     @field_validator("layers")
     @classmethod
     def _distinct_layers(cls, layers: list[int]) -> list[int]:

@@ -31,15 +31,20 @@ class FaceTrack:
     """One face followed through a clip.
 
     ``boxes``: float [T, 4] ``(x, y, width, height)`` per frame (interpolated where the detector missed,
-    median-smoothed); ``detected``: bool [T], frames where the detector itself found the face.
+    median-smoothed); ``detected``: bool [T], frames where the detector itself found the face; ``sampled``: bool
+    [T], frames the detector ran on (None: every frame).
     """
 
     boxes: np.ndarray
     detected: np.ndarray
+    sampled: np.ndarray | None = None
 
     @property
     def detection_rate(self) -> float:
-        return float(self.detected.mean()) if self.detected.size else 0.0
+        """Share of the frames the detector ran on where it found this face (with ``detect_every`` 2, a face found
+        in every sampled frame has rate 1, not 0.5)."""
+        looked = self.detected if self.sampled is None else self.detected[self.sampled]
+        return float(looked.mean()) if looked.size else 0.0
 
 
 def _detection_scale(height: int, width: int) -> float:
@@ -63,7 +68,8 @@ def _centre_distance(boxes: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.linalg.norm(centres - reference_centre, axis=1) / max(reference[2], 1.0)
 
 
-def _finish_track(num_frames: int, kept_frames: list[int], kept_boxes: list[np.ndarray]) -> FaceTrack:
+def _finish_track(num_frames: int, kept_frames: list[int], kept_boxes: list[np.ndarray],
+                  sampled: np.ndarray) -> FaceTrack:
     """Interpolate a track's boxes to every frame and median-smooth them."""
     kept = np.stack(kept_boxes)
     all_frames = np.arange(num_frames)
@@ -76,7 +82,7 @@ def _finish_track(num_frames: int, kept_frames: list[int], kept_boxes: list[np.n
     boxes = np.concatenate([filled[:, :2] - filled[:, 2:] / 2, filled[:, 2:]], axis=1)
     detected = np.zeros(num_frames, dtype=bool)
     detected[kept_frames] = True
-    return FaceTrack(boxes=boxes, detected=detected)
+    return FaceTrack(boxes=boxes, detected=detected, sampled=sampled)
 
 
 def track_faces(frames: np.ndarray, detect_every: int = 1, max_faces: int = 3) -> list[FaceTrack]:
@@ -107,7 +113,10 @@ def track_faces(frames: np.ndarray, detect_every: int = 1, max_faces: int = 3) -
                 tracks.append(([index], [box]))
                 claimed.add(len(tracks) - 1)
     minimum = max(1, MIN_DETECTION_RATE * len(sampled))
-    kept = [_finish_track(num_frames, indices, boxes) for indices, boxes in tracks if len(indices) >= minimum]
+    sampled_mask = np.zeros(num_frames, dtype=bool)
+    sampled_mask[sampled] = True
+    kept = [_finish_track(num_frames, indices, boxes, sampled_mask) for indices, boxes in tracks
+            if len(indices) >= minimum]
     kept.sort(key=lambda track: -float(np.median(track.boxes[:, 2] * track.boxes[:, 3])))
     return kept[:max_faces]
 

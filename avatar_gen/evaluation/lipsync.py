@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from avatar_gen.evaluation.faces import FaceTrack, crop_region
+from avatar_gen.media.audio import SAMPLE_RATE, rms_envelope
 
 # Mouth region as fractions of the Haar face box (x0, x1, y0, y1): the Haar box spans roughly brows to
 # chin, the mouth sits in the lower third, centred.
@@ -135,3 +136,15 @@ def offline_sync_from_signals(mouth_signal: np.ndarray, loudness: np.ndarray, fp
         correlations=[float(c) if np.isfinite(c) else None for c in correlations],
         mouth_signal_std=float(np.std(mouth_signal)),
     )
+
+
+def offline_sync_at_zero(frames: np.ndarray, track: FaceTrack, audio_16k: np.ndarray, fps: float,
+                         max_lag: int = DEFAULT_MAX_LAG) -> float | None:
+    """The headline offline score (correlation at lag 0) of uint8 frames [T, H, W, 3] whose face is ``track`` against
+    16 kHz speech (its loudness over the same T frames; frames past its end get silence); None when no lag can be
+    scored.  One track serves several speeches (the control scores a video against another clip's speech)."""
+    loudness = rms_envelope(audio_16k, SAMPLE_RATE, fps, len(frames))
+    try:
+        return offline_sync_from_signals(mouth_opening(frames, track), loudness, fps, max_lag).score
+    except ValueError:
+        return None

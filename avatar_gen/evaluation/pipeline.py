@@ -140,7 +140,8 @@ def _read_image(path: Path) -> np.ndarray:
 def _boxes_at_times(track: FaceTrack, source_fps: float, target_times: np.ndarray) -> FaceTrack:
     """The track resampled to other frame times (sample-and-hold like the frame reader, via nearest index)."""
     indices = np.clip(np.floor(target_times * source_fps + 1e-4).astype(int), 0, len(track.boxes) - 1)
-    return FaceTrack(boxes=track.boxes[indices], detected=track.detected[indices])
+    return FaceTrack(boxes=track.boxes[indices], detected=track.detected[indices],
+                     sampled=None if track.sampled is None else track.sampled[indices])
 
 
 def evaluate_clip(video_path: str | os.PathLike, reference_path: str | os.PathLike | None = None,

@@ -2,15 +2,23 @@
 
 Every stage is resumable: run the same command again after an interruption and it continues where it stopped
 (finished stages are skipped; the VAE and the transformer resume from their last checkpoint).
+
+``python -m avatar_gen.toy measure --checkpoint NAME=PATH ... --held_out DIR --out DIR``: the held-out report of
+trained checkpoints; ``measure-long``: the long-video (drift) report.  Both are cached and resumable.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import sys
 from pathlib import Path
 
-from avatar_gen.utils.cli import add_common_arguments, run_main
+from avatar_gen.config import add_field_flag, config_from_flags
+from avatar_gen.toy.measure import MeasureConfig, MeasureSettings, measure, parse_checkpoint_flags
+from avatar_gen.toy.measure_long import LongMeasureConfig, measure_long
+from avatar_gen.utils.cli import add_common_arguments, interrupt_on_sigterm, run_main
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +38,93 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--stages", nargs="+", choices=("data", "vae", "latents", "base", "assemble"), default=None,
                           help="run only these stages (default: all, in order)")
     add_common_arguments(pretrain)
+    measure = commands.add_parser(
+        "measure", help="held-out report of trained checkpoints (VAE ceiling, audio gain, videos, guidance sweep)",
+        description="Measure what checkpoints learned, on held-out clips: the base VAE's ceiling, the audio-"
+        "conditioning gain, generated videos (face found, offline sync@0, the control with another clip's speech, "
+        "identity SSIM, flicker) and a guidance sweep.  Writes <out>/measure.json and <out>/measure.md; videos and "
+        "figures are cached per clip in <out>/cache, so a re-run continues where it stopped.",
+        epilog=MEASURE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _settings_flags(measure, MeasureConfig)
+
+    def flag(name: str, help: str, **kwargs) -> None:
+        add_field_flag(measure, MeasureConfig, name, help, **kwargs)
+
+    flag("sections", "what to measure", nargs="+", choices=("vae", "gain", "videos", "sweep"))
+    flag("vae_clips", "held-out clips reconstructed for the VAE ceiling", type=int)
+    flag("gain_chunks", "held-out chunks of the audio gain", type=int)
+    flag("num_draws", "noise/sigma draws of the audio gain", type=int)
+    flag("cases", "held-out cases generated", type=int)
+    flag("sweep_guidance", "guidance scales of the sweep", nargs="+", type=float)
+    flag("sweep_cases", "cases generated at each sweep guidance", type=int)
+    add_common_arguments(measure)
+    long = commands.add_parser(
+        "measure-long", help="long-video report: drift over a minute of held-out speech per portrait",
+        description="Generate one long video per held-out portrait and measure its drift: flicker at chunk "
+        "boundaries vs inside chunks, identity SSIM and offline sync at the end vs the start, colour shift, seconds "
+        "and peak memory per chunk.  Writes <out>/measure-long.json and .md (cached per case like measure).",
+        epilog=LONG_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _settings_flags(long, LongMeasureConfig)
+
+    def long_flag(name: str, help: str, **kwargs) -> None:
+        add_field_flag(long, LongMeasureConfig, name, help, **kwargs)
+
+    long_flag("portraits", "held-out portraits, one long video each", type=int)
+    long_flag("seconds", "seconds of speech per video", type=float)
+    long_flag("identity_window", "seconds at each end for identity SSIM", type=float)
+    long_flag("colour_window", "seconds at each end for the colour shift", type=float)
+    long_flag("sync_window", "seconds at each end for the offline sync", type=float)
+    long_flag("timing_chunks", "chunks (from 0) whose seconds and peak memory are reported", nargs="+", type=int)
+    add_common_arguments(long)
     return parser
+
+
+MEASURE_EXAMPLE = """example (global vs local alignment, each a LoRA run of configs/train-toy.yaml; docs/toy.md):
+  python -m avatar_gen.toy measure \\
+      --checkpoint global=outputs/toy-global/checkpoints/latest \\
+      --checkpoint local=outputs/toy-local/checkpoints/latest \\
+      --held_out outputs/toy-pretrain/synthetic/held_out --out outputs/toy-measure
+
+a quick look (fewer cases, chunks and steps):
+  python -m avatar_gen.toy measure --checkpoint outputs/toy-local/checkpoints/latest \\
+      --held_out outputs/toy-pretrain/synthetic/held_out --out outputs/toy-measure-quick \\
+      --cases 4 --sweep_cases 2 --sweep_guidance 1 3 --gain_chunks 16 --steps 10
+"""
+
+LONG_EXAMPLE = """example (8 held-out portraits, a minute of speech each):
+  python -m avatar_gen.toy measure-long --checkpoint local=outputs/toy-local/checkpoints/latest \\
+      --held_out outputs/toy-pretrain/synthetic/held_out --out outputs/toy-measure
+"""
+
+
+def _settings_flags(parser: argparse.ArgumentParser, model: type[MeasureSettings]) -> None:
+    """The flags both measurements share."""
+    parser.add_argument("--checkpoint", action="append", default=[], required=True, metavar="NAME=PATH",
+                        help="a checkpoint to measure (step folder, latest link or run folder) with its label in the "
+                             "report; repeat to compare several (a bare PATH is labelled by its run folder)")
+    add_field_flag(parser, model, "held_out", "held-out synthetic clips (<work_dir>/synthetic/held_out of the toy "
+                   "pretraining): clips/ and ground_truth/", type=Path, required=True)
+    add_field_flag(parser, model, "out", "report folder (the JSON, the Markdown and cache/)", type=Path,
+                   required=True)
+    add_field_flag(parser, model, "steps", "denoising steps per chunk", type=int)
+    add_field_flag(parser, model, "guidance", "audio guidance scale (default: the generator's)", type=float)
+    add_field_flag(parser, model, "seed", "seed of every generation and of the gain's draws", type=int)
+    add_field_flag(parser, model, "device", "torch device")
+    add_field_flag(parser, model, "cpu_threads", "torch threads on CPU", type=int)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
+    command = shlex.join(["python", "-m", "avatar_gen.toy", *(argv if argv is not None else sys.argv[1:])])
+
     def body() -> int:
+        if args.command in ("measure", "measure-long"):
+            model, run = (MeasureConfig, measure) if args.command == "measure" else (LongMeasureConfig, measure_long)
+            config = config_from_flags(model, args, checkpoints=parse_checkpoint_flags(args.checkpoint))
+            with interrupt_on_sigterm():  # a terminated run stops ffmpeg and leaves no partial video in the cache
+                run(config, command=command)
+            return 0
         from avatar_gen.config import load_config
         from avatar_gen.toy.config import ToyPretrainConfig
         from avatar_gen.toy.pretrain import pretrain

@@ -32,6 +32,7 @@ TRAINING_STATE = "training_state.pt"
 # Mouth box around the mouth centre, in head radii (half-width, half-height): lips at their widest, mouth wide open.
 MOUTH_HALF_WIDTH_RADII = 0.45
 MOUTH_HALF_HEIGHT_RADII = 0.4
+RECONSTRUCT_CHUNK_FRAMES = 25  # frames encoded and decoded together when a whole clip is reconstructed
 
 
 @dataclass
@@ -171,14 +172,16 @@ def train_toy_vae(settings: ToyVaeSection, clips: list[ClipFrames], state_dir: P
 
 
 @torch.no_grad()
-def reconstruct(vae, frames: np.ndarray, chunk_frames: int = 25) -> np.ndarray:
-    """uint8 frames [T, H, W, 3] through encode (posterior mode) and decode, ``chunk_frames`` at a time."""
+def reconstruct(vae, frames: np.ndarray, chunk_frames: int = RECONSTRUCT_CHUNK_FRAMES) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] through encode (posterior mode) and decode, ``chunk_frames`` at a time; decoded as
+    the project decodes (:func:`avatar_gen.latents.vae.decode_latents`: a timestep-conditioned VAE at timestep 0)."""
+    from avatar_gen.latents.vae import decode_latents
+
     out = []
     for start in range(0, len(frames), chunk_frames):
         pixels = torch.from_numpy(frames[start:start + chunk_frames]).float().div(127.5).sub(1.0)
         pixels = pixels.permute(3, 0, 1, 2)[None]
-        decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample[0].clamp(-1.0, 1.0)
-        out.append(decoded.add(1.0).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy())
+        out.append(decode_latents(vae, vae.encode(pixels).latent_dist.mode())[0])
     return np.concatenate(out)
 
 
@@ -208,17 +211,10 @@ def measure_latent_statistics(vae, clips: list[ClipFrames], max_frames_per_clip:
 def offline_sync(frames: np.ndarray, audio_16k: np.ndarray, fps: float) -> float | None:
     """The evaluation's offline lip-sync score at lag 0 of uint8 frames against their speech; None without a face."""
     from avatar_gen.evaluation.faces import track_face
-    from avatar_gen.evaluation.lipsync import mouth_opening, offline_sync_from_signals
-    from avatar_gen.media.audio import SAMPLE_RATE, rms_envelope
+    from avatar_gen.evaluation.lipsync import offline_sync_at_zero
 
     track = track_face(frames, detect_every=2)
-    if track is None:
-        return None
-    loudness = rms_envelope(audio_16k, SAMPLE_RATE, fps, len(frames))
-    try:
-        return offline_sync_from_signals(mouth_opening(frames, track), loudness, fps).score
-    except ValueError:
-        return None
+    return None if track is None else offline_sync_at_zero(frames, track, audio_16k, fps)
 
 
 def vae_ceiling(vae, clips: list[ClipFrames], audio: dict[str, np.ndarray], fps: float) -> dict[str, object]:

@@ -1,16 +1,17 @@
 """One training loop for a single process (CPU or one GPU) and DeepSpeed (N ranks, ZeRO).
 
 The launcher is the only difference (``python ltx_video/training.py`` or ``deepspeed --num_gpus=N``); what differs
-between the engines lives in the stepper of :mod:`avatar_gen.training.distributed`.  Read :meth:`Trainer.training_step`
+between the engines lives in the stepper of :mod:`avatar_gen.training.distributed`.  Read :func:`rectified_flow_loss`
 for the loss and :meth:`Trainer.train` for the loop; docs/training.md has the recipe, docs/CONTRACTS.md the checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from avatar_gen.model.checkpoint import (
 from avatar_gen.model.denoiser import AvatarDenoiser
 from avatar_gen.model.flow import flow_loss, leading_frames_token_mask, make_flow_inputs, sample_sigmas
 from avatar_gen.model.lora import attach_lora, make_lora_config
-from avatar_gen.training.config import TrainConfig
+from avatar_gen.training.config import FlowSection, TrainConfig
 from avatar_gen.training.dataset import (
     ChunkRecord, LatentAudioDataset, ResumableShardSampler, check_uniform_shapes, collate, read_silence, scan_chunks,
     split_records)
@@ -73,6 +74,44 @@ def video_geometry(record: ChunkRecord) -> dict[str, int]:
     spatial = record.height // latent_height if record.height and latent_height else LTX_SPATIAL_COMPRESSION
     return {"temporal_compression": int(record.vae.get("temporal_compression", temporal)),
             "spatial_compression": int(record.vae.get("spatial_compression", spatial))}
+
+
+def rectified_flow_loss(denoiser: AvatarDenoiser, latents: torch.Tensor, audio: torch.Tensor,
+                        frame_rate: float | torch.Tensor, generator: torch.Generator, condition_probability: float,
+                        flow: FlowSection, device: torch.device, forward: Callable[..., torch.Tensor] | None = None,
+                        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                        continuation_probability: float = 0.0, continuation_max_frames: int = 0) -> torch.Tensor:
+    """The training loss: rectified flow of normalised ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D] at
+    ``frame_rate`` (one number, or one per item [B]: RoPE scales time per item).
+
+    All randomness (sigma, noise, which samples get their first frame clean, and with ``continuation_probability``
+    which get their first m <= ``continuation_max_frames`` latent frames clean instead) comes from ``generator``, so
+    the same generator state gives the same draws with another audio (the audio-conditioning gain relies on it).
+    ``forward`` is the module the forward calls (default ``denoiser``; training passes its stepper's).  The trainer
+    and the measurement of a saved checkpoint (``python -m avatar_gen.toy measure``) share this one definition.
+    """
+    forward = denoiser if forward is None else forward
+    batch_size = latents.shape[0]
+    frames, height, width = denoiser.token_grid(latents)
+    clean = denoiser.pack(latents.to(device))
+    # Noising: a shifted logit-normal sigma per sample, Gaussian noise, the first latent frame given clean.  The
+    # shift grows with the latent grid's size, counted before patching as the pipeline counts it at inference.
+    latent_positions = latents.shape[2] * latents.shape[3] * latents.shape[4]
+    sigmas = sample_sigmas(batch_size, flow.shift_for(latent_positions), flow.logit_mean, flow.logit_std, generator)
+    noise = torch.randn(clean.shape, generator=generator)
+    clean_frames = (torch.rand(batch_size, generator=generator) < condition_probability).long()
+    if continuation_probability > 0:  # (no draw otherwise: runs without continuation keep their random stream)
+        continued = torch.rand(batch_size, generator=generator) < continuation_probability
+        most = min(continuation_max_frames, frames - 1)
+        extra = torch.randint(2, max(most, 2) + 1, (batch_size,), generator=generator).clamp(max=frames - 1)
+        clean_frames = torch.where(continued & (clean_frames > 0), extra, clean_frames)
+    condition_mask = leading_frames_token_mask(frames, height * width, clean_frames)
+    inputs = make_flow_inputs(clean, noise.to(device), sigmas.to(device), condition_mask.to(device))
+    # Forward: the velocity prediction from the noisy tokens and the speech.
+    with autocast():
+        prediction = forward(inputs.noisy, audio.to(device), inputs.timestep, frames, height, width, frame_rate)
+    # Loss: mean squared velocity error on the tokens that were noised.
+    return flow_loss(prediction, inputs)
 
 
 @dataclass
@@ -274,35 +313,13 @@ class Trainer:
     def training_step(self, model: torch.nn.Module, latents: torch.Tensor, audio: torch.Tensor,
                       frame_rate: float | torch.Tensor, generator: torch.Generator,
                       condition_probability: float, continuation_probability: float = 0.0) -> torch.Tensor:
-        """Rectified-flow loss of normalised ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D] at ``frame_rate``
-        (one number, or one per item [B]: RoPE scales time per item).
-
-        All randomness (sigma, noise, which samples get their first frame clean, and with ``continuation_probability``
-        which get their first m latent frames clean instead) comes from ``generator``;
-        ``model`` is what the forward calls (the stepper's, or the bare model for validation).
-        """
-        batch_size = latents.shape[0]
-        frames, height, width = self.model.token_grid(latents)
-        clean = self.model.pack(latents.to(self.device))
-        # Noising: a shifted logit-normal sigma per sample, Gaussian noise, the first latent frame given clean.  The
-        # shift grows with the latent grid's size, counted before patching as the pipeline counts it at inference.
-        latent_positions = latents.shape[2] * latents.shape[3] * latents.shape[4]
-        sigmas = sample_sigmas(batch_size, self.config.flow.shift_for(latent_positions), self.config.flow.logit_mean,
-                               self.config.flow.logit_std, generator)
-        noise = torch.randn(clean.shape, generator=generator)
-        clean_frames = (torch.rand(batch_size, generator=generator) < condition_probability).long()
-        if continuation_probability > 0:  # (no draw otherwise: runs without continuation keep their random stream)
-            continued = torch.rand(batch_size, generator=generator) < continuation_probability
-            most = min(self.config.conditioning.continuation_max_frames, frames - 1)
-            extra = torch.randint(2, max(most, 2) + 1, (batch_size,), generator=generator).clamp(max=frames - 1)
-            clean_frames = torch.where(continued & (clean_frames > 0), extra, clean_frames)
-        condition_mask = leading_frames_token_mask(frames, height * width, clean_frames)
-        inputs = make_flow_inputs(clean, noise.to(self.device), sigmas.to(self.device), condition_mask.to(self.device))
-        # Forward: the velocity prediction from the noisy tokens and the speech.
-        with self.stepper.autocast():
-            prediction = model(inputs.noisy, audio.to(self.device), inputs.timestep, frames, height, width, frame_rate)
-        # Loss: mean squared velocity error on the tokens that were noised.
-        return flow_loss(prediction, inputs)
+        """The loss (:func:`rectified_flow_loss`) of ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D] at
+        ``frame_rate``, all randomness from ``generator``; ``model`` is what the forward calls (the stepper's, or the
+        bare model for validation)."""
+        return rectified_flow_loss(self.model, latents, audio, frame_rate, generator, condition_probability,
+                                   self.config.flow, self.device, forward=model, autocast=self.stepper.autocast,
+                                   continuation_probability=continuation_probability,
+                                   continuation_max_frames=self.config.conditioning.continuation_max_frames)
 
     def optimizer_step(self, batches: Iterator[dict[str, Any]]) -> dict[str, float] | None:
         """Consume micro-batches until ``gradient_accumulation_steps`` finite ones were back-propagated, update.

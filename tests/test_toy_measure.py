@@ -1,0 +1,229 @@
+"""``python -m avatar_gen.toy measure`` / ``measure-long`` on the tiny random zoo and synthetic held-out clips.
+
+The tiny models draw noise, so the figures here say nothing about learning: what is tested is that every section is
+measured on what it says (n, held-out), that a video without a face is recorded as such, that the control scores a
+video against another clip's speech, and that a re-run takes everything from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avatar_gen.audio.features import AudioEncoderSpec
+from avatar_gen.errors import UserError
+from avatar_gen.synthetic import generate_dataset
+from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
+from avatar_gen.toy.__main__ import main
+from avatar_gen.toy.measure import (
+    describe_checkpoint, interleave_by_clip, parse_checkpoint_flags, read_held_out, reconstructable_frames,
+    run_flow_settings, score_video)
+
+SIZE = 64  # generated video side; the held-out clips are 128 px close-ups (the size the toy world uses)
+VIDEO = {"height": SIZE, "width": SIZE, "num_frames": 17, "fps": 25.0}
+# One torch thread: the tiny models' matrices are so small that a second thread only adds waiting (10-100x slower on
+# a loaded 2-core machine).
+MEASURE_ARGUMENTS = ["--cases", "3", "--sweep_cases", "2", "--sweep_guidance", "1", "3", "--gain_chunks", "4",
+                     "--num_draws", "2", "--steps", "2", "--vae_clips", "2", "--cpu_threads", "1"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _keep_torch_threads():
+    """The measurement sets torch's thread count for its process (--cpu_threads): give the other tests theirs back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory) -> Path:
+    """Three close-up talking clips with a voice of their own, and a silent clip (no lip-sync case)."""
+    folder = tmp_path_factory.mktemp("toy_held_out")
+    generate_dataset(folder, num_clips=3, seed=11, size=128, min_seconds=1.5, max_seconds=2.0, framing="close_up",
+                     voices=["en-gb+f2"], silent_clips=1)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_zoo, tmp_path_factory) -> dict[str, Path]:
+    """Two untrained LoRA checkpoints to compare: global alignment with logmel features, local with wav2vec2."""
+    root = tmp_path_factory.mktemp("toy_runs")
+    logmel = AudioEncoderSpec(encoder="logmel", name_or_path="logmel")
+    wav2vec2 = AudioEncoderSpec(encoder="wav2vec2", name_or_path=str(tiny_zoo / "wav2vec2"))
+    return {"global": write_untrained_checkpoint(root / "global" / "checkpoints" / "step_000000",
+                                                 tiny_zoo / "ltx-video", logmel, VIDEO),
+            "local": write_untrained_checkpoint(root / "local" / "checkpoints" / "step_000000",
+                                                tiny_zoo / "ltx-video", wav2vec2, VIDEO, alignment="local",
+                                                local_margin_frames=1)}
+
+
+def _arguments(checkpoints: dict[str, Path], held_out: Path, out: Path) -> list[str]:
+    flags = [flag for name, path in checkpoints.items() for flag in ("--checkpoint", f"{name}={path}")]
+    return ["measure", *flags, "--held_out", str(held_out), "--out", str(out), *MEASURE_ARGUMENTS]
+
+
+@pytest.fixture(scope="module")
+def measured(checkpoints, held_out, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("toy_measure")
+    assert main(_arguments(checkpoints, held_out, out)) == 0
+    return out
+
+
+def _count(summary: dict) -> int:
+    assert set(summary) == {"mean", "std", "n", "of"}
+    return summary["n"]
+
+
+def test_report_has_every_section_with_numbers_and_n(measured, held_out):
+    report = json.loads((measured / "measure.json").read_text())
+    assert report["held_out"]["clips"] == 3 and report["held_out"]["voices"] == ["en-gb+f2"]  # the silent clip is out
+    assert report["date"] and report["command"].startswith("python -m avatar_gen.toy measure")
+    assert list(report["checkpoints"]) == ["global", "local"]
+    for entry in report["checkpoints"].values():
+        vae = entry["vae_ceiling"]
+        assert vae["n_clips"] == 2 and vae["held_out"] and _count(vae["psnr"]) == 2 and vae["psnr"]["mean"] > 0
+        assert _count(vae["sync_original"]) == 2 and vae["sync_original"]["mean"] > 0.5  # real faces, in sync
+        gain = entry["audio_gain"]
+        assert gain["n_chunks"] == 4 and gain["n_clips"] == 3 and gain["held_out"] and gain["num_draws"] == 2
+        assert np.isfinite(gain["gain"]) and gain["std"] >= 0 and gain["chunk_frames"] == 17
+        videos = entry["videos"]
+        assert videos["n_cases"] == 3 and videos["held_out"] and videos["guidance"] == 3.0
+        # Noise from random models: no face in any frame, recorded per case; sync cannot be scored without a face.
+        assert videos["face_found_pct"] == {"mean": 0.0, "std": 0.0, "n": 3, "of": 3}
+        assert [case["face_found_pct"] for case in videos["cases"]] == [0.0, 0.0, 0.0]
+        assert _count(videos["sync"]) == 0 and videos["sync"]["of"] == 3 and videos["sync"]["mean"] is None
+        for figure in ("identity_ssim", "flicker", "generation_seconds"):
+            assert _count(videos[figure]) == 3 and np.isfinite(videos[figure]["mean"])
+        for case in videos["cases"]:
+            assert any((measured / "cache" / "models").glob(f"*/videos/{case['video']}"))
+        sweep = entry["guidance_sweep"]
+        assert sweep["n_cases"] == 2 and [row["guidance"] for row in sweep["rows"]] == [1.0, 3.0]
+        for row in sweep["rows"]:
+            assert row["n_cases"] == 2 and _count(row["identity_ssim"]) == 2 and _count(row["face_found_pct"]) == 2
+    assert report["checkpoints"]["local"]["checkpoint"]["alignment"] == "local"
+    assert [(row["name"], row["alignment"], row["encoder"]) for row in report["comparison"]] == [
+        ("global", "global", "logmel"), ("local", "local", "wav2vec2")]
+    markdown = (measured / "measure.md").read_text()
+    assert "Held-out data: 3 synthetic clips" in markdown and "| global | global | logmel |" in markdown
+    assert "n/a (n=0 of 3)" in markdown  # sync of the faceless videos, said as such
+
+
+def test_control_is_another_clips_speech(measured):
+    report = json.loads((measured / "measure.json").read_text())
+    cases = report["checkpoints"]["global"]["videos"]["cases"]
+    assert [case["control_clip_id"] for case in cases] == [case["clip_id"] for case in cases[1:] + cases[:1]]
+
+
+def test_control_scores_a_synced_face_near_zero(held_out):
+    """On ground-truth clips (a face whose mouth follows its speech) the own speech scores high, another clip's low:
+    the control measures the video against that other speech, not its own."""
+    clips = read_held_out(held_out).clips
+    own, other = clips[0], clips[1]
+    scores = score_video(own.video_path, own.speech_16k(), other.speech_16k(), own.first_frame())
+    assert scores["face_found_pct"] > 90 and scores["identity_ssim"] > 0.5
+    assert scores["sync"] > 0.6 and abs(scores["sync_control"]) < scores["sync"] - 0.3
+
+
+def test_rerun_takes_everything_from_the_cache(measured, checkpoints, held_out, monkeypatch):
+    first = json.loads((measured / "measure.json").read_text())
+    videos = {path: path.stat().st_mtime_ns for path in (measured / "cache").rglob("*.mp4")}
+    assert len(videos) == 2 * (3 + 2)  # per checkpoint: 3 cases, and 2 sweep cases at the other guidance
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached figure was computed again")
+
+    import avatar_gen.inference.generator
+    import avatar_gen.latents.vae
+    import avatar_gen.model.checkpoint
+
+    monkeypatch.setattr(avatar_gen.inference.generator.AvatarGenerator, "load", refuse)
+    monkeypatch.setattr(avatar_gen.model.checkpoint, "load_avatar_checkpoint", refuse)
+    monkeypatch.setattr(avatar_gen.latents.vae, "load_vae", refuse)  # the VAE ceiling's loader (the stage keeps its)
+    assert main(_arguments(checkpoints, held_out, measured)) == 0
+    again = json.loads((measured / "measure.json").read_text())
+    assert {path: path.stat().st_mtime_ns for path in (measured / "cache").rglob("*.mp4")} == videos
+    assert again["checkpoints"] == first["checkpoints"]
+
+
+def test_long_report_measures_drift_per_chunk(checkpoints, held_out, tmp_path, monkeypatch):
+    out = tmp_path / "long"
+    arguments = ["measure-long", "--checkpoint", f"global={checkpoints['global']}", "--held_out", str(held_out),
+                 "--out", str(out), "--portraits", "2", "--seconds", "2.5", "--identity_window", "1",
+                 "--colour_window", "1", "--sync_window", "1", "--timing_chunks", "1", "3", "--steps", "2",
+                 "--cpu_threads", "1"]
+    assert main(arguments) == 0
+    report = json.loads((out / "measure-long.json").read_text())
+    assert report["ground_truth"]["colour_shift"]["n"] == 3 and report["ground_truth"]["held_out"]
+    entry = report["checkpoints"]["global"]
+    assert entry["n_cases"] == 2 and entry["held_out"] and entry["speech_seconds"] == 2.5
+    for case in entry["cases"]:
+        assert abs(case["num_frames"] - 62.5) <= 1 and len(case["speech_clips"]) >= 2  # more than one clip's speech
+        assert case["num_boundaries"] == case["num_chunks"] - 1 >= 3
+        assert case["face_found_pct"] == 0.0 and case["sync_first"] is None
+        for index in ("1", "3"):
+            timing = case["chunk_timing"][index]
+            assert timing["seconds"] > 0 and timing["peak_memory_mb"] > 0
+    for figure in ("boundary_flicker", "inside_flicker", "flicker_ratio", "identity_ratio", "colour_shift"):
+        assert _count(entry[figure]) == 2 and np.isfinite(entry[figure]["mean"])
+    assert _count(entry["chunk_timing_ratio"]["seconds"]) == 2 and entry["chunk_timing_ratio"]["chunks"] == [1, 3]
+    assert "boundary / inside" in (out / "measure-long.md").read_text()
+
+    import avatar_gen.inference.generator  # a re-run takes the long videos and their figures from the cache
+
+    monkeypatch.setattr(avatar_gen.inference.generator.AvatarGenerator, "load", None)
+    assert main(arguments) == 0
+    assert json.loads((out / "measure-long.json").read_text())["checkpoints"] == report["checkpoints"]
+
+
+def test_measure_mistakes_are_one_line_errors(checkpoints, held_out, tmp_path, capsys):
+    ckpt = f"a={checkpoints['global']}"
+    for arguments, message in (
+            (["--checkpoint", ckpt, "--held_out", str(tmp_path), "--out", str(tmp_path / "o")], "synthetic clip"),
+            (["--checkpoint", ckpt, "--checkpoint", ckpt, "--held_out", str(held_out), "--out", str(tmp_path)],
+             "given twice"),
+            (["--checkpoint", ckpt, "--held_out", str(held_out), "--out", str(tmp_path), "--cases", "2",
+              "--sweep_cases", "3"], "sweep_cases"),
+            (["--checkpoint", f"a={tmp_path / 'nothing'}", "--held_out", str(held_out), "--out", str(tmp_path)],
+             "nothing")):
+        assert main(["measure", *arguments]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and message in error and error.count("\n") == 1
+
+
+def test_held_out_guard_and_helpers(checkpoints, held_out, tmp_path):
+    # A run that trained on a clip of the set is refused: its figures would not be held-out.
+    clip_id = read_held_out(held_out).clips[0].clip_id
+    split = checkpoints["global"].parent.parent / "data_split.json"
+    split.write_text(json.dumps({"train_clips": [clip_id], "held_out_clips": []}))
+    try:
+        with pytest.raises(UserError, match="not held out"):
+            from avatar_gen.toy.measure import MeasureConfig, prepare
+
+            prepare(MeasureConfig(checkpoints={"g": checkpoints["global"]}, held_out=held_out, out=tmp_path))
+    finally:
+        split.unlink()
+    # The gain's noise levels are those the run trained with (its config.yaml), else the defaults.
+    config = checkpoints["global"].parent.parent / "config.yaml"
+    config.write_text("output_dir: somewhere\nflow:\n  shift: 3.0\n")
+    try:
+        flow, source = run_flow_settings(describe_checkpoint("g", checkpoints["global"]))
+        assert flow.shift == 3.0 and source == str(config)
+    finally:
+        config.unlink()
+    assert run_flow_settings(describe_checkpoint("g", checkpoints["global"]))[0].shift == "auto"
+    assert parse_checkpoint_flags([f"x={tmp_path}", str(checkpoints["local"])]) == {
+        "x": tmp_path, "local": checkpoints["local"]}
+    assert [reconstructable_frames(n, 8) for n in (50, 60, 75)] == [50, 59, 75]  # last chunk 8k+1 (or whole)
+    assert reconstructable_frames(60, 1) == 60
+
+    class Chunk:
+        def __init__(self, key):
+            self.key, self.clip_id = key, key.rpartition("_")[0]
+
+    order = [chunk.key for chunk in interleave_by_clip([Chunk(k) for k in ("b_0", "a_1", "a_0", "b_1", "a_2")])]
+    assert order == ["a_0", "b_0", "a_1", "b_1", "a_2"]
