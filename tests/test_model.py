@@ -177,3 +177,21 @@ def test_checkpoint_rename_latest_and_pruning(tmp_path):
     assert resolve_checkpoint(tmp_path).name == "step_000040"
     with pytest.raises(UserError, match="not found"):
         resolve_checkpoint(tmp_path / "nope")
+
+
+@pytest.mark.parametrize(("recorded", "expected"), [
+    ("../../base", "BASE"), ("./inside", "INSIDE"), ("Lightricks/LTX-Video", "Lightricks/LTX-Video"),
+    ("/abs/base", "/abs/base"),
+])
+def test_checkpoint_names_its_base_relative_to_itself_only_with_dot_prefixes(tmp_path, recorded, expected):
+    """A checkpoint that travels with its base (the committed toy world) names it as ./ or ../ from its own folder;
+    a hub id such as org/name, which looks relative too, and an absolute folder stay as recorded."""
+    from avatar_gen.model.checkpoint import read_checkpoint_metadata
+    from avatar_gen.utils.io import atomic_write_json
+
+    folder = tmp_path / "run" / "step_000001"
+    folder.mkdir(parents=True)
+    atomic_write_json(folder / CHECKPOINT_METADATA, {"format_version": 1, "step": 1,
+                                                     "base_model": {"pretrained": recorded, "revision": None}})
+    resolved = {"BASE": str(tmp_path / "base"), "INSIDE": str(folder / "inside")}.get(expected, expected)
+    assert read_checkpoint_metadata(folder)["base_model"]["pretrained"] == resolved

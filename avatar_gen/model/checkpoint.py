@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CHECKPOINT_METADATA = "avatar_checkpoint.json"
+# base_model.pretrained values that start so are paths relative to the checkpoint folder (docs/CONTRACTS.md).
+CHECKPOINT_RELATIVE_PREFIXES = ("./", "../")
 TRANSFORMER_FOLDER = "transformer"
 TRAINING_STATE_FOLDER = "training_state"
 LATEST_LINK = "latest"
@@ -166,6 +168,12 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     version = metadata.get("format_version")
     if version != FORMAT_VERSION:
         raise UserError(f"{folder}: checkpoint format {version}, this code reads format {FORMAT_VERSION}")
+    base = metadata.get("base_model")
+    if isinstance(base, dict) and isinstance(base.get("pretrained"), str) \
+            and base["pretrained"].startswith(CHECKPOINT_RELATIVE_PREFIXES):
+        # A checkpoint that travels with its base (the committed toy world) names it relative to itself; only an
+        # explicit ./ or ../ means that, since "org/name" is a hub id.
+        metadata["base_model"] = {**base, "pretrained": str((folder / base["pretrained"]).resolve())}
     return metadata
 
 
