@@ -5,6 +5,9 @@ from pathlib import Path
 # A training run's record of its held-out split (written by training, read by evaluation's --heldout).
 SPLIT_FILE = "data_split.json"
 
+# The VAE stage's record of the clips it skipped, in its output folder (vae_latents/) beside the chunk records.
+VAE_SKIPPED_FILE = "_skipped.json"
+
 # The audio stage's files per chunk key in its output folder (audio_latents/): the features and the record of what
 # made them (written last: its presence marks a complete chunk).
 AUDIO_FEATURES_SUFFIX = "_ff.npy"

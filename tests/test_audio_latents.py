@@ -369,3 +369,16 @@ def test_a_long_clip_is_cut_into_speeches_no_longer_than_a_request():
     second = speeches[1]
     assert (second.start_frame, second.num_frames) == (2 * CHUNK_FRAMES, 2 * CHUNK_FRAMES)
     assert second.window(second.chunks[1]) == (CHUNK_FRAMES, CHUNK_FRAMES)
+
+
+def test_a_clip_id_starting_with_an_underscore_is_a_chunk_not_bookkeeping(tmp_path):
+    """YouTube ids may start with _; only the VAE stage's own _skipped.json is bookkeeping (a toy run lost 4 clips)."""
+    from avatar_gen.audio.pipeline import read_chunks
+    from avatar_gen.layout import VAE_SKIPPED_FILE
+    from avatar_gen.utils.io import atomic_write_json
+
+    record = {"clip_id": "_7k7UBfT2Mw", "chunk": 0, "num_frames": 25, "fps": 25.0, "start_time": 0.0}
+    atomic_write_json(tmp_path / "_7k7UBfT2Mw_0.json", record)
+    atomic_write_json(tmp_path / VAE_SKIPPED_FILE, [{"clip_id": "x", "reason": "too short"}])
+    chunks, bad = read_chunks(tmp_path)
+    assert [chunk.key for chunk in chunks] == ["_7k7UBfT2Mw_0"] and not bad

@@ -27,7 +27,7 @@ from avatar_gen.audio.features import (AudioEncoderSpec, AudioFeatureEncoder, lo
                                       speech_features_batch)
 from avatar_gen.config import StrictModel
 from avatar_gen.errors import MediaError, UserError
-from avatar_gen.layout import AUDIO_FEATURES_SUFFIX, AUDIO_TEXT_SUFFIX, SILENCE_FOLDER, silence_files
+from avatar_gen.layout import AUDIO_FEATURES_SUFFIX, AUDIO_TEXT_SUFFIX, SILENCE_FOLDER, VAE_SKIPPED_FILE, silence_files
 from avatar_gen.limits import MAX_SPEECH_SECONDS
 from avatar_gen.latents.sources import stable_shard
 from avatar_gen.media.audio import SAMPLE_RATE, extract_audio, write_wav
@@ -131,14 +131,15 @@ class ChunkFailure(Exception):
 
 
 def read_chunks(latents_dir: Path) -> tuple[list[Chunk], dict[str, str]]:
-    """Chunk records in ``latents_dir`` (``<clip>_<k>.json``; files starting with ``_`` are bookkeeping).
+    """Chunk records in ``latents_dir`` (``<clip>_<k>.json``; the VAE stage's ``_skipped.json`` is bookkeeping).
 
     Returns the chunks sorted by key and ``{file name: reason}`` for records that cannot be used."""
     if not latents_dir.is_dir():
         raise UserError(f"--latents_dir not found or not a folder: {latents_dir}")
     chunks, bad = [], {}
     for path in sorted(latents_dir.glob("*.json")):
-        if path.name.startswith(("_", ".")):
+        if path.name.startswith(".") or path.name == VAE_SKIPPED_FILE:
+            # Only the known bookkeeping name: YouTube ids may start with _ (a toy clip _7k7UBfT2Mw was skipped once).
             continue
         try:
             record = load_json(path, "chunk record")

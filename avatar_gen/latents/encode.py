@@ -29,6 +29,7 @@ from pydantic import Field, model_validator
 
 from avatar_gen.config import StrictModel
 from avatar_gen.errors import MediaError, UserError, first_line
+from avatar_gen.layout import VAE_SKIPPED_FILE
 from avatar_gen.latents.chunks import Chunk, ClipReport, stream_chunks
 from avatar_gen.latents.sources import ClipSource, absolute, collect_clips, recorded_path, select_shard
 from avatar_gen.latents.vae import DEFAULT_PRETRAINED, LoadedVae, encode_frames, latent_shape, load_vae, vae_compression
@@ -39,7 +40,6 @@ from avatar_gen.utils.progress import progress
 log = logging.getLogger(__name__)
 
 CLIP_STATE_DIR = "_clips"
-SKIPPED_FILE = "_skipped.json"
 # Fields of a chunk's JSON that must match the current settings for the chunk to count as done.
 _MATCHED_FIELDS = ("clip_id", "chunk", "video_path", "start_frame", "num_frames", "fps", "height", "width")
 _MATCHED_VAE_FIELDS = ("name_or_path", "revision", "dtype")
@@ -262,7 +262,7 @@ class _Bookkeeper:
             if state and state.get("status") in ("skipped", "partial"):
                 entries.append({key: state.get(key) for key in ("clip_id", "video_path", "status", "reason",
                                                                  "chunks", "total_frames")})
-        atomic_write_json(self.output_dir / SKIPPED_FILE, entries)
+        atomic_write_json(self.output_dir / VAE_SKIPPED_FILE, entries)
         return entries
 
 
@@ -428,7 +428,7 @@ def encode_dataset(config: LatentsConfig, loaded_vae: LoadedVae | None = None) -
              "run; %d clips skipped, %d partial now; %d problem clips in all listed in %s", summary.chunks_written,
              summary.frames_encoded, summary.encode_seconds, summary.chunks_skipped_done,
              summary.clips_already_finished, summary.clips_skipped, summary.clips_partial, len(entries),
-             config.output_dir / SKIPPED_FILE)
+             config.output_dir / VAE_SKIPPED_FILE)
     return summary
 
 
