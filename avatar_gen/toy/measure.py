@@ -513,12 +513,23 @@ def run_flow_settings(model: CheckpointInfo):
     return FlowSection(), "defaults (no run config.yaml beside the checkpoint)"
 
 
+def checkpoint_denoiser(model: CheckpointInfo, device):
+    """The checkpoint's transformer (LoRA applied) and audio projection as the trainer's denoiser, in eval mode."""
+    from avatar_gen.model.checkpoint import load_avatar_checkpoint
+    from avatar_gen.model.denoiser import AvatarDenoiser
+
+    loaded = load_avatar_checkpoint(model.folder, device=device)
+    metadata = loaded.metadata
+    return AvatarDenoiser(loaded.transformer, loaded.audio_projection, alignment=loaded.alignment,
+                          local_margin_frames=int(metadata.get("local_margin_frames", 0)),
+                          temporal_compression=int(metadata["temporal_compression"]),
+                          spatial_compression=int(metadata["spatial_compression"])).eval()
+
+
 def gain_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureConfig, cache: Path) -> dict[str, Any]:
     """The held-out audio-conditioning gain over ``gain_chunks`` chunks, the trainer's loss at fixed draws."""
     import torch
 
-    from avatar_gen.model.checkpoint import load_avatar_checkpoint
-    from avatar_gen.model.denoiser import AvatarDenoiser
     from avatar_gen.training.trainer import rectified_flow_loss
     from avatar_gen.training.validation import audio_gain
 
@@ -537,12 +548,7 @@ def gain_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureCon
     if cached is not None:
         return cached
     device = torch.device(config.device)
-    loaded = load_avatar_checkpoint(model.folder, device=device)
-    metadata = loaded.metadata
-    denoiser = AvatarDenoiser(loaded.transformer, loaded.audio_projection, alignment=loaded.alignment,
-                              local_margin_frames=int(metadata.get("local_margin_frames", 0)),
-                              temporal_compression=int(metadata["temporal_compression"]),
-                              spatial_compression=int(metadata["spatial_compression"])).eval()
+    denoiser = checkpoint_denoiser(model, device)
     with progress(total=2 * len(records) * config.num_draws, desc=f"{model.name}: audio gain", unit="loss") as bar:
         def loss(latents: torch.Tensor, audio: torch.Tensor, frame_rate: float,
                  generator: torch.Generator) -> torch.Tensor:
