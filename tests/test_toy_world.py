@@ -51,8 +51,8 @@ def toy_chunks(tmp_path_factory):
     return model, records[first].fps, dataset[first], dataset[other]
 
 
-def _losses_and_velocities(denoiser, chunk, audios, fps):
-    """The training loss's prediction for each audio at one fixed draw of sigma and noise."""
+def _velocities(denoiser, chunk, audios, fps):
+    """The velocity the training loss predicts for each audio, at one fixed draw of sigma and noise."""
     predictions = []
 
     def recording(*args):
@@ -71,7 +71,7 @@ def test_committed_toy_checkpoint_loads_and_its_prediction_follows_the_speech(to
     model, fps, chunk, other = toy_chunks
     assert model.metadata["transformer_training"] == "lora" and model.base == str(TOY_BASE.resolve())
     denoiser = checkpoint_denoiser(model, torch.device("cpu"))
-    own, foreign = _losses_and_velocities(denoiser, chunk, [chunk["audio"], other["audio"]], fps)
+    own, foreign = _velocities(denoiser, chunk, [chunk["audio"], other["audio"]], fps)
     change = float((own - foreign).abs().mean() / own.abs().mean())
     print(f"velocity change with another clip's speech: {change:.4f} of its size")
     assert change > MIN_RELATIVE_CHANGE, change
@@ -83,5 +83,5 @@ def test_with_the_audio_path_cut_the_speech_changes_nothing(toy_chunks):
     with torch.no_grad():
         for parameter in denoiser.audio_projection.parameters():
             parameter.zero_()
-    own, foreign = _losses_and_velocities(denoiser, chunk, [chunk["audio"], other["audio"]], fps)
+    own, foreign = _velocities(denoiser, chunk, [chunk["audio"], other["audio"]], fps)
     assert torch.equal(own, foreign)

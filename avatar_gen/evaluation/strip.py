@@ -14,7 +14,7 @@ import numpy as np
 
 from avatar_gen.errors import UserError
 from avatar_gen.media.audio import SAMPLE_RATE, extract_audio, rms_envelope
-from avatar_gen.media.video import probe_video, read_frames
+from avatar_gen.media.video import iter_frames, probe_video
 from avatar_gen.utils.io import atomic_path
 
 DEFAULT_STRIP_FRAMES = 10
@@ -37,11 +37,23 @@ def write_speech_strip(video: str | os.PathLike, png: str | os.PathLike, count: 
     info = probe_video(video)
     if not info.has_audio:
         raise UserError(f"{video} has no sound: the strip draws frames above the speech loudness")
-    frames = read_frames(video)
+    # Only the picked frames are kept: a long video decoded whole would cost gigabytes for ten thumbnails.
+    wanted = set(strip_frame_indices(max(info.num_frames, 1), count).tolist())
+    kept: dict[int, np.ndarray] = {}
+    last, total = None, 0
+    for index, (_, frame) in enumerate(iter_frames(video)):
+        if index in wanted:
+            kept[index] = frame
+        last, total = (index, frame), index + 1
+    if last is None:
+        raise UserError(f"{video} has no frames")
+    if last[0] not in kept and max(wanted) >= total:  # the container's frame count was an overestimate
+        kept[last[0]] = last[1]
+    picks = np.array(sorted(kept))
+    frames = kept
     audio = extract_audio(video, SAMPLE_RATE)
-    loudness = rms_envelope(audio, SAMPLE_RATE, info.fps, len(frames))
-    picks = strip_frame_indices(len(frames), count)
-    seconds = np.arange(len(frames)) / info.fps
+    loudness = rms_envelope(audio, SAMPLE_RATE, info.fps, total)
+    seconds = np.arange(total) / info.fps
 
     figure = Figure(figsize=(1.3 * len(picks), 2.6))
     FigureCanvasAgg(figure)
