@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -19,13 +20,15 @@ from avatar_gen.config import dump_config
 from avatar_gen.toy.config import ToyPretrainConfig
 from avatar_gen.toy.data import HELD_OUT_FOLDER, TRAIN_FOLDER, load_clip_frames, write_toy_clips
 from avatar_gen.toy.vae import measure_latent_statistics, train_toy_vae, vae_ceiling
-from avatar_gen.utils.io import atomic_folder, atomic_write_json, atomic_write_text
+from avatar_gen.errors import UserError
+from avatar_gen.utils.io import atomic_folder, atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
 STAGES = ("data", "vae", "latents", "base", "assemble")
 VAE_FOLDER = "vae"
 VAE_REPORT = "vae_ceiling.json"
+LATENTS_VAE_SUFFIX = ".vae.json"  # beside the latents folder: which VAE's weights encoded them
 
 
 def _paths(config: ToyPretrainConfig) -> dict[str, Path]:
@@ -81,9 +84,29 @@ def _spread_text(spread: dict) -> str:
     return f"{spread['mean']:.3f} +- {spread['std']:.3f} (n={spread['n']})"
 
 
+def _vae_fingerprint(vae_folder: Path) -> str:
+    """SHA-256 of the VAE's weights (the latents depend on nothing else of it)."""
+    digest = hashlib.sha256()
+    for weights in sorted(vae_folder.glob("*.safetensors")):
+        with weights.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def _latents_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
     from avatar_gen.latents.encode import LatentsConfig, encode_dataset
 
+    # The latents stage resumes by skipping chunks already written; latents of another VAE would be kept silently.
+    marker = paths["latents"].with_name(paths["latents"].name + LATENTS_VAE_SUFFIX)
+    fingerprint = _vae_fingerprint(paths["vae"])
+    if paths["latents"].is_dir() and any(paths["latents"].glob("*.pt")):
+        recorded = read_json(marker, {})
+        recorded = recorded.get("vae_sha256") if isinstance(recorded, dict) else None
+        if recorded != fingerprint:
+            raise UserError(f"{paths['latents']} holds latents of another VAE than {paths['vae']}; delete it (and "
+                            f"{paths['base_run']}, trained on them) to encode again")
+    atomic_write_json(marker, {"vae": str(paths["vae"]), "vae_sha256": fingerprint})
     encode_dataset(LatentsConfig(
         inputs=paths["synthetic"] / TRAIN_FOLDER / "clips", output_dir=paths["latents"], pretrained=str(paths["vae"]),
         height=config.data.size, width=config.data.size, num_frames=config.transformer.num_frames,
