@@ -8,10 +8,12 @@ video against another clip's speech, and that a re-run takes everything from the
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from avatar_gen.audio.features import AudioEncoderSpec
 from avatar_gen.errors import UserError
@@ -20,8 +22,8 @@ from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
 from avatar_gen.toy.__main__ import main
 from avatar_gen.toy.measure_long import handoff_pairs
 from avatar_gen.toy.measure import (
-    describe_checkpoint, interleave_by_clip, parse_checkpoint_flags, read_held_out, reconstructable_frames,
-    run_flow_settings, score_video)
+    describe_checkpoint, interleave_by_clip, mouth_token_weight, parse_checkpoint_flags, read_held_out,
+    reconstructable_frames, run_flow_settings, score_video)
 
 SIZE = 64  # generated video side; the held-out clips are 128 px close-ups (the size the toy world uses)
 VIDEO = {"height": SIZE, "width": SIZE, "num_frames": 17, "fps": 25.0}
@@ -242,3 +244,19 @@ def test_held_out_guard_and_helpers(checkpoints, held_out, tmp_path):
 
     order = [chunk.key for chunk in interleave_by_clip([Chunk(k) for k in ("b_0", "a_1", "a_0", "b_1", "a_2")])]
     assert order == ["a_0", "b_0", "a_1", "b_1", "a_2"]
+
+
+def test_mouth_tokens_are_those_that_meet_the_ground_truths_mouth_box():
+    class PatchFour:  # the toy transformer's token grid: 4x4 latents per token
+        def token_grid(self, latents):
+            return latents.shape[2], latents.shape[3] // 4, latents.shape[4] // 4
+
+    record = SimpleNamespace(height=128, width=128, latent_shape=(16, 25, 32, 32))
+    truth = {"height": 128, "width": 128, "mouth": {"x": 0.5, "y": 0.68}, "head_radius": 38.9}
+    weight = mouth_token_weight(PatchFour(), record, truth)
+    assert weight.shape == (25 * 64,)
+    frame = weight[:64].reshape(8, 8)  # 16x16-pixel tokens; box x 46.5-81.5, y 71.4-102.6 pixels
+    assert frame.nonzero().tolist() == [[row, col] for row in (4, 5, 6) for col in (2, 3, 4, 5)]
+    assert torch.equal(weight.reshape(25, 64), frame.flatten().repeat(25, 1))
+    resized = SimpleNamespace(height=64, width=64, latent_shape=(16, 25, 16, 16))
+    assert mouth_token_weight(PatchFour(), resized, truth) is None

@@ -49,6 +49,7 @@ CACHE_FOLDER = "cache"
 REPORT_FORMAT_VERSION = 1
 # Bump when a figure is computed differently: cached figures of an older version are recomputed (videos are kept).
 SCORING_VERSION = 1
+GAIN_VERSION = 2  # 2: also the gain on the mouth's tokens
 SECTIONS = ("vae", "gain", "videos", "sweep")
 CHECKPOINT_NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-+")
 DETECT_EVERY = 2  # face detection on every 2nd frame, boxes interpolated between (evaluation's default)
@@ -526,6 +527,28 @@ def checkpoint_denoiser(model: CheckpointInfo, device):
                           spatial_compression=int(metadata["spatial_compression"])).eval()
 
 
+def mouth_token_weight(denoiser, record, truth: dict[str, Any]):
+    """[N] float: 1 on the tokens of ``record``'s chunk whose pixels meet the clip's mouth box (the synthetic ground
+    truth's mouth centre and head radius, the box the toy VAE weighs), 0 elsewhere; None when the chunk's frames are
+    not the clip's frames at their own size (a resized or cropped chunk: the box would be elsewhere)."""
+    import torch
+
+    from avatar_gen.toy.vae import MOUTH_HALF_HEIGHT_RADII, MOUTH_HALF_WIDTH_RADII
+
+    if (record.height, record.width) != (truth.get("height"), truth.get("width")):
+        return None
+    channels, latent_frames, latent_height, latent_width = record.latent_shape
+    frames, rows, cols = denoiser.token_grid(torch.zeros(1, channels, latent_frames, latent_height, latent_width))
+    token_height, token_width = record.height / rows, record.width / cols
+    mouth_x, mouth_y = truth["mouth"]["x"] * truth["width"], truth["mouth"]["y"] * truth["height"]
+    half_width = MOUTH_HALF_WIDTH_RADII * truth["head_radius"]
+    half_height = MOUTH_HALF_HEIGHT_RADII * truth["head_radius"]
+    row_start, col_start = torch.arange(rows) * token_height, torch.arange(cols) * token_width
+    row_hit = (row_start < mouth_y + half_height) & (row_start + token_height > mouth_y - half_height)
+    col_hit = (col_start < mouth_x + half_width) & (col_start + token_width > mouth_x - half_width)
+    return (row_hit[:, None] & col_hit[None, :]).float().flatten().repeat(frames)
+
+
 def gain_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureConfig, cache: Path) -> dict[str, Any]:
     """The held-out audio-conditioning gain over ``gain_chunks`` chunks, the trainer's loss at fixed draws."""
     import torch
@@ -542,28 +565,45 @@ def gain_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureCon
     flow, flow_source = run_flow_settings(model)
     key = digest({"checkpoint": model.fingerprint, "chunks": [record.key for record in records],
                   "draws": config.num_draws, "seed": config.seed, "flow": flow.model_dump(mode="json"),
-                  "version": SCORING_VERSION})
+                  "version": SCORING_VERSION, "gain_version": GAIN_VERSION})
     path = cache / "models" / model.cache_name / f"gain-{key[:24]}.json"
     cached = read_json(path)
     if cached is not None:
         return cached
     device = torch.device(config.device)
     denoiser = checkpoint_denoiser(model, device)
-    with progress(total=2 * len(records) * config.num_draws, desc=f"{model.name}: audio gain", unit="loss") as bar:
-        def loss(latents: torch.Tensor, audio: torch.Tensor, frame_rate: float,
-                 generator: torch.Generator) -> torch.Tensor:
-            bar.update(1)
-            return rectified_flow_loss(denoiser, latents, audio, frame_rate, generator, condition_probability=1.0,
-                                       flow=flow, device=device)
+    truths = {clip.clip_id: clip.truth for clip in held_out.clips}
+    mouth_weights = {record.key: mouth_token_weight(denoiser, record, truths[record.clip_id]) for record in records}
+    region_records = [record for record in records if mouth_weights[record.key] is not None]
+    regions = {"whole": records, "mouth": region_records if len(region_records) == len(records) else []}
+    figures = {}
+    with progress(total=2 * len(records) * config.num_draws * sum(map(bool, regions.values())),
+                  desc=f"{model.name}: audio gain", unit="loss") as bar:
+        for region, region_records in regions.items():
+            if not region_records:
+                continue
 
-        figures = audio_gain(records, loss, config.num_draws, config.seed)
-    if not figures:
+            def loss(latents: torch.Tensor, audio: torch.Tensor, record, generator: torch.Generator,
+                     region: str = region) -> torch.Tensor:
+                bar.update(1)
+                weight = mouth_weights[record.key] if region == "mouth" else None
+                return rectified_flow_loss(denoiser, latents, audio, record.fps, generator, condition_probability=1.0,
+                                           flow=flow, device=device, token_weight=weight)
+
+            figures[region] = audio_gain(region_records, loss, config.num_draws, config.seed)
+    if not figures["whole"]:
         raise UserError(f"{model.name}: fewer than two held-out chunks of one shape: no audio gain to measure")
-    result = {"gain": figures["audio_gain"], "std": figures["audio_gain_std"], "spread_over": "draws",
-              "n_chunks": int(figures["chunks"]), "n_clips": len({record.clip_id for record in records}),
-              "chunks_available": available, "num_draws": config.num_draws, "loss_true": figures["loss_true"],
-              "loss_shuffled": figures["loss_shuffled"], "chunk_frames": records[0].num_frames,
+    whole = figures["whole"]
+    result = {"gain": whole["audio_gain"], "std": whole["audio_gain_std"], "spread_over": "draws",
+              "n_chunks": int(whole["chunks"]), "n_clips": len({record.clip_id for record in records}),
+              "chunks_available": available, "num_draws": config.num_draws, "loss_true": whole["loss_true"],
+              "loss_shuffled": whole["loss_shuffled"], "chunk_frames": records[0].num_frames,
               "held_out": True, "partner": GAIN_PARTNER, "flow_settings": flow_source}
+    mouth = figures.get("mouth")
+    if mouth:
+        result["mouth"] = {"gain": mouth["audio_gain"], "std": mouth["audio_gain_std"],
+                           "loss_true": mouth["loss_true"], "loss_shuffled": mouth["loss_shuffled"],
+                           "token_share": float(np.mean([float(weight.mean()) for weight in mouth_weights.values()]))}
     atomic_write_json(path, result)
     return result
 

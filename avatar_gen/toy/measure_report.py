@@ -94,6 +94,12 @@ def render_measure_report(report: dict[str, Any]) -> str:
                       f"{gain['std']:.4f} (spread over {gain['num_draws']} noise/sigma draws; loss with the true audio "
                       f"{gain['loss_true']:.5f}, with {gain['partner']} {gain['loss_shuffled']:.5f}; noise-level "
                       f"settings: {gain['flow_settings']})."]
+            mouth = gain.get("mouth")
+            if mouth is not None:
+                lines += ["", f"The same on the mouth's tokens only ({100 * mouth['token_share']:.1f} % of the "
+                          f"tokens; the ground truth's mouth box): {mouth['gain']:.4f} ± {mouth['std']:.4f} (loss "
+                          f"{mouth['loss_true']:.5f} with the true audio, {mouth['loss_shuffled']:.5f} with the "
+                          "partner's)."]
         videos = entry.get("videos")
         if videos is not None:
             lines += ["", f"**Generated videos**: {videos['n_cases']} held-out cases (portrait = the clip's first "

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +80,16 @@ def rectified_flow_loss(denoiser: AvatarDenoiser, latents: torch.Tensor, audio: 
                         frame_rate: float | torch.Tensor, generator: torch.Generator, condition_probability: float,
                         flow: FlowSection, device: torch.device, forward: Callable[..., torch.Tensor] | None = None,
                         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-                        continuation_probability: float = 0.0, continuation_max_frames: int = 0) -> torch.Tensor:
+                        continuation_probability: float = 0.0, continuation_max_frames: int = 0,
+                        token_weight: torch.Tensor | None = None) -> torch.Tensor:
     """The training loss: rectified flow of normalised ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D] at
     ``frame_rate`` (one number, or one per item [B]: RoPE scales time per item).
 
     All randomness (sigma, noise, which samples get their first frame clean, and with ``continuation_probability``
     which get their first m <= ``continuation_max_frames`` latent frames clean instead) comes from ``generator``, so
     the same generator state gives the same draws with another audio (the audio-conditioning gain relies on it).
+    ``token_weight`` [N]: a weight per packed token of one sample, multiplying the loss weight (a measurement's region,
+    e.g. the mouth's tokens; training leaves it None).
     ``forward`` is the module the forward calls (default ``denoiser``; training passes its stepper's).  The trainer
     and the measurement of a saved checkpoint (``python -m avatar_gen.toy measure``) share this one definition.
     """
@@ -107,6 +110,8 @@ def rectified_flow_loss(denoiser: AvatarDenoiser, latents: torch.Tensor, audio: 
         clean_frames = torch.where(continued & (clean_frames > 0), extra, clean_frames)
     condition_mask = leading_frames_token_mask(frames, height * width, clean_frames)
     inputs = make_flow_inputs(clean, noise.to(device), sigmas.to(device), condition_mask.to(device))
+    if token_weight is not None:
+        inputs = replace(inputs, loss_weight=inputs.loss_weight * token_weight.to(inputs.loss_weight))
     # Forward: the velocity prediction from the noisy tokens and the speech.
     with autocast():
         prediction = forward(inputs.noisy, audio.to(device), inputs.timestep, frames, height, width, frame_rate)
@@ -445,9 +450,9 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------- validation
 
-    def _validation_loss(self, latents: torch.Tensor, audio: torch.Tensor, frame_rate: float,
+    def _validation_loss(self, latents: torch.Tensor, audio: torch.Tensor, record: ChunkRecord,
                          generator: torch.Generator) -> torch.Tensor:
-        return self.training_step(self.model, latents, audio, frame_rate, generator, condition_probability=1.0)
+        return self.training_step(self.model, latents, audio, record.fps, generator, condition_probability=1.0)
 
     def audio_gain(self, records: list[ChunkRecord]) -> dict[str, float]:
         """The audio-conditioning gain on ``records`` (:func:`avatar_gen.training.validation.audio_gain`)."""

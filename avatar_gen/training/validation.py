@@ -24,8 +24,9 @@ from avatar_gen.training.dataset import ChunkRecord, LatentAudioDataset
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, float, torch.Generator], torch.Tensor]
-"""``loss(latents [1, C, F', h, w], audio [1, F, D], frame_rate, generator)``: the training loss, first frame given."""
+LossFn = Callable[[torch.Tensor, torch.Tensor, ChunkRecord, torch.Generator], torch.Tensor]
+"""``loss(latents [1, C, F', h, w], audio [1, F, D], record, generator)``: the training loss of the chunk ``record``
+(its frame rate; a measurement may weigh its tokens), first frame given."""
 
 
 @torch.no_grad()
@@ -54,7 +55,7 @@ def audio_gain(records: list[ChunkRecord], loss: LossFn, num_draws: int, seed: i
             latents, record = items[index]["latents"][None], records[index]
             for audio, bucket in ((items[index]["audio"], true_losses), (items[other]["audio"], shuffled_losses)):
                 generator = torch.Generator().manual_seed(seed + 7919 * draw + index)
-                bucket.append(float(loss(latents, audio[None], record.fps, generator)))
+                bucket.append(float(loss(latents, audio[None], record, generator)))
         true_means.append(float(np.mean(true_losses)))
         shuffled_means.append(float(np.mean(shuffled_losses)))
         gains.append(shuffled_means[-1] / max(true_means[-1], 1e-12))
@@ -74,7 +75,7 @@ def fixed_draw_loss(records: list[ChunkRecord], loss: LossFn, num_draws: int, se
         losses = []
         for index, (record, item) in enumerate(zip(records, items)):
             generator = torch.Generator().manual_seed(seed + 7919 * draw + index)
-            losses.append(float(loss(item["latents"][None], item["audio"][None], record.fps, generator)))
+            losses.append(float(loss(item["latents"][None], item["audio"][None], record, generator)))
         means.append(float(np.mean(losses)))
     return {"loss": float(np.mean(means)), "loss_std": float(np.std(means)), "chunks": float(len(records))}
 
