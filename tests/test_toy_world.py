@@ -27,9 +27,9 @@ TOY_BASE = REPO / "models" / "toy-ltx-video"
 TOY_CHECKPOINT = REPO / "models" / "toy-avatar"
 HELD_OUT_SEED = 424242
 HELD_OUT_VOICE = "en-us+f4"  # configs/toy-pretrain.yaml's held_out_voices: no training clip speaks with it
-# With another clip's speech the committed checkpoint's velocity changes by 0.75 % of its size on these chunks (measured
-# when it was committed, 2026-11-29; small, as it learned little: docs/results.md); a projection that no longer
-# reaches the transformer gives 0 exactly. The bar sits well between the two.
+# With another clip's speech the committed checkpoint's velocity changes by 0.90 % of its size on these chunks (measured
+# when it was committed, 2026-11-29, over the per-frame VAE; small, as it learned little: docs/results.md); a
+# projection that no longer reaches the transformer gives 0 exactly. The bar sits well between the two.
 MIN_RELATIVE_CHANGE = 0.002
 
 
