@@ -64,3 +64,48 @@ def test_latents_of_another_vae_are_refused_not_reused(tmp_path, marker):
     with pytest.raises(UserError, match="latents of another VAE"):
         pretrain(_config(tmp_path), stages=["latents"])
     assert (latents / "clip_0.pt").read_bytes() == b"old latents"
+
+
+def _per_frame_chunks(root: Path, speech_follows_mouth: bool, clips: int = 40, frames: int = 9) -> Path:
+    """Chunks of a VAE without temporal compression: a 2x2 latent mouth that opens with the ground truth's mouth
+    opening, noise elsewhere; speech features that carry the opening, or not."""
+    from avatar_gen.utils.io import atomic_write_json
+
+    rng = np.random.default_rng(0)
+    vae = {"name_or_path": "toy", "revision": None, "dtype": "float32", "latents_mean": [0.0] * 4,
+           "latents_std": [1.0] * 4, "scaling_factor": 1.0}
+    for clip in range(clips):
+        clip_id, opening = f"clip{clip:02d}", rng.random(frames)
+        latents = np.repeat(rng.standard_normal((4, 1, 4, 4)), frames, axis=1)
+        latents += 0.3 * rng.standard_normal(latents.shape)  # motion no speech explains
+        latents[:, :, 2:4, 1:3] += 4.0 * opening[None, :, None, None]  # at most 94 % of the box explainable
+        torch.save({"latents": torch.from_numpy(latents.astype(np.float32))}, root / "vae_latents" / f"{clip_id}_0.pt")
+        atomic_write_json(root / "vae_latents" / f"{clip_id}_0.json", {
+            "clip_id": clip_id, "chunk": 0, "start_frame": 0, "num_frames": frames, "fps": 25.0, "height": 16,
+            "width": 16, "latent_shape": [4, frames, 4, 4], "vae": vae})
+        features = rng.standard_normal((frames, 3)).astype(np.float32)
+        if speech_follows_mouth:
+            features[:, 0] = opening
+        np.save(root / "audio_latents" / f"{clip_id}_0_ff.npy", features)
+        atomic_write_json(root / "audio_latents" / f"{clip_id}_0_text.json", {
+            "text": "toy", "words": [], "audio_source": "toy", "tts": None, "fps": 25.0, "num_frames": frames,
+            "encoder": {"encoder": "logmel", "name_or_path": "logmel", "feature_dim": 3}})
+        atomic_write_json(root / "ground_truth" / f"{clip_id}.json", {
+            "clip_id": clip_id, "width": 16, "height": 16, "mouth": {"x": 0.5, "y": 0.75}, "head_radius": 4.0,
+            "mouth_open": opening.tolist()})
+    return root
+
+
+@pytest.mark.parametrize("speech_follows_mouth", [True, False])
+def test_speech_ceiling_finds_what_the_speech_explains_and_where(tmp_path, speech_follows_mouth):
+    from avatar_gen.toy.ceiling import speech_ceiling
+
+    for folder in ("vae_latents", "audio_latents", "ground_truth"):
+        (tmp_path / folder).mkdir()
+    report = speech_ceiling(_per_frame_chunks(tmp_path, speech_follows_mouth), feature_dim=3, held_out_fraction=0.3,
+                            ridge=1.0)
+    assert report["scored_clips"] > 0 and report["fit_clips"] > 0 and report["mouth_box_share"] == 4 / 16
+    assert report["mouth_opening"]["share_explained_in_mouth_box"] > 0.8  # the box is where the mouth is
+    assert report["mouth_opening"]["share_explained"] < report["mouth_opening"]["share_explained_in_mouth_box"]
+    speech = report["speech"]["share_explained_in_mouth_box"]
+    assert (speech > 0.8) if speech_follows_mouth else (speech < 0.1), speech

@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 
 from avatar_gen.config import add_field_flag, config_from_flags
+from avatar_gen.errors import UserError
 from avatar_gen.inference.handoff import ANCHORS, HANDOFFS
 from avatar_gen.toy.measure import MeasureConfig, MeasureSettings, measure, parse_checkpoint_flags
+from avatar_gen.toy.ceiling import RIDGE
 from avatar_gen.toy.measure_long import LongMeasureConfig, measure_long
 from avatar_gen.utils.cli import add_common_arguments, interrupt_on_sigterm, run_main
 
@@ -82,6 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
               type=int)
     long_flag("anchor", "identity anchor of the latent hand-off", choices=ANCHORS)
     add_common_arguments(long)
+    ceiling = commands.add_parser(
+        "speech-ceiling", help="how much of the latents' motion the speech could explain (a linear probe)",
+        description="Regress each latent frame minus its chunk's first on the speech features around it and on "
+        "the ground truth's mouth opening (ridge, fit on some clips, scored on the others) and write the variance "
+        "each explains, overall and in the mouth box (avatar_gen.toy.ceiling).",
+        epilog=CEILING_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ceiling.add_argument("--data", type=Path, required=True,
+                         help="a toy split folder with vae_latents/, audio_latents/ and ground_truth/")
+    ceiling.add_argument("--feature_dim", type=int, default=40, help="width of the speech features (default 40)")
+    ceiling.add_argument("--held_out_fraction", type=float, default=0.2,
+                         help="share of the clips scored, not fit (default 0.2)")
+    ceiling.add_argument("--ridge", type=float, default=RIDGE,
+                         help=f"ridge penalty on the standardised inputs (default {RIDGE:g})")
+    ceiling.add_argument("--out", type=Path, required=True, help="the JSON report to write")
+    add_common_arguments(ceiling)
     return parser
 
 
@@ -95,6 +112,11 @@ a quick look (fewer cases, chunks and steps):
   python -m avatar_gen.toy measure --checkpoint outputs/toy-local/checkpoints/latest \\
       --held_out outputs/toy-pretrain/synthetic/held_out --out outputs/toy-measure-quick \\
       --cases 4 --sweep_cases 2 --sweep_guidance 1 3 --gain_chunks 16 --steps 10
+"""
+
+CEILING_EXAMPLE = """example (the training clips of the toy pretraining):
+  python -m avatar_gen.toy speech-ceiling --data outputs/toy-pretrain/synthetic/train \\
+      --out outputs/toy-measure/speech-ceiling.json
 """
 
 LONG_EXAMPLE = """example (8 held-out portraits, a minute of speech each):
@@ -125,6 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "avatar_gen.toy", *(argv if argv is not None else sys.argv[1:])])
 
     def body() -> int:
+        if args.command == "speech-ceiling":
+            from avatar_gen.toy.ceiling import speech_ceiling
+            from avatar_gen.utils.io import atomic_write_json
+
+            if not 0 < args.held_out_fraction < 1 or args.ridge < 0:
+                raise UserError(f"--held_out_fraction must be between 0 and 1 and --ridge >= 0, got "
+                                f"{args.held_out_fraction} and {args.ridge}")
+            atomic_write_json(args.out, {"command": command, **speech_ceiling(
+                args.data, args.feature_dim, args.held_out_fraction, ridge=args.ridge)})
+            log.info("report written to %s", args.out)
+            return 0
         if args.command in ("measure", "measure-long"):
             model, run = (MeasureConfig, measure) if args.command == "measure" else (LongMeasureConfig, measure_long)
             config = config_from_flags(model, args, checkpoints=parse_checkpoint_flags(args.checkpoint))
