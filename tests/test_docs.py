@@ -21,7 +21,7 @@ SCRIPTS = ["video_scraper/scrap_video.py", "preprocessing/save_vae_latents.py", 
            "bench/bench_streaming.py", "bench/gpu.py", "bench/bench_alignment.py", "bench/bench_long_video.py"]
 MODULES = ["avatar_gen.demo", "avatar_gen.synthetic.__main__", "avatar_gen.tiny.zoo"]
 # Modules whose flags belong to subcommands: each subcommand's --help is read.
-SUBCOMMANDS = {"avatar_gen.toy.__main__": ["pretrain", "measure", "measure-long"]}
+SUBCOMMANDS = {"avatar_gen.toy.__main__": ["pretrain", "measure", "measure-long", "speech-ceiling"]}
 # Flags of other programs that the docs show in commands (deepspeed, torchrun, pip), and --help itself.
 OTHER_PROGRAMS = {"--help", "--num_gpus", "--nproc_per_node", "--hostfile", "--no-build-isolation", "--no-index",
                   "--no-deps", "--target"}
