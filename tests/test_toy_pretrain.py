@@ -109,3 +109,26 @@ def test_speech_ceiling_finds_what_the_speech_explains_and_where(tmp_path, speec
     assert report["mouth_opening"]["share_explained"] < report["mouth_opening"]["share_explained_in_mouth_box"]
     speech = report["speech"]["share_explained_in_mouth_box"]
     assert (speech > 0.8) if speech_follows_mouth else (speech < 0.1), speech
+
+
+def test_trained_vae_comes_back_folded_and_resumes(tmp_path, caplog):
+    from diffusers.models.autoencoders.autoencoder_kl_ltx import LTXVideoCausalConv3d
+
+    from avatar_gen.toy.vae import ClipFrames, train_toy_vae
+
+    clips = [ClipFrames(clip_id=f"c{index}", frames=_clip(4), mouth_x=8.0, mouth_y=10.0, head_radius=6.0)
+             for index in range(2)]
+    settings = ToyVaeSection(encoder_channels=8, decoder_channels=8, latent_channels=4, crop=16, steps=2,
+                             batch_size=2, warmup_steps=1, checkpoint_every=1)
+    with caplog.at_level("INFO", logger="avatar_gen.toy.vae"):
+        vae = train_toy_vae(settings, clips, tmp_path, seed=0, held_out=clips[:1])
+    assert "held-out PSNR" in caplog.text and (tmp_path / "training_state.pt").is_file()
+    for module in vae.modules():
+        if isinstance(module, LTXVideoCausalConv3d) and module.kernel_size[0] > 1:
+            own = module.kernel_size[0] - 1 if module.is_causal else (module.kernel_size[0] - 1) // 2
+            others = [tap for tap in range(module.kernel_size[0]) if tap != own]
+            assert float(module.conv.weight[:, :, others].abs().max()) == 0.0
+    caplog.clear()
+    with caplog.at_level("INFO", logger="avatar_gen.toy.vae"):
+        train_toy_vae(settings.model_copy(update={"steps": 3}), clips, tmp_path, seed=0)
+    assert "resuming at step 2 of 3" in caplog.text

@@ -18,8 +18,8 @@ from pathlib import Path
 from avatar_gen.config import add_field_flag, config_from_flags
 from avatar_gen.errors import UserError
 from avatar_gen.inference.handoff import ANCHORS, HANDOFFS
-from avatar_gen.toy.measure import MeasureConfig, MeasureSettings, measure, parse_checkpoint_flags
 from avatar_gen.toy.ceiling import RIDGE
+from avatar_gen.toy.measure import MeasureConfig, MeasureSettings, measure, parse_checkpoint_flags
 from avatar_gen.toy.measure_long import LongMeasureConfig, measure_long
 from avatar_gen.utils.cli import add_common_arguments, interrupt_on_sigterm, run_main
 

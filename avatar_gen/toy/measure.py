@@ -574,8 +574,9 @@ def gain_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureCon
     denoiser = checkpoint_denoiser(model, device)
     truths = {clip.clip_id: clip.truth for clip in held_out.clips}
     mouth_weights = {record.key: mouth_token_weight(denoiser, record, truths[record.clip_id]) for record in records}
-    region_records = [record for record in records if mouth_weights[record.key] is not None]
-    regions = {"whole": records, "mouth": region_records if len(region_records) == len(records) else []}
+    # The mouth's figure needs every chunk's box (a resized chunk has none): the same chunks, or no figure.
+    regions = {"whole": records, "mouth": records if all(weight is not None for weight in mouth_weights.values())
+               else []}
     figures = {}
     with progress(total=2 * len(records) * config.num_draws * sum(map(bool, regions.values())),
                   desc=f"{model.name}: audio gain", unit="loss") as bar:

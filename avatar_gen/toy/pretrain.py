@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from avatar_gen.config import dump_config
+from avatar_gen.errors import UserError
 from avatar_gen.toy.config import ToyPretrainConfig
 from avatar_gen.toy.data import HELD_OUT_FOLDER, TRAIN_FOLDER, load_clip_frames, write_toy_clips
 from avatar_gen.toy.vae import measure_latent_statistics, train_toy_vae, vae_ceiling
-from avatar_gen.errors import UserError
 from avatar_gen.utils.io import atomic_folder, atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ go atomically into ``<work>/vae/training_state.pt``; a killed run continues from
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -192,11 +193,13 @@ def train_toy_vae(settings: ToyVaeSection, clips: list[ClipFrames], state_dir: P
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if step % settings.checkpoint_every == 0 or step == settings.steps:
                 _save_state(state_path, vae, optimizer, scheduler, step, sampler)
-                if held_out:
-                    vae.eval()
+                if held_out:  # on clips, so measured as the finished VAE will code them (folded, below)
+                    probe = copy.deepcopy(vae).eval()
+                    if settings.frames_per_crop == 1:
+                        fold_temporal_kernels(probe)
                     log.info("toy VAE step %d: loss %.4f, held-out PSNR %.2f dB", step, loss.item(),
-                             float(np.mean([reconstruction_psnr(vae, clip.frames) for clip in held_out[:4]])))
-                    vae.train()
+                             float(np.mean([reconstruction_psnr(probe, clip.frames) for clip in held_out[:4]])))
+                    del probe
     vae = vae.eval().requires_grad_(False)
     if settings.frames_per_crop == 1:
         log.info("toy VAE: trained on single frames; %d convolutions folded to per-frame", fold_temporal_kernels(vae))
