@@ -44,18 +44,18 @@ def _design(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray
     return np.concatenate([(values - mean) / std, np.ones((len(values), 1))], axis=1)
 
 
-def _mouth_box(truth: dict[str, Any], latent_height: int, latent_width: int, height: int, width: int) -> np.ndarray:
-    """bool [h, w]: latent pixels whose image area meets the ground truth's mouth box."""
+def mouth_box_cells(truth: dict[str, Any], rows: int, cols: int, height: int, width: int) -> np.ndarray:
+    """bool [rows, cols]: cells of a ``rows`` x ``cols`` grid over a ``height`` x ``width`` frame (latent pixels,
+    tokens) whose image area meets the ground truth's mouth box (the box the toy VAE weighs)."""
     from avatar_gen.toy.vae import MOUTH_HALF_HEIGHT_RADII, MOUTH_HALF_WIDTH_RADII
 
-    cell_height, cell_width = height / latent_height, width / latent_width
+    cell_height, cell_width = height / rows, width / cols
     mouth_x, mouth_y = truth["mouth"]["x"] * truth["width"], truth["mouth"]["y"] * truth["height"]
-    rows = np.arange(latent_height) * cell_height
-    cols = np.arange(latent_width) * cell_width
-    row_hit = (rows < mouth_y + MOUTH_HALF_HEIGHT_RADII * truth["head_radius"]) & (
-        rows + cell_height > mouth_y - MOUTH_HALF_HEIGHT_RADII * truth["head_radius"])
-    col_hit = (cols < mouth_x + MOUTH_HALF_WIDTH_RADII * truth["head_radius"]) & (
-        cols + cell_width > mouth_x - MOUTH_HALF_WIDTH_RADII * truth["head_radius"])
+    row_start, col_start = np.arange(rows) * cell_height, np.arange(cols) * cell_width
+    row_hit = (row_start < mouth_y + MOUTH_HALF_HEIGHT_RADII * truth["head_radius"]) & (
+        row_start + cell_height > mouth_y - MOUTH_HALF_HEIGHT_RADII * truth["head_radius"])
+    col_hit = (col_start < mouth_x + MOUTH_HALF_WIDTH_RADII * truth["head_radius"]) & (
+        col_start + cell_width > mouth_x - MOUTH_HALF_WIDTH_RADII * truth["head_radius"])
     return row_hit[:, None] & col_hit[None, :]
 
 
@@ -95,7 +95,7 @@ def speech_ceiling(data: Path, feature_dim: int, held_out_fraction: float = 0.2,
                                 ("mouth_opening", np.stack([opening, opening**2, opening**3], axis=1))):
             parts[split][name].append(np.concatenate(
                 [per_frame[1:], np.broadcast_to(per_frame[:1], per_frame[1:].shape)], axis=1))
-        box = _mouth_box(truth, latent_height, latent_width, record.height, record.width)
+        box = mouth_box_cells(truth, latent_height, latent_width, record.height, record.width)
         parts[split]["box"].append(np.broadcast_to(box, (frames - 1, channels, *box.shape)).reshape(frames - 1, -1))
     if not parts[True]["target"] or not parts[False]["target"]:
         raise UserError(f"{data}: held_out_fraction {held_out_fraction} leaves no clip on one side of the split")

@@ -533,20 +533,14 @@ def mouth_token_weight(denoiser, record, truth: dict[str, Any]):
     not the clip's frames at their own size (a resized or cropped chunk: the box would be elsewhere)."""
     import torch
 
-    from avatar_gen.toy.vae import MOUTH_HALF_HEIGHT_RADII, MOUTH_HALF_WIDTH_RADII
+    from avatar_gen.toy.ceiling import mouth_box_cells
 
     if (record.height, record.width) != (truth.get("height"), truth.get("width")):
         return None
     channels, latent_frames, latent_height, latent_width = record.latent_shape
     frames, rows, cols = denoiser.token_grid(torch.zeros(1, channels, latent_frames, latent_height, latent_width))
-    token_height, token_width = record.height / rows, record.width / cols
-    mouth_x, mouth_y = truth["mouth"]["x"] * truth["width"], truth["mouth"]["y"] * truth["height"]
-    half_width = MOUTH_HALF_WIDTH_RADII * truth["head_radius"]
-    half_height = MOUTH_HALF_HEIGHT_RADII * truth["head_radius"]
-    row_start, col_start = torch.arange(rows) * token_height, torch.arange(cols) * token_width
-    row_hit = (row_start < mouth_y + half_height) & (row_start + token_height > mouth_y - half_height)
-    col_hit = (col_start < mouth_x + half_width) & (col_start + token_width > mouth_x - half_width)
-    return (row_hit[:, None] & col_hit[None, :]).float().flatten().repeat(frames)
+    cells = mouth_box_cells(truth, rows, cols, record.height, record.width)
+    return torch.from_numpy(cells).float().flatten().repeat(frames)
 
 
 def gain_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureConfig, cache: Path) -> dict[str, Any]:
