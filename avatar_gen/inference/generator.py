@@ -406,8 +406,6 @@ class AvatarGenerator:
 
     def __init__(self, checkpoint, vae, scheduler_config: dict[str, Any], audio_encoder, device: torch.device,
                  dtype: torch.dtype, base_model: str):
-        from avatar_gen.model.denoiser import AvatarDenoiser
-
         self.checkpoint = checkpoint
         self.metadata = checkpoint.metadata
         self.device = device
@@ -415,11 +413,7 @@ class AvatarGenerator:
         self.base_model = base_model
         self.audio_encoder = audio_encoder
         self.audio_projection = checkpoint.audio_projection
-        self.denoiser = AvatarDenoiser(
-            checkpoint.transformer, checkpoint.audio_projection, alignment=checkpoint.alignment,
-            local_margin_frames=int(self.metadata.get("local_margin_frames", 0)),
-            temporal_compression=int(self.metadata.get("temporal_compression", vae.temporal_compression_ratio)),
-            spatial_compression=int(self.metadata.get("spatial_compression", vae.spatial_compression_ratio)))
+        self.denoiser = checkpoint.denoiser(vae.temporal_compression_ratio, vae.spatial_compression_ratio)
         self.vae = vae
         self.transformer = checkpoint.transformer
         self.sampler = ChunkSampler(self.denoiser, vae, scheduler_config, device)

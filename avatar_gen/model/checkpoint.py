@@ -261,6 +261,18 @@ class AvatarCheckpoint:
     def audio_encoder(self) -> dict[str, Any] | None:
         return self.metadata.get("audio_encoder")
 
+    def denoiser(self, temporal_compression: int | None = None, spatial_compression: int | None = None):
+        """The trained denoiser (:class:`avatar_gen.model.denoiser.AvatarDenoiser`) with the run's alignment and its
+        VAE's compression factors; ``temporal_compression``/``spatial_compression``: the loaded VAE's, used when the
+        metadata does not record them (older checkpoints)."""
+        from avatar_gen.model.denoiser import AvatarDenoiser
+
+        factors = {name: int(self.metadata.get(name, fallback)) for name, fallback in (
+            ("temporal_compression", temporal_compression), ("spatial_compression", spatial_compression))
+            if self.metadata.get(name, fallback) is not None}
+        return AvatarDenoiser(self.transformer, self.audio_projection, alignment=self.alignment,
+                              local_margin_frames=int(self.metadata.get("local_margin_frames", 0)), **factors)
+
 
 def load_avatar_checkpoint(path: str | Path, pretrained: str | Path | None = None, device: torch.device | str = "cpu",
                            dtype: torch.dtype = torch.float32) -> AvatarCheckpoint:

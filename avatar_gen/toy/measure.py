@@ -517,14 +517,8 @@ def run_flow_settings(model: CheckpointInfo):
 def checkpoint_denoiser(model: CheckpointInfo, device):
     """The checkpoint's transformer (LoRA applied) and audio projection as the trainer's denoiser, in eval mode."""
     from avatar_gen.model.checkpoint import load_avatar_checkpoint
-    from avatar_gen.model.denoiser import AvatarDenoiser
 
-    loaded = load_avatar_checkpoint(model.folder, device=device)
-    metadata = loaded.metadata
-    return AvatarDenoiser(loaded.transformer, loaded.audio_projection, alignment=loaded.alignment,
-                          local_margin_frames=int(metadata.get("local_margin_frames", 0)),
-                          temporal_compression=int(metadata["temporal_compression"]),
-                          spatial_compression=int(metadata["spatial_compression"])).eval()
+    return load_avatar_checkpoint(model.folder, device=device).denoiser().eval()
 
 
 def mouth_token_weight(denoiser, record, truth: dict[str, Any]):
