@@ -75,6 +75,27 @@ def test_mouth_opening_follows_the_decoded_speech_loudness(synthetic_dataset):
     assert min(correlations.values()) >= 0.8, correlations
 
 
+def test_mouth_box_of_each_clip_holds_its_moving_mouth(synthetic_dataset):
+    """Each clip's mouth box (what a mouth-weighted training loss weighs) is the ground truth's, and the pixels that
+    change between the most open and the most closed mouth lie inside it (per pixel, >= 5x more than outside)."""
+    from avatar_gen.latents.regions import read_mouth_box
+    from avatar_gen.synthetic.dataset import MOUTH_BOXES_DIR, truth_mouth_box
+
+    out_dir, clips = synthetic_dataset
+    for clip in clips:
+        truth = load_ground_truth(clip.ground_truth_path)
+        box = read_mouth_box(out_dir / MOUTH_BOXES_DIR / f"{clip.clip_id}.json")
+        assert box.box == pytest.approx(truth_mouth_box(truth).box, abs=1e-6)
+        assert (box.width, box.height) == (truth["width"], truth["height"])
+        opening = np.asarray(truth["mouth_open"])
+        if clip.kind == "silent":
+            continue
+        frames = read_frames(clip.video_path).astype(np.float32)
+        change = np.abs(frames[opening.argmax()] - frames[opening.argmin()]).mean(axis=-1)
+        inside = box.cells(*change.shape)
+        assert change[inside].mean() >= 5 * change[~inside].mean(), clip.clip_id
+
+
 def test_video_has_expected_frames_fps_size_and_audio(synthetic_dataset):
     _, clips = synthetic_dataset
     for clip in clips:

@@ -96,6 +96,8 @@ def test_config_errors_are_one_clear_line(tmp_path):
                                           conditioning={"audio_dropout": 0.1}))
     with pytest.raises(ConfigError, match="deepspeed_config"):
         validate_config(TrainConfig, dict(base, audio={"feature_dim": 4}, distributed={"backend": "deepspeed"}))
+    with pytest.raises(ConfigError, match="mouth_loss_weight > 1 needs data.mouth_boxes"):
+        validate_config(TrainConfig, dict(base, audio={"feature_dim": 4}, flow={"mouth_loss_weight": 4}))
 
 
 def test_dataset_pairs_and_fails_loudly(tmp_path, toy_root):
@@ -653,3 +655,42 @@ def test_continuation_training_gives_the_first_m_latent_frames_clean(tmp_path, t
     assert metadata["continuation_max_frames"] == 3
     mask = flow.leading_frames_token_mask(3, 2, torch.tensor([0, 1, 3]))
     assert mask.tolist() == [[0] * 6, [1, 1, 0, 0, 0, 0], [1] * 6]
+
+
+def test_mouth_weighted_loss_weighs_the_tokens_over_each_clips_mouth_box(tmp_path, tiny_zoo, toy_root, monkeypatch):
+    """flow.mouth_loss_weight puts that weight on the tokens over a clip's mouth box (1 elsewhere, 0 on the clean
+    first frame) in the loss that trains; a clip without a box, or a box drawn on frames of another size, is refused
+    with one line."""
+    from avatar_gen.latents.regions import MouthBox, write_mouth_box
+    import avatar_gen.training.trainer as trainer_module
+
+    records = scan_chunks(toy_root / "vae_latents", toy_root / "audio_latents", FEATURE_DIM)
+    size = (records[0].height, records[0].width)
+    boxes = tmp_path / "mouth_boxes"
+    clips = sorted({record.clip_id for record in records})
+    for clip_id in clips:  # the top-left quarter of the frame: the first of the 2x2 tokens of each latent frame
+        write_mouth_box(boxes, clip_id, MouthBox(box=(0.0, 0.0, 0.5, 0.5), width=size[1], height=size[0]))
+
+    def config(folder: str):
+        return make_config(folder, tiny_zoo, toy_root, flow={"shift": 1.0, "mouth_loss_weight": 5.0},
+                           data={"mouth_boxes": str(boxes)}, optimization={"max_steps": 2, "warmup_steps": 0},
+                           checkpoints={"every_n_steps": 2})
+
+    weights = []
+    real = trainer_module.flow_loss
+    monkeypatch.setattr(trainer_module, "flow_loss", lambda prediction, inputs: weights.append(inputs.loss_weight)
+                        or real(prediction, inputs))
+    assert Trainer(config(tmp_path / "run")).train().step == 2
+    weight = weights[0].view(weights[0].shape[0], -1, 4)  # [B, 5 latent frames, 2x2 tokens]
+    assert torch.all(weight[:, 0] == 0)  # the clean first frame has no loss
+    assert torch.all(weight[:, 1:, 0] == 5.0) and torch.all(weight[:, 1:, 1:] == 1.0)
+
+    (boxes / f"{clips[0]}.json").unlink()
+    with pytest.raises(UserError, match=r"mouth box for every training clip; .* none for 1 clip"):
+        Trainer(config(tmp_path / "missing"))
+    write_mouth_box(boxes, clips[0], MouthBox(box=(0.0, 0.0, 0.5, 0.5), width=2 * size[1], height=2 * size[0]))
+    with pytest.raises(UserError, match=rf"describes {2 * size[1]}x{2 * size[0]} frames, but chunk"):
+        Trainer(config(tmp_path / "other-size"))
+    (boxes / f"{clips[0]}.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"bad mouth box"):
+        Trainer(config(tmp_path / "corrupt"))

@@ -36,7 +36,9 @@ from avatar_gen.audio.tts import Speech, synthesize
 from avatar_gen.errors import UserError
 from avatar_gen.media.audio import SAMPLE_RATE, rms_envelope
 from avatar_gen.media.video import write_video
-from avatar_gen.synthetic.figure import MOUTH_OFFSET, FigurePose, FigureStyle, background, draw_figure
+from avatar_gen.latents.regions import MouthBox, write_mouth_box
+from avatar_gen.synthetic.figure import (MOUTH_HALF_HEIGHT_RADII, MOUTH_HALF_WIDTH_RADII, MOUTH_OFFSET, FigurePose,
+                                         FigureStyle, background, draw_figure)
 from avatar_gen.synthetic.sentences import random_text
 from avatar_gen.utils.io import atomic_path, atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
 from avatar_gen.utils.progress import progress
@@ -47,6 +49,7 @@ KINDS = ("speech", "two_faces", "silent")
 CSV_NAME = "avspeech.csv"
 CLIPS_DIR = "clips"
 GROUND_TRUTH_DIR = "ground_truth"
+MOUTH_BOXES_DIR = "mouth_boxes"  # one avatar_gen.latents.regions box per clip, from the ground truth
 GROUND_TRUTH_VERSION = 1
 
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-us+m3", "en-gb+f2", "en-us+f4")
@@ -173,6 +176,7 @@ def generate_dataset(out_dir: str | os.PathLike, num_clips: int = 4, seed: int =
                                    FRAMINGS[framing], voices)
             truth["generation"] = parameters
             atomic_write_json(truth_path, truth)
+        write_mouth_box(out_dir / MOUTH_BOXES_DIR, clip_id, truth_mouth_box(truth))
         clips.append(_clip_from_truth(truth, video_path, truth_path))
     atomic_write_text(out_dir / CSV_NAME, "".join(clip.avspeech_row() + "\n" for clip in clips))
     log.info("wrote %d synthetic clips to %s", len(clips), out_dir)
@@ -185,6 +189,16 @@ def load_ground_truth(path: str | os.PathLike) -> dict[str, Any]:
     if truth is None:
         raise UserError(f"ground truth not found: {path}")
     return truth
+
+
+def truth_mouth_box(truth: dict[str, Any]) -> MouthBox:
+    """The box the talking mouth stays in (the toy VAE weighs it too): its rest centre +- a wide-open mouth's half
+    size, in fractions of the clip's frame, clipped to the frame."""
+    half_width = MOUTH_HALF_WIDTH_RADII * truth["head_radius"] / truth["width"]
+    half_height = MOUTH_HALF_HEIGHT_RADII * truth["head_radius"] / truth["height"]
+    x, y = truth["mouth"]["x"], truth["mouth"]["y"]
+    box = (max(0.0, x - half_width), max(0.0, y - half_height), min(1.0, x + half_width), min(1.0, y + half_height))
+    return MouthBox(box=box, width=int(truth["width"]), height=int(truth["height"]))
 
 
 def _clip_from_truth(truth: dict[str, Any], video_path: Path, truth_path: Path) -> SyntheticClip:

@@ -24,6 +24,9 @@ HAIR_COLOURS = np.array([[25, 20, 18], [60, 40, 28], [105, 70, 40], [150, 110, 6
 IRIS_COLOURS = np.array([[70, 45, 25], [40, 90, 130], [60, 110, 70], [30, 25, 20]], dtype=np.float64)
 HEAD_ASPECT = 1.28  # head half-height / half-width
 MOUTH_OFFSET = 0.66  # mouth centre below the head centre, in head radii
+# Mouth box around the mouth centre, in head radii (half-width, half-height): lips at their widest, mouth wide open.
+MOUTH_HALF_WIDTH_RADII = 0.45
+MOUTH_HALF_HEIGHT_RADII = 0.4
 LINE = cv2.LINE_AA
 
 

@@ -44,28 +44,13 @@ def _design(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray
     return np.concatenate([(values - mean) / std, np.ones((len(values), 1))], axis=1)
 
 
-def mouth_box_cells(truth: dict[str, Any], rows: int, cols: int, height: int, width: int) -> np.ndarray:
-    """bool [rows, cols]: cells of a ``rows`` x ``cols`` grid over a ``height`` x ``width`` frame (latent pixels,
-    tokens) whose image area meets the ground truth's mouth box (the box the toy VAE weighs)."""
-    from avatar_gen.toy.vae import MOUTH_HALF_HEIGHT_RADII, MOUTH_HALF_WIDTH_RADII
-
-    cell_height, cell_width = height / rows, width / cols
-    mouth_x, mouth_y = truth["mouth"]["x"] * truth["width"], truth["mouth"]["y"] * truth["height"]
-    row_start, col_start = np.arange(rows) * cell_height, np.arange(cols) * cell_width
-    row_hit = (row_start < mouth_y + MOUTH_HALF_HEIGHT_RADII * truth["head_radius"]) & (
-        row_start + cell_height > mouth_y - MOUTH_HALF_HEIGHT_RADII * truth["head_radius"])
-    col_hit = (col_start < mouth_x + MOUTH_HALF_WIDTH_RADII * truth["head_radius"]) & (
-        col_start + cell_width > mouth_x - MOUTH_HALF_WIDTH_RADII * truth["head_radius"])
-    return row_hit[:, None] & col_hit[None, :]
-
-
 def speech_ceiling(data: Path, feature_dim: int, held_out_fraction: float = 0.2, context: int = 2,
                    ridge: float = RIDGE) -> dict[str, Any]:
     """The probe on ``data`` (a toy split folder: ``vae_latents/``, ``audio_latents/``, ``ground_truth/``).
 
     Clips with :func:`held_out_score` below ``held_out_fraction`` are scored, the others fit the regression.
     """
-    from avatar_gen.synthetic.dataset import GROUND_TRUTH_DIR, load_ground_truth
+    from avatar_gen.synthetic.dataset import GROUND_TRUTH_DIR, load_ground_truth, truth_mouth_box
     from avatar_gen.training.dataset import LatentAudioDataset, held_out_score, scan_chunks
 
     records = scan_chunks(data / "vae_latents", data / "audio_latents", feature_dim)
@@ -95,7 +80,7 @@ def speech_ceiling(data: Path, feature_dim: int, held_out_fraction: float = 0.2,
                                 ("mouth_opening", np.stack([opening, opening**2, opening**3], axis=1))):
             parts[split][name].append(np.concatenate(
                 [per_frame[1:], np.broadcast_to(per_frame[:1], per_frame[1:].shape)], axis=1))
-        box = mouth_box_cells(truth, latent_height, latent_width, record.height, record.width)
+        box = truth_mouth_box(truth).cells(latent_height, latent_width)
         parts[split]["box"].append(np.broadcast_to(box, (frames - 1, channels, *box.shape)).reshape(frames - 1, -1))
     if not parts[True]["target"] or not parts[False]["target"]:
         raise UserError(f"{data}: held_out_fraction {held_out_fraction} leaves no clip on one side of the split")

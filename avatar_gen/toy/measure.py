@@ -527,13 +527,13 @@ def mouth_token_weight(denoiser, record, truth: dict[str, Any]):
     not the clip's frames at their own size (a resized or cropped chunk: the box would be elsewhere)."""
     import torch
 
-    from avatar_gen.toy.ceiling import mouth_box_cells
+    from avatar_gen.synthetic.dataset import truth_mouth_box
 
     if (record.height, record.width) != (truth.get("height"), truth.get("width")):
         return None
     channels, latent_frames, latent_height, latent_width = record.latent_shape
     frames, rows, cols = denoiser.token_grid(torch.zeros(1, channels, latent_frames, latent_height, latent_width))
-    cells = mouth_box_cells(truth, rows, cols, record.height, record.width)
+    cells = truth_mouth_box(truth).cells(rows, cols)
     return torch.from_numpy(cells).float().flatten().repeat(frames)
 
 

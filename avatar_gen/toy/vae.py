@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avatar_gen.synthetic.figure import MOUTH_HALF_HEIGHT_RADII, MOUTH_HALF_WIDTH_RADII
 from avatar_gen.toy.config import ToyVaeSection
 from avatar_gen.utils.datafiles import load_tensor_file
 from avatar_gen.utils.io import atomic_path
@@ -30,9 +31,6 @@ from avatar_gen.utils.progress import progress
 log = logging.getLogger(__name__)
 
 TRAINING_STATE = "training_state.pt"
-# Mouth box around the mouth centre, in head radii (half-width, half-height): lips at their widest, mouth wide open.
-MOUTH_HALF_WIDTH_RADII = 0.45
-MOUTH_HALF_HEIGHT_RADII = 0.4
 RECONSTRUCT_CHUNK_FRAMES = 25  # frames encoded and decoded together when a whole clip is reconstructed
 
 

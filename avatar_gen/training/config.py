@@ -89,6 +89,9 @@ class DataSection(StrictModel):
         default=None, description="folder of <key>_ff.npy + <key>_text.json (needed with audio.conditioning: features)")
     held_out_fraction: float = Field(default=0.05, ge=0, lt=1,
                                      description="share of clips held out (by hash of clip id)")
+    mouth_boxes: ConfigPath | None = Field(
+        default=None, description="folder of <clip_id>.json mouth boxes (avatar_gen.latents.regions), needed by "
+                                  "flow.mouth_loss_weight > 1")
     allow_missing_audio: bool = Field(default=False,
                                       description="skip (and log) chunks without audio features instead of failing")
     batch_size: int = Field(default=1, ge=1, description="per rank, per micro-step")
@@ -106,6 +109,9 @@ class FlowSection(StrictModel):
     max_seq_len: int = Field(default=4096, ge=2)
     base_shift: float = 0.95
     max_shift: float = 2.05
+    mouth_loss_weight: float = Field(
+        default=1.0, ge=1.0, description="loss weight of the tokens that cover a clip's mouth box (data.mouth_boxes) "
+                                         "relative to the others: lip motion is a small part of the latents")
 
     @model_validator(mode="after")
     def _ordered(self) -> FlowSection:
@@ -223,6 +229,8 @@ class TrainConfig(StrictModel):
             raise ValueError("validation.held_out_chunks > 0 needs data.held_out_fraction > 0")
         if self.audio.conditioning == "features" and self.data.audio_latents is None:
             raise ValueError("data.audio_latents is required with audio.conditioning: features")
+        if self.flow.mouth_loss_weight > 1 and self.data.mouth_boxes is None:
+            raise ValueError("flow.mouth_loss_weight > 1 needs data.mouth_boxes (where each clip's mouth is)")
         if self.audio.conditioning == "fixed_caption" and self.conditioning.audio_dropout:
             raise ValueError("conditioning.audio_dropout needs audio.conditioning: features (a fixed caption has no "
                              "speech to drop)")

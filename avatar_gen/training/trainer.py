@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from avatar_gen.config import dump_config
 from avatar_gen.errors import UserError
+from avatar_gen.latents.regions import MouthBox, load_mouth_boxes
 from avatar_gen.layout import SPLIT_FILE
 from avatar_gen.ltx import LTX_SPATIAL_COMPRESSION, LTX_TEMPORAL_COMPRESSION
 from avatar_gen.model.audio_projection import AudioProjection, AudioProjectionConfig
@@ -88,8 +89,8 @@ def rectified_flow_loss(denoiser: AvatarDenoiser, latents: torch.Tensor, audio: 
     All randomness (sigma, noise, which samples get their first frame clean, and with ``continuation_probability``
     which get their first m <= ``continuation_max_frames`` latent frames clean instead) comes from ``generator``, so
     the same generator state gives the same draws with another audio (the audio-conditioning gain relies on it).
-    ``token_weight`` [N]: a weight per packed token of one sample, multiplying the loss weight (a measurement's region,
-    e.g. the mouth's tokens; training leaves it None).
+    ``token_weight`` [N] (every sample) or [B, N]: a weight per packed token, multiplying the loss weight (the mouth's
+    tokens: a measurement's region, or training's ``flow.mouth_loss_weight``).
     ``forward`` is the module the forward calls (default ``denoiser``; training passes its stepper's).  The trainer
     and the measurement of a saved checkpoint (``python -m avatar_gen.toy measure``) share this one definition.
     """
@@ -220,9 +221,50 @@ class Trainer:
         # Audio dropout puts the features of silence (the guidance negative inference feeds) in place of a sample's.
         self.silence = (read_silence(config.data.audio_latents, self.train_records)
                         if config.conditioning.audio_dropout else {})
+        self.mouth_boxes = self._load_mouth_boxes()
+        self._mouth_weights: dict[tuple, torch.Tensor] = {}
         log.info("data: %d training chunks (%d clips), %d held-out chunks (%d clips), latents %s",
                  len(self.train_records), len({r.clip_id for r in self.train_records}), len(self.held_out_records),
                  len({r.clip_id for r in self.held_out_records}), list(first.latent_shape))
+
+    def _load_mouth_boxes(self) -> dict[str, MouthBox]:
+        """Every training clip's mouth box when ``flow.mouth_loss_weight`` > 1 (else none): a clip without one, or
+        one drawn on frames of another size than its chunks, is refused rather than weighed wrongly."""
+        if self.config.flow.mouth_loss_weight == 1:
+            return {}
+        folder = self.config.data.mouth_boxes
+        clip_ids = {record.clip_id for record in self.train_records}
+        boxes = load_mouth_boxes(folder, clip_ids)
+        missing = sorted(clip_ids - boxes.keys())
+        if missing:
+            raise UserError(f"flow.mouth_loss_weight needs a mouth box for every training clip; {folder} has none for "
+                            f"{len(missing)} clip(s), e.g. {', '.join(missing[:3])}")
+        for record in self.train_records:
+            box = boxes[record.clip_id]
+            if (box.height, box.width) != (record.height, record.width):
+                raise UserError(f"{folder}/{record.clip_id}.json describes {box.width}x{box.height} frames, but chunk "
+                                f"{record.key} has {record.width}x{record.height}: write the boxes for the frames "
+                                f"the latents encode")
+        log.info("mouth-weighted loss: x%g on the tokens of each clip's mouth box (%s)",
+                 self.config.flow.mouth_loss_weight, folder)
+        return boxes
+
+    def mouth_token_weight(self, latents: torch.Tensor, indices: torch.Tensor) -> torch.Tensor | None:
+        """[B, N] loss weights of a training batch: ``flow.mouth_loss_weight`` on the tokens over each sample's mouth
+        box, 1 elsewhere; None without mouth weighting."""
+        if not self.mouth_boxes:
+            return None
+        grid = self.model.token_grid(latents)
+        weights = []
+        for index in indices.tolist():
+            clip_id = self.train_records[int(index)].clip_id
+            key = (clip_id, *grid)
+            if key not in self._mouth_weights:
+                frames, rows, cols = grid
+                cells = torch.from_numpy(self.mouth_boxes[clip_id].cells(rows, cols)).float().flatten()
+                self._mouth_weights[key] = (1 + (self.config.flow.mouth_loss_weight - 1) * cells).repeat(frames)
+            weights.append(self._mouth_weights[key])
+        return torch.stack(weights)
 
     def _frozen_dtype(self) -> torch.dtype:
         if self.config.lora.train_mode == "full" or self.config.acceleration.mixed_precision == "fp32":
@@ -317,14 +359,16 @@ class Trainer:
 
     def training_step(self, model: torch.nn.Module, latents: torch.Tensor, audio: torch.Tensor,
                       frame_rate: float | torch.Tensor, generator: torch.Generator,
-                      condition_probability: float, continuation_probability: float = 0.0) -> torch.Tensor:
+                      condition_probability: float, continuation_probability: float = 0.0,
+                      token_weight: torch.Tensor | None = None) -> torch.Tensor:
         """The loss (:func:`rectified_flow_loss`) of ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D] at
         ``frame_rate``, all randomness from ``generator``; ``model`` is what the forward calls (the stepper's, or the
-        bare model for validation)."""
+        bare model for validation); ``token_weight`` [B, N] (:meth:`mouth_token_weight`) or None."""
         return rectified_flow_loss(self.model, latents, audio, frame_rate, generator, condition_probability,
                                    self.config.flow, self.device, forward=model, autocast=self.stepper.autocast,
                                    continuation_probability=continuation_probability,
-                                   continuation_max_frames=self.config.conditioning.continuation_max_frames)
+                                   continuation_max_frames=self.config.conditioning.continuation_max_frames,
+                                   token_weight=token_weight)
 
     def optimizer_step(self, batches: Iterator[dict[str, Any]]) -> dict[str, float] | None:
         """Consume micro-batches until ``gradient_accumulation_steps`` finite ones were back-propagated, update.
@@ -339,7 +383,8 @@ class Trainer:
             audio = self.drop_audio(batch["audio"], batch["index"])
             loss = self.training_step(self.stepper.forward, batch["latents"], audio, batch["fps"],
                                       self.noise_generator, self.config.conditioning.first_frame_probability,
-                                      self.config.conditioning.continuation_probability)
+                                      self.config.conditioning.continuation_probability,
+                                      self.mouth_token_weight(batch["latents"], batch["index"]))
             if self.dist.any_rank(not bool(torch.isfinite(loss.detach()).item())):
                 self._count_nonfinite("loss")
                 continue
