@@ -142,14 +142,21 @@ def test_engine_keeps_nothing_of_a_finished_chunk():
 # ------------------------------------------------------------------------------------------------ the options
 
 def test_hand_off_options_resolve_against_the_checkpoint():
-    # auto: latent for a checkpoint trained to continue, the frame hand-off otherwise
-    assert resolve_handoff(trained_frames=3, chunk_latent_frames=13) == Handoff("latent", 3)
+    # auto: latent for a checkpoint trained to continue, the frame hand-off otherwise; the auto anchor is the
+    # portrait with the latent hand-off (its frame counts among the given ones: m = 3 - 1) and none with the frame one
+    assert resolve_handoff(trained_frames=3, chunk_latent_frames=13) == Handoff("latent", 2, "portrait")
     assert resolve_handoff(trained_frames=0, chunk_latent_frames=13) == Handoff("frame")
+    assert resolve_handoff(trained_frames=3, chunk_latent_frames=13, anchor="none") == Handoff("latent", 3)
+    # ... and steps aside where the portrait's frame would not fit, instead of refusing what no anchor accepts
+    assert resolve_handoff(trained_frames=3, chunk_latent_frames=2) == Handoff("latent", 1)
+    assert resolve_handoff("latent", 2, chunk_latent_frames=13, patch_size_t=2) == Handoff("latent", 2)
+    with pytest.raises(UserError, match="too short for anchor 'portrait'"):
+        resolve_handoff(trained_frames=3, chunk_latent_frames=2, anchor="portrait")
     # the anchor frame counts among the given frames, so the default m leaves room for it
     portrait = resolve_handoff(anchor="portrait", trained_frames=3, chunk_latent_frames=13)
     assert (portrait.latent_frames, portrait.given_latent_frames, portrait.lead_frames) == (2, 3, 1)
     # a default m beyond the chunk is capped; an explicit one is refused
-    assert resolve_handoff(trained_frames=4, chunk_latent_frames=3).latent_frames == 2
+    assert resolve_handoff(trained_frames=4, chunk_latent_frames=3, anchor="none").latent_frames == 2
     with pytest.raises(UserError, match="give at most 2"):
         resolve_handoff("latent", 3, chunk_latent_frames=3)
     with pytest.raises(UserError, match="needs the latent hand-off"):
@@ -161,7 +168,7 @@ def test_hand_off_options_resolve_against_the_checkpoint():
     with pytest.raises(UserError, match="whole number"):
         resolve_handoff("latent", 0)
     with pytest.raises(UserError, match="temporal patches of 2"):
-        resolve_handoff("latent", 3, chunk_latent_frames=13, patch_size_t=2)
+        resolve_handoff("latent", 3, chunk_latent_frames=13, patch_size_t=2, anchor="none")
 
 
 def test_statistics_matching_sets_each_channels_mean_and_spread():
@@ -237,7 +244,8 @@ def test_latent_hand_off_continues_from_the_previous_chunks_last_latent_frames(c
 
     calls = _spy(generator, monkeypatch)
     monkeypatch.setattr(generator, "latent_frames", latent_frames)
-    result = generator.generate(face, audio=speech, output=tmp_path / "latent.mp4", steps=2, seed=4, overlap=False)
+    result = generator.generate(face, audio=speech, output=tmp_path / "latent.mp4", steps=2, seed=4, overlap=False,
+                                anchor="none")
     total = round(2.0 * FPS)
     plans = plan_chunks(total, 25, 8, 2)
     assert result.handoff == {"handoff": "latent", "latent_frames": 2, "anchor": "none", "given_latent_frames": 2}
@@ -278,15 +286,19 @@ def _speech_16k(path):
     return load_speech(audio=path, fps=FPS).audio_16k
 
 
-@pytest.mark.parametrize("anchor", ["portrait", "statistics"])
+@pytest.mark.parametrize("anchor", ["portrait", "statistics", "default"])
 def test_identity_anchors_keep_the_portrait_in_view_of_every_chunk(continuing_generator, face, tmp_path,
                                                                    monkeypatch, anchor):
+    """Each anchor as asked for; and the default (no anchor option) is the portrait anchor, the one measured to win."""
     generator = continuing_generator
     speech = _tone(tmp_path / "speech.wav", 2.0)
     calls = _spy(generator, monkeypatch)
+    options = {} if anchor == "default" else {"anchor": anchor}
     segments = list(generator.stream(face, audio=speech, output=tmp_path / "anchored.mp4", steps=2, seed=4,
-                                     anchor=anchor))
+                                     **options))
     result = segments[-1].result
+    anchor = result.handoff["anchor"]
+    assert anchor == options.get("anchor", "portrait")
     total = round(2.0 * FPS)
     assert result.num_frames == total == len(read_frames(result.video_path))
     portrait = calls["given"][0]  # chunk 0: the portrait's latent
@@ -301,8 +313,8 @@ def test_identity_anchors_keep_the_portrait_in_view_of_every_chunk(continuing_ge
             torch.testing.assert_close(given.mean(dim=(2, 3, 4)), reference.mean(dim=(2, 3, 4)))
             torch.testing.assert_close(given.std(dim=(2, 3, 4)), reference.std(dim=(2, 3, 4)))
     # the stream's MP4 is the one generate() writes without overlap
-    again = generator.generate(face, audio=speech, output=tmp_path / "again.mp4", steps=2, seed=4, anchor=anchor,
-                               overlap=False)
+    again = generator.generate(face, audio=speech, output=tmp_path / "again.mp4", steps=2, seed=4, overlap=False,
+                               **options)
     assert np.array_equal(read_frames(again.video_path), read_frames(result.video_path))
     assert [segment.start_frame for segment in segments[1:]] == result.boundaries
 

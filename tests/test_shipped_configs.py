@@ -59,7 +59,7 @@ def test_the_real_recipe_trains_the_continuation_that_inference_uses():
     conditioning = load_train_config(CONFIGS_DIR / "train-avatars.yaml").conditioning
     assert conditioning.first_frame_probability > 0 and conditioning.continuation_probability > 0
     chunk_latent_frames = (LatentsConfig.model_fields["num_frames"].default - 1) // LTX_TEMPORAL_COMPRESSION + 1
-    for anchor in ("none", "portrait"):
+    for anchor in ("none", "portrait", "auto"):
         handoff = resolve_handoff("auto", None, anchor, trained_frames=conditioning.continuation_max_frames,
                                   chunk_latent_frames=chunk_latent_frames)
         assert handoff.mode == "latent" and 2 <= handoff.given_latent_frames <= conditioning.continuation_max_frames

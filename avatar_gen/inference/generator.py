@@ -514,7 +514,7 @@ class AvatarGenerator:
                  timesteps: Sequence[float] | None = None, progress: ProgressCallback | None = None,
                  decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
                  decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True, handoff: str = "auto",
-                 handoff_frames: int | None = None, anchor: str = "none",
+                 handoff_frames: int | None = None, anchor: str = "auto",
                  chunk_memory: bool = False) -> GenerationResult:
         """Make ``output`` (MP4: H.264 + AAC) of the person in ``image`` speaking ``text`` (or ``audio``).
 
@@ -527,7 +527,8 @@ class AvatarGenerator:
         Long speech (:mod:`avatar_gen.inference.handoff`): ``handoff`` ``latent`` continues each chunk from the
         previous one's last ``handoff_frames`` latent frames (default: the checkpoint's ``continuation_max_frames``),
         ``frame`` from its decoded last frame, ``auto`` (default) takes ``latent`` for a checkpoint trained to continue;
-        ``anchor`` ``portrait`` or ``statistics`` keeps the portrait in view of every chunk (latent hand-off only).
+        ``anchor`` ``portrait`` or ``statistics`` keeps the portrait in view of every chunk (latent hand-off only);
+        ``auto`` (default) is ``portrait`` with the latent hand-off where the chunks leave it room, else ``none``.
         chunk_memory: record each chunk's peak memory in ``result.chunks`` (resets the process's peak-memory
         counters: CUDA's peak statistics, the peak resident set).
         Raises UserError for bad input; nothing is written at ``output`` unless the whole video is made.
@@ -551,7 +552,7 @@ class AvatarGenerator:
                fps: float | None = None, distilled: bool = False, timesteps: Sequence[float] | None = None,
                progress: ProgressCallback | None = None, decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
                decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True, handoff: str = "auto",
-               handoff_frames: int | None = None, anchor: str = "none",
+               handoff_frames: int | None = None, anchor: str = "auto",
                chunk_memory: bool = False) -> Iterator[Segment]:
         """Generate as :meth:`generate` does, yielding every chunk's frames as a :class:`Segment` once it is playable.
 
@@ -590,7 +591,7 @@ class AvatarGenerator:
         return settings
 
     def resolve_handoff(self, handoff: str = "auto", handoff_frames: int | None = None,
-                        anchor: str = "none") -> Handoff:
+                        anchor: str = "auto") -> Handoff:
         """The hand-off options checked against this checkpoint (:func:`avatar_gen.inference.handoff.resolve_handoff`:
         its ``continuation_max_frames``, its chunk length and patch size)."""
         return resolve_handoff(handoff, handoff_frames, anchor,

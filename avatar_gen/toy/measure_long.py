@@ -57,7 +57,7 @@ class LongMeasureConfig(MeasureSettings):
                                      description="chunks (from 0) whose seconds and peak memory are reported")
     handoff: Literal[HANDOFFS] = Field(default="auto", description="how a chunk continues the previous one")
     handoff_frames: int | None = Field(default=None, ge=1, description="latent frames handed over (latent)")
-    anchor: Literal[ANCHORS] = Field(default="none", description="identity anchor (latent hand-off)")
+    anchor: Literal[ANCHORS] = Field(default="auto", description="identity anchor (latent hand-off); auto as inference")
 
     @field_validator("timing_chunks")
     @classmethod
