@@ -43,6 +43,8 @@ def _cases(junk: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("preprocessing/save_text_latents.py",
          ["--latents_dir", str(tmp / "nope"), "--audio_out", str(tmp / "wav"), "--ff_out", str(tmp / "ff"),
           "--audio_source", "original"], "nope"),
+        ("preprocessing/save_mouth_boxes.py", ["--latents_dir", str(tmp / "nope"), "--out", str(tmp / "boxes")],
+         "nope"),
         ("ltx_video/training.py", ["--config", str(tmp / "missing.yaml")], "missing.yaml"),
         ("ltx_video/training.py", ["--config", str(junk["config"]), "--override", "optimization.learning_rat=1"],
          "unknown key"),
@@ -56,7 +58,7 @@ def _cases(junk: dict[str, Path]) -> list[tuple[str, list[str], str]]:
     ]
 
 
-@pytest.mark.parametrize("index", range(9))
+@pytest.mark.parametrize("index", range(10))
 def test_user_mistakes_are_one_line_and_exit_2(index, junk, capsys):
     script, argv, mentioned = _cases(junk)[index]
     code = _script_main(script)(argv)

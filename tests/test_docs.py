@@ -16,6 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = ["video_scraper/scrap_video.py", "preprocessing/save_vae_latents.py", "preprocessing/save_text_latents.py",
+           "preprocessing/save_mouth_boxes.py",
            "ltx_video/training.py", "ltx_video/inference.py", "ltx_video/evaluate.py", "app.py",
            "bench/bench_training.py", "bench/bench_vae_latents.py", "bench/bench_inference.py",
            "bench/bench_streaming.py", "bench/gpu.py", "bench/bench_alignment.py", "bench/bench_long_video.py"]

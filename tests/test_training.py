@@ -685,6 +685,14 @@ def test_mouth_weighted_loss_weighs_the_tokens_over_each_clips_mouth_box(tmp_pat
     assert torch.all(weight[:, 0] == 0)  # the clean first frame has no loss
     assert torch.all(weight[:, 1:, 0] == 5.0) and torch.all(weight[:, 1:, 1:] == 1.0)
 
+    # a clip whose file says no mouth was found (a face-track writer's verdict) weighs every token 1
+    trainer = Trainer(config(tmp_path / "no-mouth"))
+    index, record = next((i, r) for i, r in enumerate(trainer.train_records))
+    write_mouth_box(boxes, record.clip_id, MouthBox(box=None, width=size[1], height=size[0], reason="no face"))
+    trainer = Trainer(config(tmp_path / "no-mouth-2"))
+    latents = trainer.train_dataset[index]["latents"][None]
+    assert torch.all(trainer.mouth_token_weight(latents, torch.tensor([index])) == 1.0)
+
     (boxes / f"{clips[0]}.json").unlink()
     with pytest.raises(UserError, match=r"mouth box for every training clip; .* none for 1 clip"):
         Trainer(config(tmp_path / "missing"))

@@ -452,3 +452,58 @@ def test_a_vae_of_another_geometry_encodes_trains_and_generates(tmp_path, capsys
     result = generator.generate(portrait, text="Hi there.", output=tmp_path / "yes.mp4", steps=2)
     assert (result.height, result.width) == (48, 48)
     assert result.num_chunks > 1 and result.video_path.is_file()  # chunks of 6 frames, any count with t = 1
+
+
+def test_face_track_mouth_boxes_find_each_talking_mouth_in_the_encoded_frames(synthetic_dataset, ltx_dir, tiny_vae,
+                                                                              tmp_path, capsys):
+    """preprocessing/save_mouth_boxes.py on face-centred crops of the synthetic clips: each talking clip's box (in
+    the encoded frames) holds its true mouth, mapped through the latents stage's crop, and is a small part of the
+    frame; a re-run keeps what exists; a record that leads outside the data root gets no box and a non-zero exit."""
+    from avatar_gen.latents.regions import read_mouth_box
+    from avatar_gen.synthetic import load_ground_truth
+
+    spec = importlib.util.spec_from_file_location("save_mouth_boxes", REPO / "preprocessing" / "save_mouth_boxes.py")
+    save_mouth_boxes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(save_mouth_boxes)
+    _, clips = synthetic_dataset
+    raw = tmp_path / "raw_videos"
+    raw.mkdir()
+    records = []
+    for clip in clips:
+        shutil.copy(clip.video_path, raw / clip.video_path.name)
+        records.append({"clip_id": clip.clip_id, "video_path": f"raw_videos/{clip.video_path.name}", "language": "en",
+                        "duration": clip.duration, "fps": clip.fps, "transcript": [],
+                        "source": {"youtube_id": clip.clip_id, "start": 0.0, "end": clip.duration,
+                                   "face_x": clip.face_x, "face_y": clip.face_y}})
+    (tmp_path / "video_transcripts.json").write_text(json.dumps(records))
+    latents = tmp_path / "vae_latents"
+    encode_dataset(_config(None, latents, ltx_dir, transcripts=tmp_path / "video_transcripts.json", height=160,
+                           width=128, num_frames=9), loaded_vae=tiny_vae)
+    boxes = tmp_path / "mouth_boxes"
+    assert save_mouth_boxes.main(["--latents_dir", str(latents), "--out", str(boxes)]) == 0
+    for clip in clips:
+        truth = load_ground_truth(clip.ground_truth_path)
+        box = read_mouth_box(boxes / f"{clip.clip_id}.json")
+        assert (box.width, box.height) == (128, 160)
+        if clip.kind == "silent":
+            continue  # a closed mouth: whatever the detector says, there is nothing to check against
+        state = json.loads((latents / "_clips" / f"{clip.clip_id}.json").read_text())
+        top, left, crop_height, crop_width = state["crop"]
+        mouth_x = (truth["mouth"]["x"] * truth["width"] - left) / crop_width
+        mouth_y = (truth["mouth"]["y"] * truth["height"] - top) / crop_height
+        if clip.kind == "two_faces" and box.box is None:
+            continue  # the crop cuts into the second figure; the detector may find too few faces: then no box
+        assert box.box is not None, (clip.kind, box.reason)
+        box_left, box_top, box_right, box_bottom = box.box
+        assert box_left < mouth_x < box_right and box_top < mouth_y < box_bottom, (clip.kind, box.box, mouth_x, mouth_y)
+        assert (box_right - box_left) * (box_bottom - box_top) < 0.15
+    written = {path: path.stat().st_mtime_ns for path in boxes.glob("*.json")}
+    assert save_mouth_boxes.main(["--latents_dir", str(latents), "--out", str(boxes)]) == 0
+    assert {path: path.stat().st_mtime_ns for path in boxes.glob("*.json")} == written
+    state_path = latents / "_clips" / f"{clips[0].clip_id}.json"
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps(dict(state, video_path="../../../etc/passwd")))
+    assert save_mouth_boxes.main(["--latents_dir", str(latents), "--out", str(tmp_path / "again")]) == 1
+    assert not (tmp_path / "again" / f"{clips[0].clip_id}.json").exists()
+    assert save_mouth_boxes.main(["--latents_dir", str(tmp_path / "nothing"), "--out", str(boxes)]) == 2
+    assert "no clip states" in capsys.readouterr().err

@@ -245,8 +245,10 @@ class Trainer:
                 raise UserError(f"{folder}/{record.clip_id}.json describes {box.width}x{box.height} frames, but chunk "
                                 f"{record.key} has {record.width}x{record.height}: write the boxes for the frames "
                                 f"the latents encode")
-        log.info("mouth-weighted loss: x%g on the tokens of each clip's mouth box (%s)",
-                 self.config.flow.mouth_loss_weight, folder)
+        without = sorted(clip_id for clip_id, box in boxes.items() if box.box is None)
+        log.info("mouth-weighted loss: x%g on the tokens of each clip's mouth box (%s); %d of %d clips have no mouth "
+                 "box (their files say why, e.g. %s): their tokens weigh 1", self.config.flow.mouth_loss_weight, folder,
+                 len(without), len(boxes), without[0] if without else "-")
         return boxes
 
     def mouth_token_weight(self, latents: torch.Tensor, indices: torch.Tensor) -> torch.Tensor | None:
