@@ -10,13 +10,14 @@ The chain (each stage is the real stage script in its own process, with the flag
                                            filters them, transcribes them offline (pocketsphinx)
 3. ``preprocessing/save_vae_latents.py``   latents of every chunk, by the committed toy VAE (``models/toy-ltx-video``)
 4. ``preprocessing/save_text_latents.py``  per-frame log-mel speech features of every chunk
-5. ``ltx_video/training.py``               the real recipe (``configs/train-toy.yaml``: LoRA on ``attn2`` + the audio
+5. ``preprocessing/save_mouth_boxes.py``   each clip's mouth box from a face detector (the mouth-weighted loss)
+6. ``ltx_video/training.py``               the real recipe (``configs/train-toy.yaml``: LoRA on ``attn2`` + the audio
                                            projection over the frozen toy base), briefly
-6. ``ltx_video/inference.py``              twice: the unseen portrait speaks a sentence that was not in any training
+7. ``ltx_video/inference.py``              twice: the unseen portrait speaks a sentence that was not in any training
                                            data, in a voice no training clip has, with this run's checkpoint and with
                                            the committed toy checkpoint (``models/toy-avatar``: the same recipe, trained
                                            for the figures in docs/results.md)
-7. ``ltx_video/evaluate.py``               lip-sync and stability report of both videos
+8. ``ltx_video/evaluate.py``               lip-sync and stability report of both videos
 
 Results land in ``--out``: ``generated/*.mp4``, ``strip_<video>.png`` (frames above the speech loudness),
 ``training_curves.png``, ``evaluation/report.md``, ``summary.md`` and ``summary.json`` (counts and timings of each
@@ -161,12 +162,18 @@ def run_demo(settings: DemoSettings) -> list[StageResult]:
         "--device", "cpu",
     ], counts=lambda: {"feature_files": _count_files(data_dir / "audio_latents", "*_ff.npy")})
 
+    runner.run("mouth_boxes", [
+        "preprocessing/save_mouth_boxes.py", "--latents_dir", str(data_dir / "vae_latents"),
+        "--out", str(data_dir / "mouth_boxes"),
+    ], counts=lambda: {"clips": _count_files(data_dir / "mouth_boxes", "*.json")})
+
     runner.run("training", [
         "ltx_video/training.py", "--config", "configs/train-toy.yaml",
         "--override", f"output_dir={run_dir}",
         "--override", f"model.pretrained={settings.toy_base}",
         "--override", f"data.vae_latents={data_dir / 'vae_latents'}",
         "--override", f"data.audio_latents={data_dir / 'audio_latents'}",
+        "--override", f"data.mouth_boxes={data_dir / 'mouth_boxes'}",
         "--override", f"optimization.max_steps={settings.train_steps}",
         "--override", "optimization.warmup_steps=10",
         "--override", f"checkpoints.every_n_steps={settings.train_steps}",

@@ -86,12 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "trained to continue (continuation_max_frames), else frame")
     parser.add_argument("--handoff_frames", type=int, default=None,
                         help="latent frames handed over with --handoff latent (default: the checkpoint's "
-                             "continuation_max_frames, one less with --anchor portrait)")
+                             "continuation_max_frames, one less with the portrait's frame in front)")
     parser.add_argument("--anchor", default="auto", choices=ANCHORS,
                         help="keep the portrait in view of every chunk (latent hand-off): portrait (its latent as a "
                              "clean frame in front of the hand-off), statistics (the hand-off's per-channel latent "
-                             "mean and spread set to the portrait's), none; auto (default): portrait with the latent "
-                             "hand-off where the chunks leave it room, else none")
+                             "mean and spread set to the portrait's), portrait+statistics (both), none; auto "
+                             "(default): portrait with the latent hand-off where the chunks leave it room, else none")
     parser.add_argument("--chunk_memory", action="store_true",
                         help="record each chunk's peak memory in the --summary (resets the process's peak counters)")
     add_common_arguments(parser)

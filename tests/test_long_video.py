@@ -286,7 +286,7 @@ def _speech_16k(path):
     return load_speech(audio=path, fps=FPS).audio_16k
 
 
-@pytest.mark.parametrize("anchor", ["portrait", "statistics", "default"])
+@pytest.mark.parametrize("anchor", ["portrait", "statistics", "portrait+statistics", "default"])
 def test_identity_anchors_keep_the_portrait_in_view_of_every_chunk(continuing_generator, face, tmp_path,
                                                                    monkeypatch, anchor):
     """Each anchor as asked for; and the default (no anchor option) is the portrait anchor, the one measured to win."""
@@ -303,15 +303,15 @@ def test_identity_anchors_keep_the_portrait_in_view_of_every_chunk(continuing_ge
     assert result.num_frames == total == len(read_frames(result.video_path))
     portrait = calls["given"][0]  # chunk 0: the portrait's latent
     assert portrait.shape == (1, 8, 1, 2, 2)
+    reference = generator.sampler.encode_still(np.asarray(_fitted(face)))
     for index, given in enumerate(calls["given"][1:], 1):
-        if anchor == "portrait":  # m = 2 - 1: the portrait, then the previous chunk's last latent frame
-            assert given.shape[2] == 2 and torch.equal(given[:, :, :1], portrait)
-            assert result.chunks[index]["lead"] == 1
-        else:  # the previous chunk's last 2 latent frames, with the statistics of the portrait's still clip
-            reference = generator.sampler.encode_still(np.asarray(_fitted(face)))
-            assert given.shape[2] == 2
-            torch.testing.assert_close(given.mean(dim=(2, 3, 4)), reference.mean(dim=(2, 3, 4)))
-            torch.testing.assert_close(given.std(dim=(2, 3, 4)), reference.std(dim=(2, 3, 4)))
+        assert given.shape[2] == 2
+        if anchor in ("portrait", "portrait+statistics"):  # m = 2 - 1: the portrait, then the last latent frame
+            assert torch.equal(given[:, :, :1], portrait) and result.chunks[index]["lead"] == 1
+        handed = given[:, :, 1:] if anchor == "portrait+statistics" else given
+        if anchor in ("statistics", "portrait+statistics"):  # with the statistics of the portrait's still clip
+            torch.testing.assert_close(handed.mean(dim=(2, 3, 4)), reference.mean(dim=(2, 3, 4)))
+            torch.testing.assert_close(handed.std(dim=(2, 3, 4)), reference.std(dim=(2, 3, 4)))
     # the stream's MP4 is the one generate() writes without overlap
     again = generator.generate(face, audio=speech, output=tmp_path / "again.mp4", steps=2, seed=4, overlap=False,
                                **options)

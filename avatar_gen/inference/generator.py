@@ -658,7 +658,7 @@ class AvatarGenerator:
                 def hand_over(latents, chunk_frames, plan):
                     if continuation.mode == "frame":
                         return last_decoded_frame(latents, chunk_frames, plan)
-                    if continuation.anchor == "statistics" and not still:
+                    if continuation.matches_statistics and not still:
                         still.append(self.sampler.encode_still(first_frame))
                     return continuation_latents(self.latent_frames(latents, plan.num_frames, height, width),
                                                 continuation, portrait=portrait_latents[0],

@@ -21,6 +21,7 @@ Identity anchor (``anchor``, latent hand-off only)
     training latents are; its last latent frame, which stands for t frames like the hand-off latents do).  This pulls
     the lowest spatial frequency (the colour and contrast of the whole frame) back to the portrait after every chunk,
     so a slow colour drift cannot add up; it leaves the spatial layout (pose, mouth) alone.  Training-free.
+    ``portrait+statistics``: both — the hand-off latents statistics-matched, then the portrait in front of them.
     ``none``: neither.
     ``auto`` (the default): ``portrait`` with the latent hand-off when the chunks leave room for its frame, else
     ``none`` — over a minute of held-out speech on the toy world the portrait anchor kept identity (SSIM last/first 5 s
@@ -54,7 +55,9 @@ if TYPE_CHECKING:
     import torch
 
 HANDOFFS = ("auto", "latent", "frame")
-ANCHORS = ("auto", "none", "portrait", "statistics")
+ANCHORS = ("auto", "none", "portrait", "statistics", "portrait+statistics")
+_PORTRAIT_FRAME = ("portrait", "portrait+statistics")  # anchors that put the portrait's latent in front
+_STATISTICS = ("statistics", "portrait+statistics")  # anchors that match the hand-off's statistics to the portrait
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,17 @@ class Handoff:
     @property
     def given_latent_frames(self) -> int:
         """Clean latent frames at the start of every chunk after the first (g)."""
-        return 1 if self.mode == "frame" else self.latent_frames + (self.anchor == "portrait")
+        return 1 if self.mode == "frame" else self.latent_frames + self.lead_frames
 
     @property
     def lead_frames(self) -> int:
         """Pixel frames at the start of a continuing chunk that are no video (the anchor's)."""
-        return int(self.anchor == "portrait")
+        return int(self.anchor in _PORTRAIT_FRAME)
+
+    @property
+    def matches_statistics(self) -> bool:
+        """Whether the hand-off latents get the portrait's per-channel statistics."""
+        return self.anchor in _STATISTICS
 
     @property
     def blends(self) -> bool:
@@ -123,7 +131,7 @@ def resolve_handoff(handoff: str = "auto", latent_frames: int | None = None, anc
         if anchor != "none":
             raise UserError(f"anchor {anchor!r} needs the latent hand-off (handoff 'latent')")
         return Handoff("frame")
-    lead = int(anchor == "portrait")
+    lead = int(anchor in _PORTRAIT_FRAME)
     room = None if chunk_latent_frames is None else chunk_latent_frames - 1 - lead  # the most m that leaves one new
     if latent_frames is None:
         latent_frames = max(1, trained_frames - lead)
@@ -155,14 +163,14 @@ def continuation_latents(previous: torch.Tensor, handoff: Handoff, portrait: tor
                          reference: torch.Tensor | None = None) -> torch.Tensor:
     """The clean latent frames [1, C, g, h, w] a chunk continues from: the last ``handoff.latent_frames`` of the
     previous chunk's normalised latents ``previous`` [1, C, F', h, w] (a copy: nothing of the previous chunk is kept
-    alive), statistics-matched to ``reference`` (anchor ``statistics``) or after the ``portrait`` latent
-    [1, C, 1, h, w] (anchor ``portrait``)."""
+    alive), statistics-matched to ``reference`` (anchors ``statistics``, ``portrait+statistics``), after the
+    ``portrait`` latent [1, C, 1, h, w] (anchors ``portrait``, ``portrait+statistics``)."""
     import torch
 
     given = previous[:, :, -handoff.latent_frames:].float().clone()
-    if handoff.anchor == "statistics":
+    if handoff.matches_statistics:
         given = match_statistics(given, reference.to(given))
-    elif handoff.anchor == "portrait":
+    if handoff.lead_frames:
         given = torch.cat([portrait.to(given), given], dim=2)
     return given
 
