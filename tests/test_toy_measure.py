@@ -114,6 +114,8 @@ def test_report_has_every_section_with_numbers_and_n(measured, held_out):
     markdown = (measured / "measure.md").read_text()
     assert "Held-out data: 3 synthetic clips" in markdown and "| global | global | logmel |" in markdown
     assert "n/a (n=0 of 3)" in markdown  # sync of the faceless videos, said as such
+    gain = report["checkpoints"]["global"]["audio_gain"]  # gains this close to 1 keep six decimals in the table
+    assert f"| {gain['gain']:.6f} ± {gain['std']:.6f} (n=4) |" in markdown
 
 
 def test_control_is_another_clips_speech(measured):

@@ -18,6 +18,11 @@ def spread(values: list[float | None], of: int | None = None) -> dict[str, Any]:
             "n": len(present), "of": len(values) if of is None else of}
 
 
+# Audio gains on the toy world sit within 1e-3 of 1 (docs/results.md#the-toy-world): fewer digits would print every
+# checkpoint as "1.000 ± 0.000" and hide the differences a comparison is for.
+GAIN_DIGITS = 6
+
+
 def spread_text(summary: dict[str, Any] | None, digits: int = 3, unit: str = "") -> str:
     """``0.812 ± 0.041 (n=16)`` (``unit`` after the numbers), or ``n/a (n=0 of 16)`` when nothing could be
     measured."""
@@ -26,7 +31,11 @@ def spread_text(summary: dict[str, Any] | None, digits: int = 3, unit: str = "")
     count = f"n={summary['n']}" + (f" of {summary['of']}" if summary.get("of") not in (None, summary["n"]) else "")
     if summary.get("mean") is None:
         return f"n/a ({count})"
-    return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}{unit} ({count})"
+    return f"{plus_minus(summary['mean'], summary['std'], digits)}{unit} ({count})"
+
+
+def plus_minus(mean: float, std: float, digits: int = 3) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def comparison_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -41,6 +50,9 @@ def comparison_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                      "vae_psnr": vae.get("psnr"), "vae_sync_reconstruction": vae.get("sync_reconstruction"),
                      "audio_gain": None if gain is None else {"mean": gain["gain"], "std": gain["std"],
                                                               "n": gain["n_chunks"], "of": gain["n_chunks"]},
+                     "mouth_gain": None if gain is None or not gain.get("mouth") else {
+                         "mean": gain["mouth"]["gain"], "std": gain["mouth"]["std"], "n": gain["n_chunks"],
+                         "of": gain["n_chunks"]},
                      **{figure: videos.get(figure) for figure in ("face_found_pct", "sync", "sync_control",
                                                                   "identity_ssim", "flicker")}})
     return rows
@@ -68,11 +80,12 @@ def render_measure_report(report: dict[str, Any]) -> str:
     lines += ["", "## Comparison", "",
               "Mean ± std over held-out cases (n = cases measured, of how many); the audio gain's spread is over the "
               "noise draws.", "",
-              "| checkpoint | alignment | encoder | step | audio gain | face found % | sync@0 | control sync | "
-              "identity SSIM | flicker |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| checkpoint | alignment | encoder | step | audio gain | … on the mouth's tokens | face found % | "
+              "sync@0 | control sync | identity SSIM | flicker |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["comparison"]:
         lines.append(f"| {row['name']} | {row['alignment']} | {row['encoder']} | {row['step']} | "
-                     f"{spread_text(row['audio_gain'])} | {spread_text(row['face_found_pct'], 1)} | "
+                     f"{spread_text(row['audio_gain'], GAIN_DIGITS)} | {spread_text(row['mouth_gain'], GAIN_DIGITS)} | "
+                     f"{spread_text(row['face_found_pct'], 1)} | "
                      f"{spread_text(row['sync'])} | {spread_text(row['sync_control'])} | "
                      f"{spread_text(row['identity_ssim'])} | {spread_text(row['flicker'], 2)} |")
     for name, entry in report["checkpoints"].items():
@@ -89,15 +102,17 @@ def render_measure_report(report: dict[str, Any]) -> str:
                       f"{spread_text(vae['sync_original'])}."]
         gain = entry.get("audio_gain")
         if gain is not None:
+            figure = plus_minus(gain["gain"], gain["std"], GAIN_DIGITS)
             lines += ["", f"**Audio-conditioning gain** on {gain['n_chunks']} held-out chunks of "
-                      f"{gain['chunk_frames']} frames from {gain['n_clips']} clips: {gain['gain']:.4f} ± "
-                      f"{gain['std']:.4f} (spread over {gain['num_draws']} noise/sigma draws; loss with the true audio "
+                      f"{gain['chunk_frames']} frames from {gain['n_clips']} clips: {figure} (spread "
+                      f"over {gain['num_draws']} noise/sigma draws; loss with the true audio "
                       f"{gain['loss_true']:.5f}, with {gain['partner']} {gain['loss_shuffled']:.5f}; noise-level "
                       f"settings: {gain['flow_settings']})."]
             mouth = gain.get("mouth")
             if mouth is not None:
+                figure = plus_minus(mouth["gain"], mouth["std"], GAIN_DIGITS)
                 lines += ["", f"The same on the mouth's tokens only ({100 * mouth['token_share']:.1f} % of the "
-                          f"tokens; the ground truth's mouth box): {mouth['gain']:.4f} ± {mouth['std']:.4f} (loss "
+                          f"tokens; the ground truth's mouth box): {figure} (loss "
                           f"{mouth['loss_true']:.5f} with the true audio, {mouth['loss_shuffled']:.5f} with the "
                           "partner's)."]
         videos = entry.get("videos")
