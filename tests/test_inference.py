@@ -9,7 +9,7 @@ import torch
 
 from avatar_gen.audio.features import AudioEncoderSpec
 from avatar_gen.audio.tts import synthesize
-from avatar_gen.inference import DISTILLED_TIMESTEPS, STAGES, AvatarGenerator, plan_chunks
+from avatar_gen.inference import DEFAULT_GUIDANCE, DISTILLED_TIMESTEPS, STAGES, AvatarGenerator, plan_chunks
 from avatar_gen.inference.inputs import fit_portrait, load_portrait
 from avatar_gen.inference.schedule import covering_frame_count
 from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
@@ -73,7 +73,7 @@ def test_video_has_both_streams_speech_duration_and_size(generator, portrait, tm
     assert abs(info.duration - speech_seconds) <= 1.0 / FPS
     assert abs(info.audio_duration - speech_seconds) <= 1.0 / FPS
     assert info.num_frames == result.num_frames == round(speech_seconds * FPS)
-    assert result.num_chunks == 1 and result.steps == STEPS and result.guidance == 3.0
+    assert result.num_chunks == 1 and result.steps == STEPS and result.guidance == DEFAULT_GUIDANCE
     assert result.face_center is not None and result.face_center[0] > 0.7  # the face sits right of centre
     assert set(result.timings) == {*STAGES, "first_second", "total"}
     assert all(value >= 0 for value in result.timings.values())

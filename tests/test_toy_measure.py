@@ -17,6 +17,7 @@ import torch
 
 from avatar_gen.audio.features import AudioEncoderSpec
 from avatar_gen.errors import UserError
+from avatar_gen.inference import DEFAULT_GUIDANCE
 from avatar_gen.synthetic import generate_dataset
 from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
 from avatar_gen.toy.__main__ import main
@@ -95,7 +96,7 @@ def test_report_has_every_section_with_numbers_and_n(measured, held_out):
         assert gain["n_chunks"] == 4 and gain["n_clips"] == 3 and gain["held_out"] and gain["num_draws"] == 2
         assert np.isfinite(gain["gain"]) and gain["std"] >= 0 and gain["chunk_frames"] == 17
         videos = entry["videos"]
-        assert videos["n_cases"] == 3 and videos["held_out"] and videos["guidance"] == 3.0
+        assert videos["n_cases"] == 3 and videos["held_out"] and videos["guidance"] == DEFAULT_GUIDANCE
         # Noise from random models: no face in any frame, recorded per case; sync cannot be scored without a face.
         assert videos["face_found_pct"] == {"mean": 0.0, "std": 0.0, "n": 3, "of": 3}
         assert [case["face_found_pct"] for case in videos["cases"]] == [0.0, 0.0, 0.0]
