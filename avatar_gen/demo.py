@@ -22,7 +22,7 @@ The chain (each stage is the real stage script in its own process, with the flag
 Results land in ``--out``: ``generated/*.mp4``, ``strip_<video>.png`` (frames above the speech loudness),
 ``training_curves.png``, ``evaluation/report.md``, ``summary.md`` and ``summary.json`` (counts and timings of each
 stage), ``logs/<stage>.log``.  The toy world (docs/toy.md) is small and synthetic: it is where the recipe must show
-that it learns lip sync from speech it never heard (it does not yet: docs/results.md#the-toy-world), not what
+that it learns lip sync from speech it never heard (weakly so far: docs/results.md#the-toy-world), not what
 LTX-Video 2B with a trained LoRA looks like.
 """
 
