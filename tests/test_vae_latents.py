@@ -458,7 +458,8 @@ def test_face_track_mouth_boxes_find_each_talking_mouth_in_the_encoded_frames(sy
                                                                               tmp_path, capsys):
     """preprocessing/save_mouth_boxes.py on face-centred crops of the synthetic clips: each talking clip's box (in
     the encoded frames) holds its true mouth, mapped through the latents stage's crop, and is a small part of the
-    frame; a re-run keeps what exists; a record that leads outside the data root gets no box and a non-zero exit."""
+    frame; a re-run keeps what exists; a record that leads outside the data root, or a corrupt one, gets no box and a
+    non-zero exit, and the other clips still get theirs."""
     from avatar_gen.latents.regions import read_mouth_box
     from avatar_gen.synthetic import load_ground_truth
 
@@ -503,7 +504,10 @@ def test_face_track_mouth_boxes_find_each_talking_mouth_in_the_encoded_frames(sy
     state_path = latents / "_clips" / f"{clips[0].clip_id}.json"
     state = json.loads(state_path.read_text())
     state_path.write_text(json.dumps(dict(state, video_path="../../../etc/passwd")))
+    (latents / "_clips" / f"{clips[1].clip_id}.json").write_text("{not json")  # a state cut off mid-write
     assert save_mouth_boxes.main(["--latents_dir", str(latents), "--out", str(tmp_path / "again")]) == 1
     assert not (tmp_path / "again" / f"{clips[0].clip_id}.json").exists()
+    assert not (tmp_path / "again" / f"{clips[1].clip_id}.json").exists()
+    assert len(list((tmp_path / "again").glob("*.json"))) == len(clips) - 2  # the others were written
     assert save_mouth_boxes.main(["--latents_dir", str(tmp_path / "nothing"), "--out", str(boxes)]) == 2
     assert "no clip states" in capsys.readouterr().err

@@ -147,16 +147,20 @@ def write_face_track_mouth_boxes(latents_dir: Path, out_dir: Path, sample_fps: f
     counts = {"written": 0, "kept": 0, "no_mouth": 0, "failed": 0}
     data_root = Path(latents_dir).resolve().parent
     for state_path in progress(states, desc="mouth boxes", unit="clip"):
-        state = read_json(state_path)
-        if not isinstance(state, dict) or state.get("status") not in ("done", "partial"):
-            continue
-        clip_id = str(state["clip_id"])
+        # The state file's own name is the clip id the latents stage wrote (an id inside the file is not trusted as a
+        # file name: it could lead out of the output folder).
+        clip_id = state_path.stem
         if not overwrite and (Path(out_dir) / f"{clip_id}.json").is_file():
             counts["kept"] += 1
             continue
-        settings = state.get("settings") or {}
-        center = state.get("face_center")
         try:
+            state = read_json(state_path)
+            if not isinstance(state, dict) or state.get("clip_id") != clip_id:
+                raise ValueError(f"{state_path} is not the latents stage's state of clip {clip_id}")
+            if state.get("status") not in ("done", "partial"):
+                continue  # nothing of the clip was encoded: no chunk to weigh
+            settings = state.get("settings") or {}
+            center = state.get("face_center")
             video = data_path(state.get("video_path"), data_root, f"{state_path.name}'s video_path")
             box = face_track_mouth_box(video, int(settings["width"]), int(settings["height"]),
                                        None if center is None else (float(center[0]), float(center[1])), sample_fps)
