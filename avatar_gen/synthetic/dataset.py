@@ -156,7 +156,7 @@ def generate_dataset(out_dir: str | os.PathLike, num_clips: int = 4, seed: int =
     clips_dir, truth_dir = out_dir / CLIPS_DIR, out_dir / GROUND_TRUTH_DIR
     clips_dir.mkdir(parents=True, exist_ok=True)
     truth_dir.mkdir(parents=True, exist_ok=True)
-    for folder in (out_dir, clips_dir, truth_dir):
+    for folder in (out_dir, clips_dir, truth_dir, out_dir / MOUTH_BOXES_DIR):
         remove_stale_temporaries(folder)
 
     parameters = {"size": size, "fps": fps, "min_seconds": min_seconds, "max_seconds": max_seconds,
