@@ -521,10 +521,10 @@ class AvatarGenerator:
                  chunk_memory: bool = False) -> GenerationResult:
         """Make ``output`` (MP4: H.264 + AAC) of the person in ``image`` speaking ``text`` (or ``audio``).
 
-        steps: denoising steps (default 40; ignored with a fixed schedule).  guidance: audio classifier-free
-        guidance scale, 1 = off (default :data:`DEFAULT_GUIDANCE`, or 1 with ``distilled``).  height/width (multiples of 32) and fps default
-        to the training video's.  distilled: sample with :data:`DISTILLED_TIMESTEPS`; ``timesteps`` gives another
-        fixed schedule (decreasing values in (0, 1000]).  progress: ``callback(stage, fraction)`` with stages
+        steps: denoising steps (default 40; ignored with a fixed schedule).  guidance: audio classifier-free guidance
+        scale, 1 = off (default :data:`DEFAULT_GUIDANCE`, or 1 with ``distilled``).  height/width (multiples of 32) and
+        fps default to the training video's.  distilled: sample with :data:`DISTILLED_TIMESTEPS`; ``timesteps`` gives
+        another fixed schedule (decreasing values in (0, 1000]).  progress: ``callback(stage, fraction)`` with stages
         ``speech, audio_features, denoising, decoding, writing`` (denoising reports every step).
         overlap: encode each finished chunk into the MP4 while the next one is denoised (see :meth:`stream`).
         Long speech (:mod:`avatar_gen.inference.handoff`): ``handoff`` ``latent`` continues each chunk from the
