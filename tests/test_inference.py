@@ -415,7 +415,7 @@ def test_api_input_checks(tmp_path):
     with pytest.raises(UserError, match="is a folder"):
         check_output_path(tmp_path / "video.mp4")
     assert resolve_settings(distilled=True).steps == len(DISTILLED_TIMESTEPS)
-    assert resolve_settings().guidance == 3.0 and resolve_settings(timesteps=[900, 100]).guidance == 1.0
+    assert resolve_settings().guidance == DEFAULT_GUIDANCE and resolve_settings(timesteps=[900, 100]).guidance == 1.0
     with pytest.raises(UserError, match="guidance"):
         resolve_settings(guidance=0.5)
 
