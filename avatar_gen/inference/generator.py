@@ -45,9 +45,8 @@ from avatar_gen.utils.progress import progress as progress_bar
 log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 40
-# Audio guidance, chosen from the toy world's sweep (docs/results.md#the-toy-world, 2026-11-29): held-out sync 0.05 /
-# 0.13 / 0.26 / 0.29 at 1 / 3 / 5 / 7 (4 cases), the face found in 100 / 98 / 90 / 80 % of the frames; over 16 cases
-# 3 -> 5 raises sync 0.23 -> 0.30 and lowers the face found 76 -> 61 %. 7 adds little sync and loses the face more.
+# Audio guidance, chosen from the toy world's sweep (docs/results.md#the-toy-world): 5 gives clearly more held-out lip
+# sync than 3 at the cost of the face being found in fewer frames; 7 adds little sync and loses the face more.
 DEFAULT_GUIDANCE = 5.0
 DEFAULT_DECODE_TIMESTEP = LTX_DECODE_TIMESTEP
 DEFAULT_DECODE_NOISE_SCALE = LTX_DECODE_NOISE_SCALE

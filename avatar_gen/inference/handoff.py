@@ -24,8 +24,8 @@ Identity anchor (``anchor``, latent hand-off only)
     ``portrait+statistics``: both — the hand-off latents statistics-matched, then the portrait in front of them.
     ``none``: neither.
     ``auto`` (the default): ``portrait`` with the latent hand-off when the chunks leave room for its frame, else
-    ``none`` — over a minute of held-out speech on the toy world the portrait anchor kept identity (SSIM last/first 5 s
-    0.93 against 0.30) and colour (Lab shift 1.1 against 16.6) where no anchor drifted (docs/results.md, long videos).
+    ``none`` — over a minute of held-out speech on the toy world the portrait anchor kept identity and colour far
+    better than no anchor (docs/results.md, long videos).
 
 Pixel frames
     With a VAE of temporal factor t, latent frame 0 decodes to one pixel frame and latent ``f > 0`` to pixels
