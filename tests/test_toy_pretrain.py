@@ -132,3 +132,53 @@ def test_trained_vae_comes_back_folded_and_resumes(tmp_path, caplog):
     with caplog.at_level("INFO", logger="avatar_gen.toy.vae"):
         train_toy_vae(settings.model_copy(update={"steps": 3}), clips, tmp_path, seed=0)
     assert "resuming at step 2 of 3" in caplog.text
+
+
+class _RecordingTrainer:
+    """Stands in for the project's trainer in the base stage: records each run and "trains" by adding 1 to the
+    transformer's output bias, saved as the run's checkpoint (what the next phase and ``assemble`` read)."""
+
+    runs: list = []
+
+    def __init__(self, config):
+        self.config = config
+
+    def train(self):
+        from avatar_gen.model.checkpoint import CHECKPOINT_METADATA, load_base_transformer
+
+        self.runs.append((Path(self.config.output_dir).name, Path(self.config.model.pretrained).name,
+                          self.config.optimization.learning_rate))
+        transformer = load_base_transformer(Path(self.config.model.pretrained) / "transformer", None, torch.float32)
+        with torch.no_grad():
+            transformer.proj_out.bias.add_(1.0)
+        step = Path(self.config.output_dir) / "checkpoints" / "step_000001"
+        transformer.save_pretrained(step / "transformer")
+        (step / CHECKPOINT_METADATA).write_text("{}")
+
+
+def test_continue_phases_start_from_the_previous_run_and_resume_without_repeating_it(tmp_path, monkeypatch):
+    import avatar_gen.training.trainer as trainer_module
+    from avatar_gen.model.checkpoint import load_base_transformer
+
+    config = ToyPretrainConfig(
+        work_dir=tmp_path / "work", output=tmp_path / "out",
+        transformer={"base_config": REPO / "configs" / "toy-base.yaml", "num_layers": 1, "num_attention_heads": 1,
+                     "attention_head_dim": 8, "caption_channels": 8, "patch_size": 1,
+                     "continue_phases": [["optimization.learning_rate=2.5e-4"]]})
+    _random_vae().save_pretrained(tmp_path / "work" / "vae")
+    monkeypatch.setattr(trainer_module, "Trainer", _RecordingTrainer)
+    monkeypatch.setattr(_RecordingTrainer, "runs", [])
+
+    pretrain(config, stages=["base", "assemble"])
+    assert _RecordingTrainer.runs == [("base-run", "init-pipeline", 1e-3), ("base-run-2", "init-pipeline-2", 2.5e-4)]
+
+    def bias(folder: Path) -> torch.Tensor:
+        return load_base_transformer(folder / "transformer", None, torch.float32).proj_out.bias.detach()
+
+    fresh, second_start = bias(tmp_path / "work" / "init-pipeline"), bias(tmp_path / "work" / "init-pipeline-2")
+    assert torch.allclose(second_start, fresh + 1)  # phase 2 starts where phase 1 ended
+    assert torch.allclose(bias(tmp_path / "out"), fresh + 2)  # the pipeline holds the last phase's weights
+
+    _RecordingTrainer.runs.clear()  # a re-run: phase 1 is finished (phase 2's start exists), phase 2 resumes
+    pretrain(config, stages=["base"])
+    assert [run[0] for run in _RecordingTrainer.runs] == ["base-run-2"]

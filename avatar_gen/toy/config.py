@@ -75,6 +75,10 @@ class ToyTransformerSection(StrictModel):
     num_frames: int = Field(default=25, ge=2, description="frames per training chunk")
     base_overrides: list[str] = Field(default_factory=list,
                                       description="section.key=value changes to base_config (e.g. a short test run)")
+    continue_phases: list[list[str]] = Field(
+        default_factory=list,
+        description="further trainer runs, each starting from the previous run's last weights with a fresh "
+        "learning-rate schedule: per phase, section.key=value changes on top of base_config + base_overrides")
 
 
 class ToyPretrainConfig(StrictModel):

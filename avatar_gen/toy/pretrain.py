@@ -5,6 +5,7 @@
 ``latents``   the project's VAE-latents stage over the training clips with that VAE;
 ``base``      the transformer, pretrained from a fresh initialisation by the project's trainer as an image-to-video
               model with a fixed caption (``transformer.base_config``): it animates a still figure, knows no speech;
+              then any ``transformer.continue_phases``, each a further run from the previous one's last weights;
 ``assemble``  VAE + trained transformer + LTX's scheduler as the ``output`` pipeline folder.
 """
 
@@ -105,7 +106,7 @@ def _latents_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
         recorded = recorded.get("vae_sha256") if isinstance(recorded, dict) else None
         if recorded != fingerprint:
             raise UserError(f"{paths['latents']} holds latents of another VAE than {paths['vae']}; delete it (and "
-                            f"{paths['base_run']}, trained on them) to encode again")
+                            f"the base runs {paths['base_run']}*, trained on them) to encode again")
     atomic_write_json(marker, {"vae": str(paths["vae"]), "vae_sha256": fingerprint})
     encode_dataset(LatentsConfig(
         inputs=paths["synthetic"] / TRAIN_FOLDER / "clips", output_dir=paths["latents"], pretrained=str(paths["vae"]),
@@ -113,22 +114,44 @@ def _latents_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
         fps=config.data.fps, dtype="fp32", device="cpu", batch_size=4))
 
 
+def _base_runs(config: ToyPretrainConfig, paths: dict[str, Path]) -> list[tuple[Path, Path, list[str]]]:
+    """(initial pipeline, run folder, overrides) of each base phase: the first trains a fresh transformer, each of
+    ``transformer.continue_phases`` the previous phase's last weights under a new learning-rate schedule."""
+    common = [f"data.vae_latents={paths['latents']}", "checkpoints.resume=latest", *config.transformer.base_overrides]
+    runs = [(paths["init"], paths["base_run"], common)]
+    for number, overrides in enumerate(config.transformer.continue_phases, start=2):
+        runs.append((paths["init"].with_name(f"{paths['init'].name}-{number}"),
+                     paths["base_run"].with_name(f"{paths['base_run'].name}-{number}"), [*common, *overrides]))
+    return runs
+
+
 def _base_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
     from diffusers import AutoencoderKLLTXVideo
 
     from avatar_gen.config import load_config
+    from avatar_gen.model.checkpoint import load_base_transformer, resolve_checkpoint
     from avatar_gen.toy.transformer import build_toy_transformer, write_pipeline_folder
     from avatar_gen.training.config import TrainConfig
     from avatar_gen.training.trainer import Trainer
 
-    if not (paths["init"] / "model_index.json").is_file():
-        vae = AutoencoderKLLTXVideo.from_pretrained(paths["vae"])
-        transformer = build_toy_transformer(config.transformer, vae.config.latent_channels, config.seed)
-        write_pipeline_folder(paths["init"], vae, transformer)
-    train_config = load_config(TrainConfig, config.transformer.base_config, [
-        f"output_dir={paths['base_run']}", f"model.pretrained={paths['init']}",
-        f"data.vae_latents={paths['latents']}", "checkpoints.resume=latest", *config.transformer.base_overrides])
-    Trainer(train_config).train()
+    runs = _base_runs(config, paths)
+    for index, (init, run, overrides) in enumerate(runs):
+        later_init = runs[index + 1][0] if index + 1 < len(runs) else None
+        if later_init is not None and (later_init / "model_index.json").is_file():
+            log.info("base phase %d already done: %s starts from it", index + 1, later_init)
+            continue
+        if not (init / "model_index.json").is_file():
+            vae = AutoencoderKLLTXVideo.from_pretrained(paths["vae"])
+            if index == 0:
+                transformer = build_toy_transformer(config.transformer, vae.config.latent_channels, config.seed)
+            else:
+                previous = resolve_checkpoint(runs[index - 1][1] / "checkpoints")
+                transformer = load_base_transformer(previous / "transformer", None, torch.float32)
+                log.info("base phase %d starts from %s", index + 1, previous)
+            write_pipeline_folder(init, vae, transformer)
+        train_config = load_config(TrainConfig, config.transformer.base_config,
+                                   [f"output_dir={run}", f"model.pretrained={init}", *overrides])
+        Trainer(train_config).train()
 
 
 def _assemble_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
@@ -137,7 +160,7 @@ def _assemble_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
     from avatar_gen.model.checkpoint import load_base_transformer, resolve_checkpoint
     from avatar_gen.toy.transformer import write_pipeline_folder
 
-    checkpoint = resolve_checkpoint(paths["base_run"] / "checkpoints")
+    checkpoint = resolve_checkpoint(_base_runs(config, paths)[-1][1] / "checkpoints")
     transformer = load_base_transformer(checkpoint / "transformer", None, torch.float32)
     vae = AutoencoderKLLTXVideo.from_pretrained(paths["vae"])
     write_pipeline_folder(Path(config.output), vae, transformer)
