@@ -112,7 +112,13 @@ def test_report_has_every_section_with_numbers_and_n(measured, held_out):
     assert report["checkpoints"]["local"]["checkpoint"]["alignment"] == "local"
     assert [(row["name"], row["alignment"], row["encoder"]) for row in report["comparison"]] == [
         ("global", "global", "logmel"), ("local", "local", "wav2vec2")]
+    truth = report["ground_truth"]  # the held-out clips themselves: real faces whose mouths follow their speech
+    assert truth["n_cases"] == 3 and truth["held_out"] and [case["clip_id"] for case in truth["cases"]] == [
+        case["clip_id"] for case in report["checkpoints"]["global"]["videos"]["cases"]]
+    assert truth["face_found_pct"]["mean"] > 90 and truth["sync"]["mean"] > 0.6 and _count(truth["sync"]) == 3
+    assert truth["sync_control"]["mean"] < truth["sync"]["mean"] - 0.3
     markdown = (measured / "measure.md").read_text()
+    assert "| ground truth: the held-out clips themselves |" in markdown
     assert "Held-out data: 3 synthetic clips" in markdown and "| global | global | logmel |" in markdown
     assert "n/a (n=0 of 3)" in markdown  # sync of the faceless videos, said as such
     gain = report["checkpoints"]["global"]["audio_gain"]  # gains this close to 1 keep six decimals in the table
@@ -155,7 +161,7 @@ def test_rerun_takes_everything_from_the_cache(measured, checkpoints, held_out, 
     assert main(_arguments(checkpoints, held_out, measured)) == 0
     again = json.loads((measured / "measure.json").read_text())
     assert {path: path.stat().st_mtime_ns for path in (measured / "cache").rglob("*.mp4")} == videos
-    assert again["checkpoints"] == first["checkpoints"]
+    assert again["checkpoints"] == first["checkpoints"] and again["ground_truth"] == first["ground_truth"]
 
 
 def test_long_report_measures_drift_per_chunk(checkpoints, held_out, tmp_path, monkeypatch):

@@ -597,15 +597,41 @@ def gain_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureCon
     return result
 
 
-def videos_section(model: CheckpointInfo, generator: LazyGenerator, held_out: HeldOutSet, config: MeasureConfig,
-                   cache: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The generated held-out cases at the main guidance, and the guidance sweep over the first cases."""
+def video_cases(held_out: HeldOutSet, config: MeasureConfig) -> tuple[list[HeldOutClip], dict[str, HeldOutClip]]:
+    """The first ``cases`` held-out clips, and for each the clip whose speech is its control (the next one)."""
     cases = held_out.clips[:config.cases]
     if len(cases) < config.cases:
         log.warning("only %d held-out clips: %d cases instead of %d", len(cases), len(cases), config.cases)
     if len(cases) < 2:
         raise UserError(f"{held_out.folder} holds {len(cases)} talking clip(s): the control needs at least 2")
-    control = {case.clip_id: cases[(index + 1) % len(cases)] for index, case in enumerate(cases)}
+    return cases, {case.clip_id: cases[(index + 1) % len(cases)] for index, case in enumerate(cases)}
+
+
+def ground_truth_videos(held_out: HeldOutSet, config: MeasureConfig, cache: Path) -> dict[str, Any]:
+    """The video figures of the held-out clips themselves, scored exactly as the generated cases (portrait = the
+    clip's first frame, the same control): what a perfect generator would reach at this size, the reference that
+    each bar is read against (a figure's natural motion lowers identity SSIM, for one)."""
+    cases, control = video_cases(held_out, config)
+    key = digest({"cases": [(case.fingerprint, control[case.clip_id].fingerprint) for case in cases],
+                  "version": SCORING_VERSION})
+    path = cache / "ground_truth" / f"videos-{key[:24]}.json"
+    cached = read_json(path)
+    if cached is not None:
+        return cached
+    rows = [{"clip_id": case.clip_id, "control_clip_id": control[case.clip_id].clip_id,
+             **score_video(case.video_path, case.speech_16k(), control[case.clip_id].speech_16k(),
+                           case.first_frame())}
+            for case in progress(cases, desc="ground-truth videos", unit="clip")]
+    result = {"n_cases": len(rows), "held_out": True, "what": "the held-out clips themselves, scored as the "
+              "generated cases", **summarise_cases(rows), "cases": rows}
+    atomic_write_json(path, result)
+    return result
+
+
+def videos_section(model: CheckpointInfo, generator: LazyGenerator, held_out: HeldOutSet, config: MeasureConfig,
+                   cache: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The generated held-out cases at the main guidance, and the guidance sweep over the first cases."""
+    cases, control = video_cases(held_out, config)
     guidance = config.guidance if config.guidance is not None else default_guidance()
     jobs: list[tuple[float, HeldOutClip]] = []
     if "videos" in config.sections:
@@ -670,6 +696,8 @@ def measure(config: MeasureConfig, command: str | None = None) -> dict[str, Any]
     report = report_header(config, held_out, command)
     report["settings"] = {**config.model_dump(mode="json", exclude={"checkpoints", "held_out", "out", "device"}),
                           "guidance": config.guidance if config.guidance is not None else default_guidance()}
+    if "videos" in config.sections:
+        report["ground_truth"] = ground_truth_videos(held_out, config, cache)
     report["checkpoints"] = {}
     for model in models:
         log.info("measuring %s: %s", model.name, model.folder)

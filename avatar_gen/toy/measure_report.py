@@ -88,6 +88,14 @@ def render_measure_report(report: dict[str, Any]) -> str:
                      f"{spread_text(row['face_found_pct'], 1)} | "
                      f"{spread_text(row['sync'])} | {spread_text(row['sync_control'])} | "
                      f"{spread_text(row['identity_ssim'])} | {spread_text(row['flicker'], 2)} |")
+    truth = report.get("ground_truth")
+    if truth is not None:
+        lines.append(f"| ground truth: the held-out clips themselves | | | | | | "
+                     f"{spread_text(truth['face_found_pct'], 1)} | {spread_text(truth['sync'])} | "
+                     f"{spread_text(truth['sync_control'])} | {spread_text(truth['identity_ssim'])} | "
+                     f"{spread_text(truth['flicker'], 2)} |")
+        lines += ["", "The ground-truth row scores the original held-out clips exactly as the generated videos "
+                  "(portrait = their first frame, the same controls): what a perfect generator would reach here."]
     for name, entry in report["checkpoints"].items():
         checkpoint = entry["checkpoint"]
         lines += ["", f"## {name}", "",
