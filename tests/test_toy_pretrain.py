@@ -163,7 +163,7 @@ def test_continue_phases_start_from_the_previous_run_and_resume_without_repeatin
     config = ToyPretrainConfig(
         work_dir=tmp_path / "work", output=tmp_path / "out",
         transformer={"base_config": REPO / "configs" / "toy-base.yaml", "num_layers": 1, "num_attention_heads": 1,
-                     "attention_head_dim": 8, "caption_channels": 8, "patch_size": 1,
+                     "attention_head_dim": 16, "caption_channels": 8, "patch_size": 1,
                      "continue_phases": [["optimization.learning_rate=2.5e-4"]]})
     _random_vae().save_pretrained(tmp_path / "work" / "vae")
     monkeypatch.setattr(trainer_module, "Trainer", _RecordingTrainer)
@@ -182,3 +182,14 @@ def test_continue_phases_start_from_the_previous_run_and_resume_without_repeatin
     _RecordingTrainer.runs.clear()  # a re-run: phase 1 is finished (phase 2's start exists), phase 2 resumes
     pretrain(config, stages=["base"])
     assert [run[0] for run in _RecordingTrainer.runs] == ["base-run-2"]
+
+
+def test_a_transformer_narrower_than_its_tokens_is_refused():
+    """LTX's transformer has no skip from input to output: with a width below a token's numbers, the sampler's
+    initial noise outside the output projection's span is never removed (the first toy base: width 128 for 256)."""
+    from pydantic import ValidationError
+
+    transformer = {"base_config": REPO / "configs" / "toy-base.yaml", "patch_size": 4, "num_attention_heads": 4}
+    with pytest.raises(ValidationError, match=r"width \(4 heads x 32 = 128\) is narrower than its tokens"):
+        ToyPretrainConfig(work_dir=Path("w"), output=Path("o"), transformer={**transformer, "attention_head_dim": 32})
+    ToyPretrainConfig(work_dir=Path("w"), output=Path("o"), transformer={**transformer, "attention_head_dim": 64})

@@ -67,9 +67,9 @@ class ToyTransformerSection(StrictModel):
     project's trainer (``base_config``: full training, a fixed caption instead of speech)."""
 
     patch_size: int = Field(default=4, ge=1, description="latent pixels per token side (4: 16x16 image pixels)")
-    num_layers: int = Field(default=6, ge=1)
+    num_layers: int = Field(default=4, ge=1)
     num_attention_heads: int = Field(default=4, ge=1)
-    attention_head_dim: int = Field(default=32, ge=8)
+    attention_head_dim: int = Field(default=64, ge=8)
     caption_channels: int = Field(default=128, ge=8, description="width of the caption slot the audio tokens fill")
     base_config: ConfigPath = Field(description="the trainer YAML of the base pretraining (configs/toy-base.yaml)")
     num_frames: int = Field(default=25, ge=2, description="frames per training chunk")
@@ -90,3 +90,16 @@ class ToyPretrainConfig(StrictModel):
     data: ToyDataSection = Field(default_factory=ToyDataSection)
     vae: ToyVaeSection = Field(default_factory=ToyVaeSection)
     transformer: ToyTransformerSection
+
+    @model_validator(mode="after")
+    def _wide_enough_for_its_tokens(self) -> ToyPretrainConfig:
+        # LTX's transformer maps a token (latent channels x patch^2 numbers) to its width and back with no skip: a
+        # narrower width leaves the rest of the initial noise in every sample (docs/toy.md, "Transformer").
+        token = self.vae.latent_channels * self.transformer.patch_size**2
+        width = self.transformer.num_attention_heads * self.transformer.attention_head_dim
+        if width < token:
+            raise ValueError(f"the transformer's width ({self.transformer.num_attention_heads} heads x "
+                             f"{self.transformer.attention_head_dim} = {width}) is narrower than its tokens "
+                             f"({self.vae.latent_channels} latent channels x {self.transformer.patch_size}^2 = "
+                             f"{token}): it could not remove all of the noise it samples from")
+        return self
