@@ -295,7 +295,7 @@ def write_summary(settings: DemoSettings, results: list[StageResult], generated_
         f"speaks an unseen sentence in an unseen voice ({DEMO_VOICE}): `talking` with this run's",
         f"{settings.train_steps}-step checkpoint (it proves the chain; too short to learn much), `talking_toy`",
         "with the committed toy checkpoint (the same recipe trained longer: on held-out clips its mouths follow the",
-        "speech, weakly, over noisy frames; docs/results.md#the-toy-world).",
+        "speech, weakly, over grainy frames; docs/results.md#the-toy-world).",
         "",
         "| stage | seconds | counts |",
         "|---|---:|---|",
