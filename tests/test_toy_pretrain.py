@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from avatar_gen.errors import UserError
+from avatar_gen.errors import ConfigError, UserError
 from avatar_gen.toy.config import ToyPretrainConfig, ToyVaeSection
 from avatar_gen.toy.pretrain import pretrain
 from avatar_gen.toy.vae import build_toy_vae, fold_temporal_kernels, reconstruct
@@ -182,6 +182,13 @@ def test_continue_phases_start_from_the_previous_run_and_resume_without_repeatin
     _RecordingTrainer.runs.clear()  # a re-run: phase 1 is finished (phase 2's start exists), phase 2 resumes
     pretrain(config, stages=["base"])
     assert [run[0] for run in _RecordingTrainer.runs] == ["base-run-2"]
+
+    mistyped = config.model_copy(update={"transformer": config.transformer.model_copy(
+        update={"continue_phases": [["optimization.learning_rat=1e-4"]]})})
+    _RecordingTrainer.runs.clear()  # a mistyped later phase is refused before any phase trains
+    with pytest.raises(ConfigError, match="learning_rat"):
+        pretrain(mistyped, stages=["base"])
+    assert _RecordingTrainer.runs == []
 
 
 def test_a_transformer_narrower_than_its_tokens_is_refused():

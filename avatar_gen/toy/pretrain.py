@@ -135,7 +135,11 @@ def _base_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
     from avatar_gen.training.trainer import Trainer
 
     runs = _base_runs(config, paths)
-    for index, (init, run, overrides) in enumerate(runs):
+    # Every phase's config is checked before the first trains: a mistyped override of phase 2 must not wait 40 min.
+    train_configs = [load_config(TrainConfig, config.transformer.base_config,
+                                 [f"output_dir={run}", f"model.pretrained={init}", *overrides])
+                     for init, run, overrides in runs]
+    for index, (init, _, _) in enumerate(runs):
         later_init = runs[index + 1][0] if index + 1 < len(runs) else None
         if later_init is not None and (later_init / "model_index.json").is_file():
             log.info("base phase %d already done: %s starts from it", index + 1, later_init)
@@ -149,9 +153,7 @@ def _base_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
                 transformer = load_base_transformer(previous / "transformer", None, torch.float32)
                 log.info("base phase %d starts from %s", index + 1, previous)
             write_pipeline_folder(init, vae, transformer)
-        train_config = load_config(TrainConfig, config.transformer.base_config,
-                                   [f"output_dir={run}", f"model.pretrained={init}", *overrides])
-        Trainer(train_config).train()
+        Trainer(train_configs[index]).train()
 
 
 def _assemble_stage(config: ToyPretrainConfig, paths: dict[str, Path]) -> None:
