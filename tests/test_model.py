@@ -195,3 +195,18 @@ def test_checkpoint_names_its_base_relative_to_itself_only_with_dot_prefixes(tmp
                                                      "base_model": {"pretrained": recorded, "revision": None}})
     resolved = {"BASE": str(tmp_path / "base"), "INSIDE": str(folder / "inside")}.get(expected, expected)
     assert read_checkpoint_metadata(folder)["base_model"]["pretrained"] == resolved
+
+
+def test_a_uniform_share_of_sigmas_reaches_the_low_noise_levels():
+    """Shift 3 almost never draws a sigma below 0.1; a uniform share of 0.3 puts ~3 % of the samples there, and a
+    share of 0 leaves the random stream exactly as before (runs resume and reproduce)."""
+    plain = sample_sigmas(20000, 3.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(plain, sample_sigmas(20000, 3.0, generator=torch.Generator().manual_seed(0),
+                                            uniform_fraction=0.0))
+    assert (plain < 0.1).float().mean() < 0.002
+    mixed = sample_sigmas(20000, 3.0, generator=torch.Generator().manual_seed(0), uniform_fraction=0.3)
+    assert 0.025 < (mixed < 0.1).float().mean() < 0.035
+    assert mixed.min() >= 0 and mixed.max() < 1
+    uniform = sample_sigmas(20000, 3.0, generator=torch.Generator().manual_seed(0), uniform_fraction=1.0)
+    assert uniform.mean() == pytest.approx(0.5, abs=0.01) and (uniform < 0.1).float().mean() == pytest.approx(0.1,
+                                                                                                               abs=0.01)

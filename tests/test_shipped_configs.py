@@ -40,6 +40,9 @@ def test_toy_pretrain_config_validates_and_points_at_a_shipped_base_config(monke
     assert Path(config.work_dir).is_absolute() and Path(config.output).is_relative_to(CONFIGS_DIR.parent)
     base = load_train_config(config.transformer.base_config)
     assert base.audio.conditioning == "fixed_caption" and base.lora.train_mode == "full"
+    for overrides in config.transformer.continue_phases:  # each further base run validates over the base config
+        phase = load_config(TrainConfig, config.transformer.base_config, overrides)
+        assert phase.audio.conditioning == "fixed_caption" and phase.lora.train_mode == "full"
 
 
 @pytest.mark.parametrize("path", JSON_FILES, ids=lambda p: str(p.relative_to(CONFIGS_DIR)))

@@ -31,7 +31,8 @@ VIDEO = {"height": SIZE, "width": SIZE, "num_frames": 17, "fps": 25.0}
 # One torch thread: the tiny models' matrices are so small that a second thread only adds waiting (10-100x slower on
 # a loaded 2-core machine).
 MEASURE_ARGUMENTS = ["--cases", "3", "--sweep_cases", "2", "--sweep_guidance", "1", "3", "--gain_chunks", "4",
-                     "--num_draws", "2", "--steps", "2", "--vae_clips", "2", "--cpu_threads", "1"]
+                     "--num_draws", "2", "--steps", "2", "--vae_clips", "2", "--noise_levels", "0.5", "0.05",
+                     "--noise_chunks", "3", "--cpu_threads", "1"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -109,6 +110,11 @@ def test_report_has_every_section_with_numbers_and_n(measured, held_out):
         assert sweep["n_cases"] == 2 and [row["guidance"] for row in sweep["rows"]] == [1.0, 3.0]
         for row in sweep["rows"]:
             assert row["n_cases"] == 2 and _count(row["identity_ssim"]) == 2 and _count(row["face_found_pct"]) == 2
+        noise = entry["noise_levels"]
+        assert noise["held_out"] and noise["n_chunks"] == 3 and [row["sigma"] for row in noise["rows"]] == [0.05, 0.5]
+        for row in noise["rows"]:
+            assert _count(row["loss"]) == 3 and np.isfinite(row["loss"]["mean"]) and row["loss"]["mean"] > 0
+        assert len(noise["sampler_sigmas"]) == 2 and noise["sampler_sigmas"][0] == 1.0  # the 2 sampling steps
     assert report["checkpoints"]["local"]["checkpoint"]["alignment"] == "local"
     assert [(row["name"], row["alignment"], row["encoder"]) for row in report["comparison"]] == [
         ("global", "global", "logmel"), ("local", "local", "wav2vec2")]
@@ -121,6 +127,7 @@ def test_report_has_every_section_with_numbers_and_n(measured, held_out):
     assert "| ground truth: the held-out clips themselves |" in markdown
     assert "Held-out data: 3 synthetic clips" in markdown and "| global | global | logmel |" in markdown
     assert "n/a (n=0 of 3)" in markdown  # sync of the faceless videos, said as such
+    assert "**Loss by noise level** on 3 held-out chunks" in markdown and "| 0.05 | " in markdown
     gain = report["checkpoints"]["global"]["audio_gain"]  # gains this close to 1 keep six decimals in the table
     assert f"| {gain['gain']:.6f} ± {gain['std']:.6f} (n=4) |" in markdown
 

@@ -619,11 +619,36 @@ def test_training_shift_counts_latents_as_the_pipeline_does(tmp_path, tiny_zoo, 
                       transformer=transformer)
     shifts = []
     real = trainer_module.sample_sigmas
-    monkeypatch.setattr(trainer_module, "sample_sigmas", lambda size, shift, *args: shifts.append(shift)
-                        or real(size, shift, *args))
+    monkeypatch.setattr(trainer_module, "sample_sigmas", lambda size, shift, *args, **kwargs: shifts.append(shift)
+                        or real(size, shift, *args, **kwargs))
     item = trainer.train_dataset[0]
     trainer.training_step(trainer.model, item["latents"][None], item["audio"][None], 25.0, torch.Generator(), 1.0)
     assert shifts == [pytest.approx(trainer.config.flow.shift_for(5 * 2 * 2))]  # latents [8, 5, 2, 2]: 20, 5 tokens
+
+
+def test_uniform_noise_share_and_a_fixed_noise_level_reach_the_noising(tmp_path, tiny_zoo, toy_root, monkeypatch):
+    """``flow.uniform_fraction`` is what the sigma draw gets; a fixed ``sigma`` (the measurement's loss by noise
+    level) is the level of every noised token, whatever was drawn."""
+    import avatar_gen.training.trainer as trainer_module
+
+    trainer = Trainer(make_config(tmp_path / "run", tiny_zoo, toy_root, flow={"uniform_fraction": 1.0}))
+    fractions, inputs = [], []
+    real_sample, real_inputs = trainer_module.sample_sigmas, trainer_module.make_flow_inputs
+    monkeypatch.setattr(trainer_module, "sample_sigmas", lambda *args, **kwargs: fractions.append(
+        kwargs.get("uniform_fraction")) or real_sample(*args, **kwargs))
+    monkeypatch.setattr(trainer_module, "make_flow_inputs", lambda *args: inputs.append(real_inputs(*args))
+                        or inputs[-1])
+    item = trainer.train_dataset[0]
+    latents, audio = item["latents"][None], item["audio"][None]
+    trainer.training_step(trainer.model, latents, audio, 25.0, torch.Generator().manual_seed(0), 1.0)
+    trainer_module.rectified_flow_loss(trainer.model, latents, audio, 25.0, torch.Generator().manual_seed(0), 1.0,
+                                       trainer.config.flow, trainer.device, sigma=0.25)
+    assert fractions == [1.0, 1.0]
+    drawn, fixed = inputs
+    assert drawn.sigmas.item() != pytest.approx(0.25) and fixed.sigmas.tolist() == [0.25]
+    noised = fixed.loss_weight > 0
+    assert noised.any() and torch.allclose(fixed.timestep[noised], torch.tensor(250.0))
+    assert torch.equal(fixed.target, drawn.target)  # the same noise: only the level differs
 
 
 def test_continuation_training_gives_the_first_m_latent_frames_clean(tmp_path, tiny_zoo, toy_root, monkeypatch):

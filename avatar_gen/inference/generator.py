@@ -484,7 +484,7 @@ class AvatarGenerator:
                             f"and {recorded[0]}x in time; the VAE of {base} compresses "
                             f"{vae_compression(vae)[1]}x and {vae_compression(vae)[0]}x")
         _warn_if_other_vae(metadata, vae, folder, base)
-        scheduler_config = _load_scheduler_config(base, revision)
+        scheduler_config = load_scheduler_config(base, revision)
         spec_dict = metadata.get("audio_encoder")
         if not spec_dict:
             raise UserError(f"checkpoint {folder} records no audio_encoder: cannot rebuild its speech features")
@@ -844,7 +844,7 @@ def _warn_if_other_vae(metadata: dict[str, Any], vae, folder: Path, base: str) -
                     "expect poor videos", base, folder, recorded.get("name_or_path"))
 
 
-def _load_scheduler_config(base: str, revision: str | None) -> dict[str, Any]:
+def load_scheduler_config(base: str, revision: str | None) -> dict[str, Any]:
     """The base model's scheduler config (``scheduler/``), completed with diffusers' defaults: what
     :func:`avatar_gen.model.sampling.sigma_schedule` computes the schedule from."""
     from diffusers import FlowMatchEulerDiscreteScheduler

@@ -43,11 +43,22 @@ def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
 
 
 def sample_sigmas(batch_size: int, shift: float, mean: float = 0.0, std: float = 1.0,
-                  generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-    """[B] sigmas from a shifted logit-normal: ``shift(sigmoid(mean + std * N(0, 1)))``."""
+                  generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                  uniform_fraction: float = 0.0) -> torch.Tensor:
+    """[B] sigmas from a shifted logit-normal: ``shift(sigmoid(mean + std * N(0, 1)))``; with ``uniform_fraction``
+    > 0 each sample instead draws, with that probability, a sigma uniform in (0, 1).
+
+    Why the uniform share: a shifted logit-normal almost never draws the low noise levels the sampler's last steps
+    run at (shift 3: one sample in 2 000 below 0.1), so a model trained on few samples never learns to remove the
+    last of the noise, and it stays in every video as grain (docs/results.md, loss by noise level).
+    """
     normal = torch.randn(batch_size, generator=generator)
-    sigmas = torch.sigmoid(mean + std * normal)
-    return shift_sigmas(sigmas, shift).to(device)
+    sigmas = shift_sigmas(torch.sigmoid(mean + std * normal), shift)
+    if uniform_fraction > 0:  # (no draw otherwise: runs without a uniform share keep their random stream)
+        uniform = torch.rand(batch_size, generator=generator)
+        chosen = torch.rand(batch_size, generator=generator) < uniform_fraction
+        sigmas = torch.where(chosen, uniform, sigmas)
+    return sigmas.to(device)
 
 
 def leading_frames_token_mask(num_latent_frames: int, tokens_per_latent_frame: int,

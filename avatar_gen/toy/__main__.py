@@ -19,7 +19,7 @@ from avatar_gen.config import add_field_flag, config_from_flags
 from avatar_gen.errors import UserError
 from avatar_gen.inference.handoff import ANCHORS, HANDOFFS
 from avatar_gen.toy.ceiling import RIDGE
-from avatar_gen.toy.measure import MeasureConfig, MeasureSettings, measure, parse_checkpoint_flags
+from avatar_gen.toy.measure import SECTIONS, MeasureConfig, MeasureSettings, measure, parse_checkpoint_flags
 from avatar_gen.toy.measure_long import LongMeasureConfig, measure_long
 from avatar_gen.utils.cli import add_common_arguments, interrupt_on_sigterm, run_main
 
@@ -42,24 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
                           help="run only these stages (default: all, in order)")
     add_common_arguments(pretrain)
     measure = commands.add_parser(
-        "measure", help="held-out report of trained checkpoints (VAE ceiling, audio gain, videos, guidance sweep)",
+        "measure", help="held-out report of trained checkpoints (VAE ceiling, audio gain, videos, guidance sweep, "
+        "loss by noise level)",
         description="Measure what checkpoints learned, on held-out clips: the base VAE's ceiling, the audio-"
         "conditioning gain, generated videos (face found, offline sync@0, the control with another clip's speech, "
-        "identity SSIM, flicker) and a guidance sweep.  Writes <out>/measure.json and <out>/measure.md; videos and "
-        "figures are cached per clip in <out>/cache, so a re-run continues where it stopped.",
+        "identity SSIM, flicker), a guidance sweep and the loss by noise level.  Writes <out>/measure.json and "
+        "<out>/measure.md; videos and figures are cached per clip in <out>/cache, so a re-run continues where it "
+        "stopped.",
         epilog=MEASURE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _settings_flags(measure, MeasureConfig)
 
     def flag(name: str, help: str, **kwargs) -> None:
         add_field_flag(measure, MeasureConfig, name, help, **kwargs)
 
-    flag("sections", "what to measure", nargs="+", choices=("vae", "gain", "videos", "sweep"))
+    flag("sections", "what to measure", nargs="+", choices=SECTIONS)
     flag("vae_clips", "held-out clips reconstructed for the VAE ceiling", type=int)
     flag("gain_chunks", "held-out chunks of the audio gain", type=int)
     flag("num_draws", "noise/sigma draws of the audio gain", type=int)
     flag("cases", "held-out cases generated", type=int)
     flag("sweep_guidance", "guidance scales of the sweep", nargs="+", type=float)
     flag("sweep_cases", "cases generated at each sweep guidance", type=int)
+    flag("noise_levels", "noise levels (sigma in (0, 1]) of the loss by noise level", nargs="+", type=float)
+    flag("noise_chunks", "held-out chunks of the loss by noise level", type=int)
     add_common_arguments(measure)
     long = commands.add_parser(
         "measure-long", help="long-video report: drift over a minute of held-out speech per portrait",

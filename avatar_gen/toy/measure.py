@@ -10,7 +10,10 @@ One command, one JSON (``measure.json``) and one Markdown report (``measure.md``
 ``videos``  generated videos through :class:`~avatar_gen.inference.AvatarGenerator` for held-out cases (portrait = a
             clip's first frame, speech = that clip's own sound): face found, offline sync@0 against the speech, the
             same video scored against another clip's speech (a control near 0), identity SSIM to the portrait, flicker;
-``sweep``   the videos' sync and SSIM at several audio guidance scales, on the first cases.
+``sweep``   the videos' sync and SSIM at several audio guidance scales, on the first cases;
+``noise``   the held-out flow loss at fixed noise levels (the share of the noise a one-step denoise at that level
+            leaves: above 1 the prediction adds noise), beside the sampler's own noise levels: where the model is
+            weak, e.g. a small pretraining that never learned the last steps (docs/results.md).
 
 Everything costly is cached under ``<out>/cache`` per checkpoint (by a fingerprint of its files) and per clip, so a
 re-run after an interruption, or with more cases, only does what is missing.  The long-video report of
@@ -50,7 +53,8 @@ REPORT_FORMAT_VERSION = 1
 # Bump when a figure is computed differently: cached figures of an older version are recomputed (videos are kept).
 SCORING_VERSION = 1
 GAIN_VERSION = 2  # 2: also the gain on the mouth's tokens
-SECTIONS = ("vae", "gain", "videos", "sweep")
+SECTIONS = ("vae", "gain", "videos", "sweep", "noise")
+NOISE_VERSION = 1
 CHECKPOINT_NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-+")
 DETECT_EVERY = 2  # face detection on every 2nd frame, boxes interpolated between (evaluation's default)
 # What the gain compares against: the partner chunk of each chunk (audio_gain pairs a chunk with the next one of its
@@ -85,7 +89,7 @@ class MeasureSettings(StrictModel):
 class MeasureConfig(MeasureSettings):
     """``python -m avatar_gen.toy measure`` (the defaults are what issue 14 asks to measure)."""
 
-    sections: list[Literal["vae", "gain", "videos", "sweep"]] = Field(
+    sections: list[Literal["vae", "gain", "videos", "sweep", "noise"]] = Field(
         default_factory=lambda: list(SECTIONS), min_length=1, description="what to measure")
     vae_clips: int = Field(default=24, ge=1, description="held-out clips reconstructed for the VAE ceiling")
     gain_chunks: int = Field(default=64, ge=2, description="held-out chunks the audio gain is measured on")
@@ -94,6 +98,17 @@ class MeasureConfig(MeasureSettings):
     sweep_guidance: list[float] = Field(default_factory=lambda: [1.0, 2.0, 3.0, 5.0], min_length=1,
                                         description="audio guidance scales of the sweep")
     sweep_cases: int = Field(default=4, ge=1, description="cases generated at every sweep guidance")
+    noise_levels: list[float] = Field(default_factory=lambda: [0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 0.95], min_length=1,
+                                      description="noise levels (sigma) of the loss by noise level")
+    noise_chunks: int = Field(default=24, ge=1, description="held-out chunks of the loss by noise level")
+
+    @field_validator("noise_levels")
+    @classmethod
+    def _noise_bounds(cls, value: list[float]) -> list[float]:
+        for level in value:
+            if not 0 < level <= 1:
+                raise ValueError(f"noise level {level:g} is outside (0, 1]")
+        return sorted(set(value))
 
     @field_validator("sweep_guidance")
     @classmethod
@@ -597,6 +612,55 @@ def gain_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureCon
     return result
 
 
+def noise_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureConfig, cache: Path) -> dict[str, Any]:
+    """The held-out flow loss at each of ``noise_levels``: the trainer's loss (own audio, first frame given) with
+    the sigma fixed, the same noise per chunk at every level; spread over ``noise_chunks`` chunks.  With the
+    sampler's noise levels at ``steps`` steps, so a reader sees which of its steps run where the model is weak."""
+    import torch
+
+    from avatar_gen.inference.generator import load_scheduler_config
+    from avatar_gen.model.sampling import sigma_schedule
+    from avatar_gen.training.dataset import LatentAudioDataset
+    from avatar_gen.training.trainer import rectified_flow_loss
+
+    records = interleave_by_clip(held_out_chunks(model, held_out, config, cache))[:config.noise_chunks]
+    if not records:
+        raise UserError(f"{model.name}: no held-out chunks: no loss by noise level to measure")
+    flow, flow_source = run_flow_settings(model)
+    key = digest({"checkpoint": model.fingerprint, "chunks": [record.key for record in records],
+                  "levels": config.noise_levels, "seed": config.seed, "steps": config.steps,
+                  "flow": flow.model_dump(mode="json"), "version": NOISE_VERSION})
+    path = cache / "models" / model.cache_name / f"noise-{key[:24]}.json"
+    cached = read_json(path)
+    if cached is not None:
+        return cached
+    device = torch.device(config.device)
+    denoiser = checkpoint_denoiser(model, device)
+    dataset = LatentAudioDataset(records)
+    rows = []
+    with progress(total=len(config.noise_levels) * len(records), desc=f"{model.name}: loss by noise level",
+                  unit="loss") as bar, torch.no_grad():
+        for level in config.noise_levels:
+            losses = []
+            for index, record in enumerate(records):
+                item = dataset[index]
+                generator = torch.Generator().manual_seed(config.seed + index)  # the same noise at every level
+                losses.append(float(rectified_flow_loss(denoiser, item["latents"][None], item["audio"][None],
+                                                        record.fps, generator, condition_probability=1.0,
+                                                        flow=flow, device=device, sigma=level)))
+                bar.update(1)
+            rows.append({"sigma": level, "loss": spread(losses)})
+    _, latent_frames, latent_height, latent_width = records[0].latent_shape
+    schedule = sigma_schedule(load_scheduler_config(model.base, model.revision),
+                              latent_frames * latent_height * latent_width, config.steps)
+    result = {"rows": rows, "n_chunks": len(records), "n_clips": len({record.clip_id for record in records}),
+              "chunk_frames": records[0].num_frames, "held_out": True, "steps": config.steps,
+              "sampler_sigmas": [round(float(sigma), 4) for sigma in schedule.sigmas[:-1]],
+              "flow_settings": flow_source}
+    atomic_write_json(path, result)
+    return result
+
+
 def video_cases(held_out: HeldOutSet, config: MeasureConfig) -> tuple[list[HeldOutClip], dict[str, HeldOutClip]]:
     """The first ``cases`` held-out clips, and for each the clip whose speech is its control (the next one)."""
     cases = held_out.clips[:config.cases]
@@ -706,6 +770,8 @@ def measure(config: MeasureConfig, command: str | None = None) -> dict[str, Any]
             entry["vae_ceiling"] = vae_section(model, held_out, config, cache)
         if "gain" in config.sections:
             entry["audio_gain"] = gain_section(model, held_out, config, cache)
+        if "noise" in config.sections:
+            entry["noise_levels"] = noise_section(model, held_out, config, cache)
         if {"videos", "sweep"} & set(config.sections):
             videos, sweep = videos_section(model, LazyGenerator(model, config.device), held_out, config, cache)
             if videos is not None:

@@ -123,6 +123,15 @@ def render_measure_report(report: dict[str, Any]) -> str:
                           f"tokens; the ground truth's mouth box): {figure} (loss "
                           f"{mouth['loss_true']:.5f} with the true audio, {mouth['loss_shuffled']:.5f} with the "
                           "partner's)."]
+        noise = entry.get("noise_levels")
+        if noise is not None:
+            lines += ["", f"**Loss by noise level** on {noise['n_chunks']} held-out chunks of {noise['chunk_frames']} "
+                      f"frames from {noise['n_clips']} clips (own audio, first frame given, the same noise at every "
+                      "level): the share of the noise that one denoising step at that level leaves (above 1: the "
+                      f"prediction adds noise). The sampler's noise levels at {noise['steps']} steps: "
+                      f"{', '.join(f'{sigma:.3f}' for sigma in noise['sampler_sigmas'])}.", "",
+                      "| noise level (sigma) | held-out loss |", "|---|---|"]
+            lines += [f"| {row['sigma']:g} | {spread_text(row['loss'])} |" for row in noise["rows"]]
         videos = entry.get("videos")
         if videos is not None:
             lines += ["", f"**Generated videos**: {videos['n_cases']} held-out cases (portrait = the clip's first "

@@ -82,7 +82,7 @@ def rectified_flow_loss(denoiser: AvatarDenoiser, latents: torch.Tensor, audio: 
                         flow: FlowSection, device: torch.device, forward: Callable[..., torch.Tensor] | None = None,
                         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                         continuation_probability: float = 0.0, continuation_max_frames: int = 0,
-                        token_weight: torch.Tensor | None = None) -> torch.Tensor:
+                        token_weight: torch.Tensor | None = None, sigma: float | None = None) -> torch.Tensor:
     """The training loss: rectified flow of normalised ``latents`` [B, C, F', h, w] given ``audio`` [B, F, D] at
     ``frame_rate`` (one number, or one per item [B]: RoPE scales time per item).
 
@@ -90,7 +90,9 @@ def rectified_flow_loss(denoiser: AvatarDenoiser, latents: torch.Tensor, audio: 
     which get their first m <= ``continuation_max_frames`` latent frames clean instead) comes from ``generator``, so
     the same generator state gives the same draws with another audio (the audio-conditioning gain relies on it).
     ``token_weight`` [N] (every sample) or [B, N]: a weight per packed token, multiplying the loss weight (the mouth's
-    tokens: a measurement's region, or training's ``flow.mouth_loss_weight``).
+    tokens: a measurement's region, or training's ``flow.mouth_loss_weight``).  ``sigma``: one noise level for every
+    sample instead of drawn ones (the measurement's loss by noise level; the draw is made all the same, so the rest
+    of the random stream does not depend on it).
     ``forward`` is the module the forward calls (default ``denoiser``; training passes its stepper's).  The trainer
     and the measurement of a saved checkpoint (``python -m avatar_gen.toy measure``) share this one definition.
     """
@@ -98,10 +100,14 @@ def rectified_flow_loss(denoiser: AvatarDenoiser, latents: torch.Tensor, audio: 
     batch_size = latents.shape[0]
     frames, height, width = denoiser.token_grid(latents)
     clean = denoiser.pack(latents.to(device))
-    # Noising: a shifted logit-normal sigma per sample, Gaussian noise, the first latent frame given clean.  The
-    # shift grows with the latent grid's size, counted before patching as the pipeline counts it at inference.
+    # Noising: a shifted logit-normal sigma per sample (for flow.uniform_fraction of them a uniform one), Gaussian
+    # noise, the first latent frame given clean.  The shift grows with the latent grid's size, counted before
+    # patching as the pipeline counts it at inference.
     latent_positions = latents.shape[2] * latents.shape[3] * latents.shape[4]
-    sigmas = sample_sigmas(batch_size, flow.shift_for(latent_positions), flow.logit_mean, flow.logit_std, generator)
+    sigmas = sample_sigmas(batch_size, flow.shift_for(latent_positions), flow.logit_mean, flow.logit_std, generator,
+                           uniform_fraction=flow.uniform_fraction)
+    if sigma is not None:
+        sigmas = torch.full_like(sigmas, sigma)
     noise = torch.randn(clean.shape, generator=generator)
     clean_frames = (torch.rand(batch_size, generator=generator) < condition_probability).long()
     if continuation_probability > 0:  # (no draw otherwise: runs without continuation keep their random stream)
