@@ -81,14 +81,15 @@ def test_browser_upload_generate_play_and_refuse_bad_uploads(webapp_server, uplo
             page.on("request", lambda request: requested.append(request.url))
             page.goto(url)
             page.wait_for_selector("#generate", timeout=60_000)
-            upload = page.locator("#portrait input[type=file]")
 
-            # Refused uploads: a text file named .png, then a 1x1 image; each shows its reason on the page.
-            upload.set_input_files(str(upload_files["fake"]))
-            expect(page.get_by_text("the portrait is not an image file")).to_be_visible(timeout=30_000)
-            upload = page.locator("#portrait input[type=file]")
-            upload.set_input_files(str(upload_files["dot"]))
-            expect(page.get_by_text("the portrait is 1x1 pixels")).to_be_visible(timeout=30_000)
+            # Refused uploads: a text file named .png, then a 1x1 image; each shows its reason on the page and is
+            # then removed from it (the upload event's .failure).  The next upload waits for that removal: landing
+            # on a new upload, it would clear that one before its check ran, and no reason would show.
+            for refused, reason in ((upload_files["fake"], "the portrait is not an image file"),
+                                    (upload_files["dot"], "the portrait is 1x1 pixels")):
+                page.locator("#portrait input[type=file]").set_input_files(str(refused))
+                expect(page.get_by_text(reason)).to_be_visible(timeout=30_000)
+                expect(page.locator("#portrait img")).to_have_count(0, timeout=30_000)
             # Generating without a usable portrait is refused too, and the server keeps answering.
             page.locator("#portrait input[type=file]").wait_for(state="attached", timeout=10_000)
             page.fill("#text textarea", "Hello from the browser test.")
