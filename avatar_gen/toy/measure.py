@@ -536,6 +536,13 @@ def checkpoint_denoiser(model: CheckpointInfo, device):
     return load_avatar_checkpoint(model.folder, device=device).denoiser().eval()
 
 
+def chunk_figure_path(model: CheckpointInfo, cache: Path, kind: str, records: list, **settings: Any) -> Path:
+    """Where a figure of ``model`` over the chunks ``records`` is cached: keyed by the checkpoint's files, the chunks
+    and every setting it was computed with."""
+    key = digest({"checkpoint": model.fingerprint, "chunks": [record.key for record in records], **settings})
+    return cache / "models" / model.cache_name / f"{kind}-{key[:24]}.json"
+
+
 def mouth_token_weight(denoiser, record, truth: dict[str, Any]):
     """[N] float: 1 on the tokens of ``record``'s chunk whose pixels meet the clip's mouth box (the synthetic ground
     truth's mouth centre and head radius, the box the toy VAE weighs), 0 elsewhere; None when the chunk's frames are
@@ -566,10 +573,8 @@ def gain_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureCon
         log.warning("%s: only %d held-out chunks exist, fewer than the %d asked for", model.name, len(records),
                     config.gain_chunks)
     flow, flow_source = run_flow_settings(model)
-    key = digest({"checkpoint": model.fingerprint, "chunks": [record.key for record in records],
-                  "draws": config.num_draws, "seed": config.seed, "flow": flow.model_dump(mode="json"),
-                  "version": SCORING_VERSION, "gain_version": GAIN_VERSION})
-    path = cache / "models" / model.cache_name / f"gain-{key[:24]}.json"
+    path = chunk_figure_path(model, cache, "gain", records, draws=config.num_draws, seed=config.seed,
+                             flow=flow.model_dump(mode="json"), version=SCORING_VERSION, gain_version=GAIN_VERSION)
     cached = read_json(path)
     if cached is not None:
         return cached
@@ -627,10 +632,8 @@ def noise_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureCo
     if not records:
         raise UserError(f"{model.name}: no held-out chunks: no loss by noise level to measure")
     flow, flow_source = run_flow_settings(model)
-    key = digest({"checkpoint": model.fingerprint, "chunks": [record.key for record in records],
-                  "levels": config.noise_levels, "seed": config.seed, "steps": config.steps,
-                  "flow": flow.model_dump(mode="json"), "version": NOISE_VERSION})
-    path = cache / "models" / model.cache_name / f"noise-{key[:24]}.json"
+    path = chunk_figure_path(model, cache, "noise", records, levels=config.noise_levels, seed=config.seed,
+                             steps=config.steps, flow=flow.model_dump(mode="json"), version=NOISE_VERSION)
     cached = read_json(path)
     if cached is not None:
         return cached
