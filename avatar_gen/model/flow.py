@@ -49,8 +49,8 @@ def sample_sigmas(batch_size: int, shift: float, mean: float = 0.0, std: float =
     > 0 each sample instead draws, with that probability, a sigma uniform in (0, 1).
 
     Why the uniform share: a shifted logit-normal almost never draws the low noise levels the sampler's last steps
-    run at (shift 3: one sample in 2 000 below 0.1), so a model trained on few samples never learns to remove the
-    last of the noise, and it stays in every video as grain (docs/results.md, loss by noise level).
+    run at (shift 3: one sample in 2 000 below 0.1), so a model trained on few samples never learns them: the toy
+    base's last step added noise instead of removing it (docs/results.md, loss by noise level).
     """
     normal = torch.randn(batch_size, generator=generator)
     sigmas = shift_sigmas(torch.sigmoid(mean + std * normal), shift)

@@ -112,8 +112,8 @@ class FlowSection(StrictModel):
     uniform_fraction: float = Field(
         default=0.0, ge=0, le=1, description="share of samples whose sigma is drawn uniform in (0, 1) instead of "
                                              "from the shifted logit-normal: trains the low noise levels of the "
-                                             "sampler's last steps, which a small pretraining otherwise leaves as "
-                                             "grain (docs/training.md)")
+                                             "sampler's last steps, which a small pretraining otherwise never "
+                                             "learns (docs/training.md)")
     mouth_loss_weight: float = Field(
         default=1.0, ge=1.0, description="loss weight of the tokens that cover a clip's mouth box (data.mouth_boxes) "
                                          "relative to the others: lip motion is a small part of the latents")
