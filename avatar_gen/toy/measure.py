@@ -640,13 +640,13 @@ def noise_section(model: CheckpointInfo, held_out: HeldOutSet, config: MeasureCo
     device = torch.device(config.device)
     denoiser = checkpoint_denoiser(model, device)
     dataset = LatentAudioDataset(records)
+    items = [dataset[index] for index in range(len(records))]  # read once, used at every level
     rows = []
     with progress(total=len(config.noise_levels) * len(records), desc=f"{model.name}: loss by noise level",
                   unit="loss") as bar, torch.no_grad():
         for level in config.noise_levels:
             losses = []
-            for index, record in enumerate(records):
-                item = dataset[index]
+            for index, (record, item) in enumerate(zip(records, items, strict=True)):
                 generator = torch.Generator().manual_seed(config.seed + index)  # the same noise at every level
                 losses.append(float(rectified_flow_loss(denoiser, item["latents"][None], item["audio"][None],
                                                         record.fps, generator, condition_probability=1.0,
