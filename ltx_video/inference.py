@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--anchor", default="auto", choices=ANCHORS,
                         help="keep the portrait in view of every chunk (latent hand-off): portrait (its latent as a "
                              "clean frame in front of the hand-off), statistics (the hand-off's per-channel latent "
-                             "mean and spread set to the portrait's), portrait+statistics (both), none; auto "
+                             "mean and spread set to the portrait's), portrait+statistics (both), colour (every "
+                             "later chunk's decoded frames shifted to the first chunk's mean colour: an output "
+                             "correction), portrait+colour (portrait and colour), none; auto "
                              "(default): portrait with the latent hand-off where the chunks leave it room, else none")
     parser.add_argument("--chunk_memory", action="store_true",
                         help="record each chunk's peak memory in the --summary (resets the process's peak counters)")

@@ -13,7 +13,9 @@ import torch
 from avatar_gen.audio.features import AudioEncoderSpec
 from avatar_gen.errors import UserError
 from avatar_gen.inference import AvatarGenerator, plan_chunks
-from avatar_gen.inference.handoff import Handoff, cross_fade, match_statistics, resolve_handoff
+from avatar_gen.evaluation.long_video import lab_colour_shift, mean_lab
+from avatar_gen.inference.handoff import (ColourAnchor, Handoff, cross_fade, match_colour, match_statistics,
+                                          resolve_handoff)
 from avatar_gen.inference.streaming import stream_chunks
 from avatar_gen.media import read_frames
 from avatar_gen.synthetic.dataset import make_portrait
@@ -182,6 +184,35 @@ def test_statistics_matching_sets_each_channels_mean_and_spread():
     assert torch.corrcoef(torch.stack([matched[0, 1].flatten(), latents[0, 1].flatten()]))[0, 1] > 0.999
 
 
+def test_colour_matching_moves_a_chunks_mean_colour_and_keeps_its_changes():
+    rng = np.random.default_rng(0)
+    base = rng.integers(60, 190, size=(1, 16, 16, 3))
+    frames = np.clip(base + rng.integers(-20, 20, size=(6, 16, 16, 3)), 0, 255).astype(np.uint8)
+    tinted = np.clip(frames.astype(int) + np.array([18, -6, -14]), 0, 255).astype(np.uint8)  # a warm drift
+    reference = mean_lab(frames)
+    assert lab_colour_shift(frames, tinted) > 5
+    matched = match_colour(tinted, reference)
+    assert matched.dtype == np.uint8 and matched.shape == tinted.shape
+    assert np.linalg.norm(mean_lab(matched) - reference) < 0.5  # rounding to uint8 and clipping only
+    # one offset for the whole chunk, not one per frame: a frame that is lighter than the others (a flash, an open
+    # mouth) stays as much lighter
+    flash = tinted.copy()
+    flash[2] = np.clip(flash[2].astype(int) + 25, 0, 255)
+    lightness = [[mean_lab(video[i:i + 1])[0] for i in range(len(video))] for video in (flash, match_colour(flash,
+                                                                                                          reference))]
+    step_before, step_after = (values[2] - np.mean(np.delete(values, 2)) for values in lightness)
+    assert step_before > 5 and abs(step_after - step_before) < 0.1 * step_before
+    # frames outside ``measured`` (the anchor's) are shifted but do not set the offset
+    odd = tinted.copy()
+    odd[0] = 255
+    matched_but_first = match_colour(odd, reference, measured=slice(1, None))
+    assert np.linalg.norm(mean_lab(matched_but_first[1:]) - reference) < 0.5
+    # the anchor: the first chunk sets the colour and is left alone; later chunks are given it back
+    anchor = ColourAnchor()
+    assert anchor(frames) is frames
+    np.testing.assert_array_equal(anchor(tinted), matched)
+
+
 # ------------------------------------------------------------------------------------------------ through the generator
 
 def _tone(path, seconds: float) -> str:
@@ -286,7 +317,7 @@ def _speech_16k(path):
     return load_speech(audio=path, fps=FPS).audio_16k
 
 
-@pytest.mark.parametrize("anchor", ["portrait", "statistics", "portrait+statistics", "default"])
+@pytest.mark.parametrize("anchor", ["portrait", "statistics", "portrait+statistics", "portrait+colour", "default"])
 def test_identity_anchors_keep_the_portrait_in_view_of_every_chunk(continuing_generator, face, tmp_path,
                                                                    monkeypatch, anchor):
     """Each anchor as asked for; and the default (no anchor option) is the portrait anchor, the one measured to win."""
@@ -306,7 +337,7 @@ def test_identity_anchors_keep_the_portrait_in_view_of_every_chunk(continuing_ge
     reference = generator.sampler.encode_still(np.asarray(_fitted(face)))
     for index, given in enumerate(calls["given"][1:], 1):
         assert given.shape[2] == 2
-        if anchor in ("portrait", "portrait+statistics"):  # m = 2 - 1: the portrait, then the last latent frame
+        if anchor in ("portrait", "portrait+statistics", "portrait+colour"):  # m = 2 - 1: the portrait, then the last
             assert torch.equal(given[:, :, :1], portrait) and result.chunks[index]["lead"] == 1
         handed = given[:, :, 1:] if anchor == "portrait+statistics" else given
         if anchor in ("statistics", "portrait+statistics"):  # with the statistics of the portrait's still clip
@@ -317,6 +348,50 @@ def test_identity_anchors_keep_the_portrait_in_view_of_every_chunk(continuing_ge
                                **options)
     assert np.array_equal(read_frames(again.video_path), read_frames(result.video_path))
     assert [segment.start_frame for segment in segments[1:]] == result.boundaries
+
+
+def _drifting(decode):
+    """``decode`` with each chunk warmer than the one before: a colour drift to correct."""
+    calls = []
+
+    def drifting_decode(*args, **kwargs):
+        calls.append(None)
+        tint = np.array([12, 0, -12]) * (len(calls) - 1)
+        return np.clip(decode(*args, **kwargs).astype(int) + tint, 0, 255).astype(np.uint8)
+
+    return drifting_decode
+
+
+def test_colour_anchor_corrects_the_frames_and_leaves_the_latents_alone(continuing_generator, face, tmp_path,
+                                                                        monkeypatch):
+    """``portrait+colour``: the same latents as ``portrait`` (nothing of the correction reaches the next chunk), chunk
+    0's frames as decoded, and every later chunk's frames the colour-matched decode (:class:`ColourAnchor`)."""
+    generator = continuing_generator
+    speech = _tone(tmp_path / "speech.wav", 2.0)
+    runs = {}
+    for anchor in ("portrait", "portrait+colour"):
+        monkeypatch.setattr(generator, "decode", _drifting(generator.decode))
+        calls = _spy(generator, monkeypatch)
+        segments = list(generator.stream(face, audio=speech, output=tmp_path / f"{anchor}.mp4", steps=2, seed=4,
+                                         anchor=anchor))
+        runs[anchor] = calls, segments
+        monkeypatch.undo()
+    (plain, plain_segments), (coloured, segments) = runs["portrait"], runs["portrait+colour"]
+    assert segments[-1].result.handoff["anchor"] == "portrait+colour" and len(segments) >= 3
+    assert all(torch.equal(a, b) for a, b in zip(plain["given"][1:], coloured["given"][1:], strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(plain["decoded"], coloured["decoded"], strict=True))
+    np.testing.assert_array_equal(segments[0].frames, plain_segments[0].frames)
+    expected, shifts = ColourAnchor(), []
+    for segment, decoded in zip(segments, coloured["decoded"], strict=True):
+        lead, overlap = segment.chunk["lead"], segment.chunk["overlap"]
+        corrected = expected(decoded, lead)
+        # past the frames cross-faded with the previous chunk, the delivered frames are the corrected decode
+        own = corrected[lead + overlap:lead + len(segment.frames)]
+        np.testing.assert_array_equal(segment.frames[overlap:], own)
+        if segment.index:
+            assert np.linalg.norm(mean_lab(corrected[lead:]) - expected.reference) < 0.5
+            shifts.append(lab_colour_shift(decoded[lead:], corrected[lead:]))
+    assert min(shifts) > 5  # the correction undid the drift
 
 
 def _fitted(face):

@@ -34,7 +34,7 @@ from avatar_gen.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_ST
 from avatar_gen.inference.sampler import ChunkConditioning, ChunkSampler
 from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, ChunkPlan, check_timesteps,
                                            frames_for_duration, min_chunk_frames, plan_chunks)
-from avatar_gen.inference.handoff import Handoff, continuation_latents, resolve_handoff
+from avatar_gen.inference.handoff import ColourAnchor, Handoff, continuation_latents, resolve_handoff
 from avatar_gen.inference.streaming import DecodedChunk, GenerationCancelled, last_decoded_frame, stream_chunks
 from avatar_gen.latents.vae import DTYPES
 from avatar_gen.ltx import LTX_DECODE_NOISE_SCALE, LTX_DECODE_TIMESTEP, LTX_SPATIAL_COMPRESSION
@@ -639,6 +639,7 @@ class AvatarGenerator:
         memory = PeakMemory(self.device) if chunk_memory else None
         portrait_latents: list[torch.Tensor] = []  # chunk 0's encoded portrait: the portrait anchor
         still: list[torch.Tensor] = []  # the portrait's statistics reference, made at the first hand-off
+        colour_anchor = ColourAnchor() if continuation.matches_colour else None  # chunk 0's colour for the rest
         clock.report("denoising", 0.0)
         try:
             with progress_bar(total=total_steps, desc="denoising", unit="step") as bar:
@@ -669,8 +670,9 @@ class AvatarGenerator:
                 def decode(latents, plan):
                     if plan.start == 0:
                         clock.report("decoding", 0.0)
-                    return self.decode(latents, plan.num_frames, height, width, generator, decode_timestep,
-                                       decode_noise_scale)
+                    decoded_frames = self.decode(latents, plan.num_frames, height, width, generator,
+                                                 decode_timestep, decode_noise_scale)
+                    return decoded_frames if colour_anchor is None else colour_anchor(decoded_frames, plan.lead)
 
                 decoded = stream_chunks(chunks, conditioning, first_frame, total_frames, denoise, decode,
                                         hand_over=hand_over, blend=continuation.blends, overlap=overlap,

@@ -22,7 +22,13 @@ Identity anchor (``anchor``, latent hand-off only)
     the lowest spatial frequency (the colour and contrast of the whole frame) back to the portrait after every chunk,
     so a slow colour drift cannot add up; it leaves the spatial layout (pose, mouth) alone.  Training-free.
     ``portrait+statistics``: both — the hand-off latents statistics-matched, then the portrait in front of them.
-    ``none``: neither.
+    ``colour``: the decoded frames of every chunk after the first are shifted in CIE L*a*b* so that their mean colour
+    is chunk 0's (:func:`match_colour`).  An output correction, not a pull on the model: the latents the next chunk
+    continues from are left as they were, so it hides a slow colour drift (the commonest complaint about long avatar
+    videos) but does nothing for identity, and it would also flatten a real change of the whole frame's colour (a
+    light switched on), which a talking head from one portrait does not have.  Training-free.
+    ``portrait+colour``: the portrait's latent in front (identity) and the colour correction of the frames.
+    ``none``: none of these.
     ``auto`` (the default): ``portrait`` with the latent hand-off when the chunks leave room for its frame, else
     ``none`` — over a minute of held-out speech on the toy world the portrait anchor kept identity and colour far
     better than no anchor (docs/results.md, long videos).
@@ -55,9 +61,10 @@ if TYPE_CHECKING:
     import torch
 
 HANDOFFS = ("auto", "latent", "frame")
-ANCHORS = ("auto", "none", "portrait", "statistics", "portrait+statistics")
-_PORTRAIT_FRAME = ("portrait", "portrait+statistics")  # anchors that put the portrait's latent in front
+ANCHORS = ("auto", "none", "portrait", "statistics", "portrait+statistics", "colour", "portrait+colour")
+_PORTRAIT_FRAME = ("portrait", "portrait+statistics", "portrait+colour")  # put the portrait's latent in front
 _STATISTICS = ("statistics", "portrait+statistics")  # anchors that match the hand-off's statistics to the portrait
+_COLOUR = ("colour", "portrait+colour")  # anchors that shift the decoded frames' mean colour to chunk 0's
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,11 @@ class Handoff:
     def matches_statistics(self) -> bool:
         """Whether the hand-off latents get the portrait's per-channel statistics."""
         return self.anchor in _STATISTICS
+
+    @property
+    def matches_colour(self) -> bool:
+        """Whether the decoded frames of every chunk after the first get chunk 0's mean colour."""
+        return self.anchor in _COLOUR
 
     @property
     def blends(self) -> bool:
@@ -173,6 +185,60 @@ def continuation_latents(previous: torch.Tensor, handoff: Handoff, portrait: tor
     if handoff.lead_frames:
         given = torch.cat([portrait.to(given), given], dim=2)
     return given
+
+
+def match_colour(frames: np.ndarray, reference: np.ndarray, measured: slice = slice(None),
+                 refinements: int = 2) -> np.ndarray:
+    """uint8 RGB ``frames`` [n, H, W, 3] shifted in CIE L*a*b* by one offset so that the mean colour of
+    ``frames[measured]`` becomes ``reference`` (a mean L*a*b* colour, :func:`avatar_gen.evaluation.long_video.mean_lab`,
+    which the long-video measurement's colour shift uses too); new uint8 frames.
+
+    One offset for the whole chunk, not one per frame: the frames' own changes (the mouth opening, a blink) stay as
+    they were, and only the chunk's overall colour moves.  Lab rather than RGB so that the shift is the perceptual
+    colour difference a viewer (and the long-video measurement) sees.  Colours pushed out of the RGB gamut are
+    clipped, which leaves part of the shift undone; each of ``refinements`` more passes adds what is left to the
+    offset (from the original frames, so nothing is clipped twice)."""
+    from avatar_gen.evaluation.long_video import mean_lab
+
+    target = np.asarray(reference, dtype=np.float64)
+    offset = target - mean_lab(frames[measured])
+    corrected = _shift_lab(frames, offset)
+    for _ in range(refinements):
+        offset = offset + (target - mean_lab(corrected[measured]))
+        corrected = _shift_lab(frames, offset)
+    return corrected
+
+
+def _shift_lab(frames: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """uint8 RGB frames with ``offset`` added to every pixel's L*a*b* colour, clipped to the RGB gamut."""
+    import cv2
+
+    shift = np.asarray(offset, dtype=np.float32)
+    shifted = np.empty_like(frames)
+    for index, frame in enumerate(frames):  # frame by frame: no float copy of the whole chunk
+        lab = cv2.cvtColor(frame.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB) + shift
+        rgb = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+        shifted[index] = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    return shifted
+
+
+class ColourAnchor:
+    """The ``colour`` anchor over one generation: the first chunk's decoded frames set the reference (their mean
+    L*a*b* colour, the anchor's frame left out) and every later chunk's frames are shifted to it (:func:`match_colour`).
+    Call it with each chunk's decoded frames in order."""
+
+    def __init__(self) -> None:
+        self.reference: np.ndarray | None = None
+
+    def __call__(self, frames: np.ndarray, lead: int = 0) -> np.ndarray:
+        """``frames`` [n, H, W, 3] of the next chunk, whose first ``lead`` are no video (the portrait anchor's)."""
+        from avatar_gen.evaluation.long_video import mean_lab
+
+        video = slice(lead, None)
+        if self.reference is None:
+            self.reference = mean_lab(frames[video])
+            return frames
+        return match_colour(frames, self.reference, measured=video)
 
 
 def cross_fade(previous: np.ndarray, new: np.ndarray) -> np.ndarray:
