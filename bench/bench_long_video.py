@@ -4,7 +4,8 @@
 
 Generates ``--seconds`` of speech (espeak, repeated and cut) with every hand-off of docs/inference.md ("Long
 speech"): ``frame`` (the decoded last frame, re-encoded), ``latent`` (the last m latent frames; the checkpoint claims
-continuation training up to ``--trained_frames``), and ``latent`` with the ``portrait`` and ``statistics`` anchors.
+continuation training up to ``--trained_frames``), and ``latent`` with the ``portrait``, ``statistics`` and
+``portrait+colour`` anchors.
 Prints one JSON line: per hand-off the chunk count, compute seconds per video second, and for chunk 1 and chunk 15
 (``--chunks``) the seconds and peak memory (the process's peak resident set, measured per chunk by the generator's
 ``chunk_memory``) with the ratio chunk 15 / chunk 1 (target: within 10 %), plus the median seconds of chunks 1-5 and
@@ -27,7 +28,8 @@ import torch
 SENTENCE = "Hello, I am your avatar, and I will keep talking for a long while, one chunk after another."
 HANDOFFS = {"frame": dict(handoff="frame"), "latent": dict(handoff="latent"),
             "latent+portrait": dict(handoff="latent", anchor="portrait"),
-            "latent+statistics": dict(handoff="latent", anchor="statistics")}
+            "latent+statistics": dict(handoff="latent", anchor="statistics"),
+            "latent+portrait+colour": dict(handoff="latent", anchor="portrait+colour")}
 
 
 def long_speech(folder: Path, seconds: float) -> Path:
