@@ -207,6 +207,8 @@ def test_colour_matching_moves_a_chunks_mean_colour_and_keeps_its_changes():
     odd[0] = 255
     matched_but_first = match_colour(odd, reference, measured=slice(1, None))
     assert np.linalg.norm(mean_lab(matched_but_first[1:]) - reference) < 0.5
+    # no frame to measure on: nothing moves
+    np.testing.assert_array_equal(match_colour(tinted, reference, measured=slice(len(tinted), None)), tinted)
     # the anchor: the first chunk sets the colour and is left alone; later chunks are given it back
     anchor = ColourAnchor()
     assert anchor(frames) is frames

@@ -200,6 +200,8 @@ def match_colour(frames: np.ndarray, reference: np.ndarray, measured: slice = sl
     offset (from the original frames, so nothing is clipped twice)."""
     from avatar_gen.evaluation.long_video import mean_lab
 
+    if not len(frames[measured]):  # nothing to measure the chunk's colour on: leave it as it is
+        return frames.copy()
     target = np.asarray(reference, dtype=np.float64)
     offset = target - mean_lab(frames[measured])
     corrected = _shift_lab(frames, offset)
