@@ -51,6 +51,7 @@ def fresh_clips(folder: Path, count: int) -> Path:
 
 @torch.no_grad()
 def measure(vae, clips, fps: float, levels: list[float], seed: int) -> dict[str, dict[str, float | int | None]]:
+    from avatar_gen.evaluation.quality import frame_differences
     from avatar_gen.latents.vae import decode_latents, vae_compression
     from avatar_gen.media import read_frames
     from avatar_gen.toy.measure import reconstructable_frames
@@ -71,7 +72,7 @@ def measure(vae, clips, fps: float, levels: list[float], seed: int) -> dict[str,
             noisy = latents + level * spread * noise
             noisy[:, :, 0] = latents[:, :, 0]  # the first frame is given in generation
             decoded = np.asarray(decode_latents(vae, noisy)[0])
-            flicker = float(np.abs(np.diff(decoded.astype(np.float32), axis=0)).mean())
+            flicker = float(frame_differences(decoded).mean())  # the evaluation's flicker
             rows[level].append((flicker, offline_sync(decoded, speech, fps)))
 
     def summary(values: list[float]) -> dict[str, float | int | None]:

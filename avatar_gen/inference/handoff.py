@@ -65,6 +65,7 @@ ANCHORS = ("auto", "none", "portrait", "statistics", "portrait+statistics", "col
 _PORTRAIT_FRAME = ("portrait", "portrait+statistics", "portrait+colour")  # put the portrait's latent in front
 _STATISTICS = ("statistics", "portrait+statistics")  # anchors that match the hand-off's statistics to the portrait
 _COLOUR = ("colour", "portrait+colour")  # anchors that shift the decoded frames' mean colour to chunk 0's
+REFINE_ABOVE = 0.05  # ΔE left by gamut clipping beyond which the colour match refines its offset (0.1 is invisible)
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,8 @@ def match_colour(frames: np.ndarray, reference: np.ndarray, measured: slice = sl
     One offset for the whole chunk, not one per frame: the frames' own changes (the mouth opening, a blink) stay as
     they were, and only the chunk's overall colour moves.  Lab rather than RGB so that the shift is the perceptual
     colour difference a viewer (and the long-video measurement) sees.  Colours pushed out of the RGB gamut are
-    clipped, which leaves part of the shift undone; each of ``refinements`` more passes adds what is left to the
-    offset (from the original frames, so nothing is clipped twice)."""
+    clipped, which leaves part of the shift undone; up to ``refinements`` more passes add what is left to the offset
+    (from the original frames, so nothing is clipped twice), while more than ``REFINE_ABOVE`` ΔE is left."""
     from avatar_gen.evaluation.long_video import mean_lab
 
     if not len(frames[measured]):  # nothing to measure the chunk's colour on: leave it as it is
@@ -206,7 +207,10 @@ def match_colour(frames: np.ndarray, reference: np.ndarray, measured: slice = sl
     offset = target - mean_lab(frames[measured])
     corrected = _shift_lab(frames, offset)
     for _ in range(refinements):
-        offset = offset + (target - mean_lab(corrected[measured]))
+        left = target - mean_lab(corrected[measured])
+        if np.linalg.norm(left) <= REFINE_ABOVE:  # the usual case: nothing was clipped enough to matter
+            break
+        offset = offset + left
         corrected = _shift_lab(frames, offset)
     return corrected
 
