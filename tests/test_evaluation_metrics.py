@@ -12,12 +12,13 @@ import torch
 
 from avatar_gen.errors import UserError
 from avatar_gen.evaluation import evaluate_clip
-from avatar_gen.evaluation.faces import track_face
+from avatar_gen.evaluation.faces import FaceTrack, detect_faces, track_face
 from avatar_gen.evaluation.fvd import VideoFeatureExtractor, feature_frechet_distance, frechet_distance
 from avatar_gen.evaluation.heldout import matches_heldout, read_heldout_ids
 from avatar_gen.evaluation.lipsync import lagged_correlation
 from avatar_gen.evaluation.long_video import boundary_flicker, edge_windows, lab_colour_shift
-from avatar_gen.evaluation.quality import compare_to_reference, psnr, ssim, temporal_stability
+from avatar_gen.evaluation.quality import (
+    compare_to_reference, identity_at_portrait_face, psnr, ssim, temporal_stability)
 from avatar_gen.media import read_frames, write_video
 
 
@@ -82,6 +83,36 @@ def test_temporal_stability_flicker_and_drift(talking_frames):
     other = temporal_stability(frames, track, anchor_image=np.full_like(frames[0], 90))
     assert own.drift_region == "face" and own.drift_anchor == "first_frame" and own.drift_per_frame[0] == 1.0
     assert other.drift_anchor == "input_image" and other.drift_ssim_mean < own.drift_ssim_mean - 0.3
+
+
+def test_identity_at_the_portraits_face_stays_put_where_a_tracked_box_changes_scale(talking_frames):
+    _, frames = talking_frames
+    portrait = frames[0]
+    still = np.repeat(portrait[None], 12, axis=0)
+    found = detect_faces(portrait)
+    assert len(found)
+    identity = identity_at_portrait_face(still, portrait)
+    assert identity.region == "face" and identity.box == pytest.approx(tuple(found[0]))
+    assert identity.per_frame == [1.0] * 12
+    # The tracked drift of the same unchanged frames falls when the track's box shrinks by 15 % half-way (as it does
+    # where a detector starts finding a face it missed): the figure moved, the picture did not.
+    x, y, w, h = found[0]
+    smaller = (x + 0.075 * w, y + 0.075 * h, 0.85 * w, 0.85 * h)
+    boxes = np.array([found[0]] * 6 + [smaller] * 6, dtype=np.float64)
+    track = FaceTrack(boxes=boxes, detected=np.ones(12, dtype=bool))
+    tracked = temporal_stability(still, track, anchor_image=portrait).drift_per_frame
+    assert tracked[0] == 1.0 and max(tracked[6:]) < 0.9
+    # A face that moved off the portrait's place, or turned into something else, does lower it.
+    moved = np.roll(still, shift=portrait.shape[1] // 6, axis=2)
+    assert max(identity_at_portrait_face(moved, portrait).per_frame) < 0.8
+    faceless = still.copy()
+    left, top, size = int(x), int(y), int(w)
+    faceless[:, top:top + size, left:left + size] = portrait[top:top + size, left:left + size].mean(axis=(0, 1))
+    assert max(identity_at_portrait_face(faceless, portrait).per_frame) < 0.5
+    # Without a face in the portrait the whole frame is compared, and it says so.
+    blank = np.full_like(portrait, 90)
+    whole = identity_at_portrait_face(still, blank)
+    assert whole.region == "frame" and whole.box == (0.0, 0.0, float(portrait.shape[1]), float(portrait.shape[0]))
 
 
 def test_lagged_correlation_sign_convention():

@@ -192,7 +192,9 @@ def test_long_report_measures_drift_per_chunk(checkpoints, held_out, tmp_path, m
         for index in ("1", "3"):
             timing = case["chunk_timing"][index]
             assert timing["seconds"] > 0 and timing["peak_memory_mb"] > 0
-    for figure in ("boundary_flicker", "inside_flicker", "flicker_ratio", "identity_ratio", "colour_shift"):
+    assert entry["sync_ratio_of_means"] == {"ratio": None, "n": 0, "of": 2}  # no face: no sync to compare
+    for figure in ("boundary_flicker", "inside_flicker", "flicker_ratio", "identity_ratio", "identity_ratio_tracked",
+                   "colour_shift"):
         assert _count(entry[figure]) == 2 and np.isfinite(entry[figure]["mean"])
     assert _count(entry["chunk_timing_ratio"]["seconds"]) == 2 and entry["chunk_timing_ratio"]["chunks"] == [1, 3]
     assert "boundary / inside" in (out / "measure-long.md").read_text()
@@ -278,3 +280,19 @@ def test_mouth_tokens_are_those_that_meet_the_ground_truths_mouth_box():
     assert torch.equal(weight.reshape(25, 64), frame.flatten().repeat(25, 1))
     resized = SimpleNamespace(height=64, width=64, latent_shape=(16, 25, 16, 16))
     assert mouth_token_weight(PatchFour(), resized, truth) is None
+
+
+def test_long_summary_reads_the_sync_bar_as_a_ratio_of_window_means():
+    """A video whose first window scores near 0 gives a per-video ratio of 20; the ratio of the means over the
+    videos with both windows scored does not explode with it."""
+    from avatar_gen.toy.measure_long import LONG_FIGURES, summarise_long
+
+    def record(first, last):
+        figures = dict.fromkeys(LONG_FIGURES, 0.5)
+        ratio = last / first if first is not None and last is not None else None
+        return {**figures, "sync_first": first, "sync_last": last, "sync_ratio": ratio,
+                "chunk_timing": {"1": {"seconds": 1.0, "peak_memory_mb": 900.0}}}
+
+    summary = summarise_long([record(0.01, 0.2), record(0.3, 0.25), record(None, None)], timing_chunks=[1])
+    assert summary["sync_ratio"]["mean"] == pytest.approx((20 + 0.25 / 0.3) / 2)
+    assert summary["sync_ratio_of_means"] == {"ratio": pytest.approx(0.225 / 0.155), "n": 2, "of": 3}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from avatar_gen.evaluation.faces import FaceTrack, crop_region
+from avatar_gen.evaluation.faces import FaceTrack, crop_region, detect_faces
 
 PIXEL_MAX = 255.0
 SSIM_SIGMA = 1.5  # Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03
@@ -150,3 +150,41 @@ def temporal_stability(frames: np.ndarray, track: FaceTrack | None = None,
         drift_ssim_last=float(drift[-1]), drift_region="face" if track is not None else "frame",
         drift_anchor="input_image" if anchor_image is not None else "first_frame", drift_per_frame=drift,
     )
+
+
+@dataclass(frozen=True)
+class PortraitIdentity:
+    """SSIM (64x64 grey) of every frame's region at the portrait's own face box to the portrait's face.
+
+    ``region``: "face" (the detector found a face in the portrait) or "frame" (it did not: whole frames compared).
+    ``box``: that region in the frames' pixels ``(x, y, width, height)``.
+    """
+
+    per_frame: list[float]
+    region: str
+    box: tuple[float, float, float, float]
+
+
+def identity_at_portrait_face(frames: np.ndarray, portrait: np.ndarray) -> PortraitIdentity:
+    """How much every frame of uint8 RGB ``frames`` [T, H, W, 3] still shows the portrait's face where the portrait
+    shows it.
+
+    Unlike :func:`temporal_stability`'s drift, which crops each frame at its tracked box, the region here is fixed:
+    the face the detector finds in the portrait itself (resized to the frame size), compared at the same place in
+    every frame.  Why: a long video's drift is read as the ratio of two windows a minute apart, and a tracked box on
+    generated faces changes scale wherever the detector starts or stops finding the face (interpolated boxes are
+    held from the nearest detection), which moves SSIM with no change in the picture.  A face that moves off, grows
+    or shrinks from the portrait's place still lowers this figure, which is right for a talking head generated from
+    that portrait with a still camera.
+    """
+    height, width = frames.shape[1:3]
+    portrait = cv2.resize(portrait, (width, height), interpolation=cv2.INTER_AREA)
+    found = detect_faces(portrait)
+    box = tuple(float(value) for value in found[0]) if len(found) else (0.0, 0.0, float(width), float(height))
+
+    def region(frame: np.ndarray) -> np.ndarray:
+        return crop_region(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), box, DRIFT_SIZE, DRIFT_SIZE)
+
+    reference = region(portrait)
+    return PortraitIdentity(per_frame=[ssim(region(frame), reference) for frame in frames],
+                            region="face" if len(found) else "frame", box=box)

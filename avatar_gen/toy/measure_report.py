@@ -175,6 +175,12 @@ def _handoff_text(handoff: dict[str, Any] | None) -> str:
     return f"{handoff['handoff']}{frames}, anchor {handoff['anchor']}"
 
 
+def _ratio_text(summary: dict[str, Any]) -> str:
+    """``0.912 (n=7 of 8)``: one ratio over the videos that could be scored."""
+    value = "n/a" if summary["ratio"] is None else f"{summary['ratio']:.3f}"
+    return f"{value} (n={summary['n']} of {summary['of']})"
+
+
 def render_long_report(report: dict[str, Any]) -> str:
     """``measure-long.md``: per checkpoint the drift figures over the long videos."""
     settings, truth = report["settings"], report["ground_truth"]
@@ -190,15 +196,21 @@ def render_long_report(report: dict[str, Any]) -> str:
                   f"{checkpoint['encoder']}): {entry['n_cases']} held-out portraits, mean ± std over them (n); "
                   f"hand-off {_handoff_text(entry.get('handoff'))}.", "",
                   "| figure | first | last | last / first |", "|---|---|---|---|",
-                  f"| identity SSIM to the portrait ({settings['identity_window']:g} s windows) | "
+                  f"| identity SSIM to the portrait, at its face box ({settings['identity_window']:g} s windows) | "
                   f"{spread_text(entry['identity_ssim_first'])} | {spread_text(entry['identity_ssim_last'])} | "
                   f"{spread_text(entry['identity_ratio'])} |",
+                  f"| the same at each frame's tracked face box | "
+                  f"{spread_text(entry['identity_ssim_first_tracked'])} | "
+                  f"{spread_text(entry['identity_ssim_last_tracked'])} | "
+                  f"{spread_text(entry['identity_ratio_tracked'])} |",
                   f"| offline sync@0 ({settings['sync_window']:g} s windows) | {spread_text(entry['sync_first'])} | "
                   f"{spread_text(entry['sync_last'])} | {spread_text(entry['sync_ratio'])} |", "",
                   "| figure | value |", "|---|---|",
                   f"| flicker at chunk boundaries | {spread_text(entry['boundary_flicker'], 2)} |",
                   f"| flicker inside chunks | {spread_text(entry['inside_flicker'], 2)} |",
                   f"| boundary / inside | {spread_text(entry['flicker_ratio'])} |",
+                  f"| offline sync@0: mean of the last windows / mean of the first | "
+                  f"{_ratio_text(entry['sync_ratio_of_means'])} |",
                   f"| colour shift, first vs last {settings['colour_window']:g} s (Delta E) | "
                   f"{spread_text(entry['colour_shift'], 2)} |",
                   f"| face found, % of frames | {spread_text(entry['face_found_pct'], 1)} |"]
