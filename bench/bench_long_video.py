@@ -26,8 +26,10 @@ import numpy as np
 import torch
 
 SENTENCE = "Hello, I am your avatar, and I will keep talking for a long while, one chunk after another."
-HANDOFFS = {"frame": dict(handoff="frame"), "latent": dict(handoff="latent"),
-            "latent+portrait": dict(handoff="latent", anchor="portrait"),
+# m is given where the default would differ from the figures in docs/inference.md (measured before the default
+# became one frame beside the portrait); the last entry is the default setting.
+HANDOFFS = {"frame": dict(handoff="frame"), "latent": dict(handoff="latent", anchor="none"),
+            "latent+portrait": dict(handoff="latent", anchor="portrait", handoff_frames=2),
             "latent+statistics": dict(handoff="latent", anchor="statistics"),
             "latent+portrait+colour": dict(handoff="latent", anchor="portrait+colour")}
 

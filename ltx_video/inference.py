@@ -85,15 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "frame (its decoded last frame, re-encoded); auto (default): latent for a checkpoint "
                              "trained to continue (continuation_max_frames), else frame")
     parser.add_argument("--handoff_frames", type=int, default=None,
-                        help="latent frames handed over with --handoff latent (default: the checkpoint's "
-                             "continuation_max_frames, one less with the portrait's frame in front)")
+                        help="latent frames handed over with --handoff latent (default: 1 beside the portrait's "
+                             "frame, else the checkpoint's continuation_max_frames)")
     parser.add_argument("--anchor", default="auto", choices=ANCHORS,
                         help="keep the portrait in view of every chunk (latent hand-off): portrait (its latent as a "
                              "clean frame in front of the hand-off), statistics (the hand-off's per-channel latent "
                              "mean and spread set to the portrait's), portrait+statistics (both), colour (every "
                              "later chunk's decoded frames shifted to the first chunk's mean colour: an output "
                              "correction), portrait+colour (portrait and colour), none; auto "
-                             "(default): portrait with the latent hand-off where the chunks leave it room, else none")
+                             "(default): portrait+colour with the latent hand-off where the chunks leave room for "
+                             "the portrait's frame, else none")
     parser.add_argument("--chunk_memory", action="store_true",
                         help="record each chunk's peak memory in the --summary (resets the process's peak counters)")
     add_common_arguments(parser)

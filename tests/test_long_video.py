@@ -145,8 +145,12 @@ def test_engine_keeps_nothing_of_a_finished_chunk():
 
 def test_hand_off_options_resolve_against_the_checkpoint():
     # auto: latent for a checkpoint trained to continue, the frame hand-off otherwise; the auto anchor is the
-    # portrait with the latent hand-off (its frame counts among the given ones: m = 3 - 1) and none with the frame one
-    assert resolve_handoff(trained_frames=3, chunk_latent_frames=13) == Handoff("latent", 2, "portrait")
+    # portrait + colour with the latent hand-off, beside one hand-off frame (measured: docs/results.md), and none
+    # with the frame one
+    assert resolve_handoff(trained_frames=3, chunk_latent_frames=13) == Handoff("latent", 1, "portrait+colour")
+    assert resolve_handoff(trained_frames=4, chunk_latent_frames=13, anchor="portrait").latent_frames == 1
+    assert resolve_handoff("latent", 3, trained_frames=4, chunk_latent_frames=13) == Handoff("latent", 3,
+                                                                                               "portrait+colour")
     assert resolve_handoff(trained_frames=0, chunk_latent_frames=13) == Handoff("frame")
     assert resolve_handoff(trained_frames=3, chunk_latent_frames=13, anchor="none") == Handoff("latent", 3)
     # ... and steps aside where the portrait's frame would not fit, instead of refusing what no anchor accepts
@@ -154,8 +158,8 @@ def test_hand_off_options_resolve_against_the_checkpoint():
     assert resolve_handoff("latent", 2, chunk_latent_frames=13, patch_size_t=2) == Handoff("latent", 2)
     with pytest.raises(UserError, match="too short for anchor 'portrait'"):
         resolve_handoff(trained_frames=3, chunk_latent_frames=2, anchor="portrait")
-    # the anchor frame counts among the given frames, so the default m leaves room for it
-    portrait = resolve_handoff(anchor="portrait", trained_frames=3, chunk_latent_frames=13)
+    # the anchor frame counts among the given frames
+    portrait = resolve_handoff("latent", 2, anchor="portrait", trained_frames=3, chunk_latent_frames=13)
     assert (portrait.latent_frames, portrait.given_latent_frames, portrait.lead_frames) == (2, 3, 1)
     # a default m beyond the chunk is capped; an explicit one is refused
     assert resolve_handoff(trained_frames=4, chunk_latent_frames=3, anchor="none").latent_frames == 2
@@ -322,7 +326,8 @@ def _speech_16k(path):
 @pytest.mark.parametrize("anchor", ["portrait", "statistics", "portrait+statistics", "portrait+colour", "default"])
 def test_identity_anchors_keep_the_portrait_in_view_of_every_chunk(continuing_generator, face, tmp_path,
                                                                    monkeypatch, anchor):
-    """Each anchor as asked for; and the default (no anchor option) is the portrait anchor, the one measured to win."""
+    """Each anchor as asked for; and the default (no anchor option) is the portrait + colour anchor beside one
+    hand-off frame, the setting measured to win."""
     generator = continuing_generator
     speech = _tone(tmp_path / "speech.wav", 2.0)
     calls = _spy(generator, monkeypatch)
@@ -331,7 +336,9 @@ def test_identity_anchors_keep_the_portrait_in_view_of_every_chunk(continuing_ge
                                      **options))
     result = segments[-1].result
     anchor = result.handoff["anchor"]
-    assert anchor == options.get("anchor", "portrait")
+    assert anchor == options.get("anchor", "portrait+colour")
+    # beside the portrait's frame one hand-off frame; without it the checkpoint's trained m (2)
+    assert result.handoff["latent_frames"] == (2 if anchor == "statistics" else 1)
     total = round(2.0 * FPS)
     assert result.num_frames == total == len(read_frames(result.video_path))
     portrait = calls["given"][0]  # chunk 0: the portrait's latent
@@ -339,7 +346,7 @@ def test_identity_anchors_keep_the_portrait_in_view_of_every_chunk(continuing_ge
     reference = generator.sampler.encode_still(np.asarray(_fitted(face)))
     for index, given in enumerate(calls["given"][1:], 1):
         assert given.shape[2] == 2
-        if anchor in ("portrait", "portrait+statistics", "portrait+colour"):  # m = 2 - 1: the portrait, then the last
+        if anchor in ("portrait", "portrait+statistics", "portrait+colour"):  # m = 1: the portrait, then the last
             assert torch.equal(given[:, :, :1], portrait) and result.chunks[index]["lead"] == 1
         handed = given[:, :, 1:] if anchor == "portrait+statistics" else given
         if anchor in ("statistics", "portrait+statistics"):  # with the statistics of the portrait's still clip

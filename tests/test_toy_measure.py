@@ -169,6 +169,12 @@ def test_rerun_takes_everything_from_the_cache(measured, checkpoints, held_out, 
     again = json.loads((measured / "measure.json").read_text())
     assert {path: path.stat().st_mtime_ns for path in (measured / "cache").rglob("*.mp4")} == videos
     assert again["checkpoints"] == first["checkpoints"] and again["ground_truth"] == first["ground_truth"]
+    # ... but not across a change of the default hand-off, which the (multi-chunk) videos were made with
+    import avatar_gen.inference.handoff
+
+    monkeypatch.setattr(avatar_gen.inference.handoff, "PORTRAIT_HANDOFF_FRAMES", 2)
+    with pytest.raises(AssertionError, match="computed again"):
+        main(_arguments(checkpoints, held_out, measured))
 
 
 def test_long_report_measures_drift_per_chunk(checkpoints, held_out, tmp_path, monkeypatch):
@@ -296,3 +302,16 @@ def test_long_summary_reads_the_sync_bar_as_a_ratio_of_window_means():
     summary = summarise_long([record(0.01, 0.2), record(0.3, 0.25), record(None, None)], timing_chunks=[1])
     assert summary["sync_ratio"]["mean"] == pytest.approx((20 + 0.25 / 0.3) / 2)
     assert summary["sync_ratio_of_means"] == {"ratio": pytest.approx(0.225 / 0.155), "n": 2, "of": 3}
+
+
+@pytest.mark.parametrize("options, uses_defaults", [
+    ({}, True), ({"handoff": "latent", "anchor": "portrait+colour"}, True),
+    ({"handoff": "latent", "anchor": "auto", "handoff_frames": 1}, True),
+    ({"handoff": "latent", "anchor": "portrait+colour", "handoff_frames": 1}, False),
+    ({"handoff": "frame", "anchor": "none"}, False)])
+def test_long_videos_made_with_default_hand_off_settings_are_keyed_on_the_defaults(tmp_path, options, uses_defaults):
+    """A long video's cache key holds the hand-off defaults exactly when the request left something to them."""
+    from avatar_gen.toy.measure_long import LongMeasureConfig, leaves_to_defaults
+
+    config = LongMeasureConfig(checkpoints={"a": tmp_path}, held_out=tmp_path, out=tmp_path, **options)
+    assert leaves_to_defaults(config) is uses_defaults

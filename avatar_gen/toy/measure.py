@@ -388,8 +388,11 @@ def generated_case(generator: LazyGenerator, model: CheckpointInfo, case: HeldOu
     """Generate (or take from ``folder``) the video of one held-out case and its figures (:func:`score_video`)."""
     key = f"{case.clip_id}-g{guidance:g}-steps{settings.steps}-seed{settings.seed}"
     video_path, record_path = folder / f"{key}.mp4", folder / f"{key}.json"
+    from avatar_gen.inference.handoff import handoff_defaults
+
+    # a video of several chunks is made with the default hand-off: its key holds what the defaults were
     video_key = cache_key(checkpoint=model.fingerprint, portrait_and_speech=case.fingerprint, guidance=guidance,
-                          steps=settings.steps, seed=settings.seed)
+                          steps=settings.steps, seed=settings.seed, handoff_defaults=handoff_defaults())
     scoring_key = cache_key(version=SCORING_VERSION, control=control.fingerprint)
     cached = read_json(record_path) or {}
     have_video = video_path.is_file() and cached.get("video_key") == video_key

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from avatar_gen.inference.handoff import ANCHORS, HANDOFFS
+from avatar_gen.inference.handoff import ANCHORS, HANDOFFS, handoff_defaults
 from avatar_gen.limits import MAX_SPEECH_SECONDS
 from avatar_gen.toy.measure import (
     DETECT_EVERY, SCORING_VERSION, CheckpointInfo, cache_key, HeldOutClip, HeldOutSet, LazyGenerator, MeasureSettings,
@@ -149,6 +149,13 @@ def score_long_video(video_path: Path, speech_16k: np.ndarray, portrait: np.ndar
             "windows_overlap": {"identity": identity_overlap, "colour": colour_overlap, "sync": sync_overlap}}
 
 
+def leaves_to_defaults(config: LongMeasureConfig) -> bool:
+    """Whether the hand-off of ``config`` is partly what ``auto`` / an unset m resolve to (then the video's cache key
+    holds :func:`~avatar_gen.inference.handoff.handoff_defaults`; a fully given hand-off keeps its videos across a
+    change of defaults)."""
+    return "auto" in (config.handoff, config.anchor) or (config.handoff != "frame" and config.handoff_frames is None)
+
+
 def long_case(generator: LazyGenerator, model: CheckpointInfo, held_out: HeldOutSet, index: int, guidance: float,
               config: LongMeasureConfig, folder: Path) -> dict[str, Any]:
     """Generate (or take from ``folder``) one long video and its figures."""
@@ -163,7 +170,8 @@ def long_case(generator: LazyGenerator, model: CheckpointInfo, held_out: HeldOut
     video_key = cache_key(checkpoint=model.fingerprint, portrait=case.fingerprint,
                           speech=[by_id[clip_id].fingerprint for clip_id in speech_clips], seconds=config.seconds,
                           guidance=guidance, steps=config.steps, seed=config.seed, handoff=config.handoff,
-                          handoff_frames=config.handoff_frames, anchor=config.anchor)
+                          handoff_frames=config.handoff_frames, anchor=config.anchor,
+                          **({"handoff_defaults": handoff_defaults()} if leaves_to_defaults(config) else {}))
     scoring_key = cache_key(version=SCORING_VERSION, long_version=LONG_SCORING_VERSION, timing=config.timing_chunks,
                             windows=[config.identity_window, config.colour_window, config.sync_window])
     cached = read_json(record_path) or {}
