@@ -386,10 +386,10 @@ def default_guidance() -> float:
 def generated_case(generator: LazyGenerator, model: CheckpointInfo, case: HeldOutClip, control: HeldOutClip,
                    guidance: float, settings: MeasureSettings, folder: Path) -> dict[str, Any]:
     """Generate (or take from ``folder``) the video of one held-out case and its figures (:func:`score_video`)."""
-    key = f"{case.clip_id}-g{guidance:g}-steps{settings.steps}-seed{settings.seed}"
-    video_path, record_path = folder / f"{key}.mp4", folder / f"{key}.json"
     from avatar_gen.inference.handoff import handoff_defaults
 
+    key = f"{case.clip_id}-g{guidance:g}-steps{settings.steps}-seed{settings.seed}"
+    video_path, record_path = folder / f"{key}.mp4", folder / f"{key}.json"
     # a video of several chunks is made with the default hand-off: its key holds what the defaults were
     video_key = cache_key(checkpoint=model.fingerprint, portrait_and_speech=case.fingerprint, guidance=guidance,
                           steps=settings.steps, seed=settings.seed, handoff_defaults=handoff_defaults())
