@@ -315,3 +315,21 @@ def test_long_videos_made_with_default_hand_off_settings_are_keyed_on_the_defaul
 
     config = LongMeasureConfig(checkpoints={"a": tmp_path}, held_out=tmp_path, out=tmp_path, **options)
     assert leaves_to_defaults(config) is uses_defaults
+
+
+def test_a_second_measurement_into_the_same_out_is_refused(checkpoints, held_out, tmp_path, capsys):
+    """Two runs into one --out would write the same cached videos at once: the second gets one line and exit 2,
+    and writes nothing."""
+    from avatar_gen.toy.measure import LOCK_FILE
+    from avatar_gen.utils.io import acquire_exclusive_lock
+
+    out = tmp_path / "busy"
+    running = acquire_exclusive_lock(out / LOCK_FILE, "the first measurement")
+    try:
+        code = main(["measure-long", "--checkpoint", f"global={checkpoints['global']}", "--held_out", str(held_out),
+                     "--out", str(out), "--portraits", "1", "--seconds", "1"])
+    finally:
+        running.close()
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and "another measurement is writing into" in error
+    assert sorted(path.name for path in out.iterdir()) == [LOCK_FILE]

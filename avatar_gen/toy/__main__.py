@@ -19,9 +19,11 @@ from avatar_gen.config import add_field_flag, config_from_flags
 from avatar_gen.errors import UserError
 from avatar_gen.inference.handoff import ANCHORS, HANDOFFS
 from avatar_gen.toy.ceiling import RIDGE
-from avatar_gen.toy.measure import SECTIONS, MeasureConfig, MeasureSettings, measure, parse_checkpoint_flags
+from avatar_gen.toy.measure import (
+    LOCK_FILE, SECTIONS, MeasureConfig, MeasureSettings, measure, parse_checkpoint_flags)
 from avatar_gen.toy.measure_long import LongMeasureConfig, measure_long
 from avatar_gen.utils.cli import add_common_arguments, interrupt_on_sigterm, run_main
+from avatar_gen.utils.io import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("measure", "measure-long"):
             model, run = (MeasureConfig, measure) if args.command == "measure" else (LongMeasureConfig, measure_long)
             config = config_from_flags(model, args, checkpoints=parse_checkpoint_flags(args.checkpoint))
-            with interrupt_on_sigterm():  # a terminated run stops ffmpeg and leaves no partial video in the cache
+            busy = f"another measurement is writing into {config.out}: wait for it to end or give another --out"
+            # a terminated run stops ffmpeg and leaves no partial video in the cache; the lock keeps a second run of
+            # the same --out from writing the same cached videos at the same time
+            with interrupt_on_sigterm(), exclusive_lock(Path(config.out) / LOCK_FILE, busy):
                 run(config, command=command)
             return 0
         from avatar_gen.config import load_config

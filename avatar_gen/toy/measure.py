@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 REPORT_JSON = "measure.json"
 REPORT_MARKDOWN = "measure.md"
 CACHE_FOLDER = "cache"
+LOCK_FILE = ".measure.lock"  # one measurement at a time per --out: two would write the same cached videos
 REPORT_FORMAT_VERSION = 1
 # Bump when a figure is computed differently: cached figures of an older version are recomputed (videos are kept).
 SCORING_VERSION = 1
