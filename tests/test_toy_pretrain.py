@@ -109,6 +109,14 @@ def test_speech_ceiling_finds_what_the_speech_explains_and_where(tmp_path, speec
     assert report["mouth_opening"]["share_explained"] < report["mouth_opening"]["share_explained_in_mouth_box"]
     speech = report["speech"]["share_explained_in_mouth_box"]
     assert (speech > 0.8) if speech_follows_mouth else (speech < 0.1), speech
+    # The mouth opens frame by frame here: the frame's own features carry it; an equal-weight average over the +-2
+    # window (what position-blind cross-attention hands a token) blurs it with four neighbours' openings.
+    own = report["speech_own_frame"]["share_explained_in_mouth_box"]
+    average = report["speech_window_average"]["share_explained_in_mouth_box"]
+    if speech_follows_mouth:
+        assert own > 0.8 and average < own - 0.2, (own, average)
+    else:
+        assert own < 0.1 and average < 0.1, (own, average)
 
 
 def test_trained_vae_comes_back_folded_and_resumes(tmp_path, caplog):

@@ -5,7 +5,12 @@ gain could be. This probe does. Each latent frame minus its chunk's first (the f
 ridge regression, fit on some clips and scored on others, on
 
 - ``speech``: the chunk's per-frame speech features of the frame and its ``context`` neighbours on each side (what
-  the recipe's local alignment lets a latent frame see), and
+  the recipe's local alignment lets a latent frame see), each frame's features as separate inputs;
+- ``speech_window_average``: the same window's features averaged with equal weights. Cross-attention's queries carry
+  no position (LTX's RoPE is in self-attention only), so a video token cannot tell the frames of its window apart by
+  their place: unless the speech's content singles one out, it receives such an average;
+- ``speech_own_frame``: the frame's own features alone (the window of ``local_margin_frames: 0`` on a VAE without
+  temporal compression), and
 - ``mouth_opening``: the synthetic ground truth's mouth opening of the frame (a cubic in it): all that lip sync could
   ever take from the speech,
 
@@ -39,6 +44,14 @@ def _features(audio: np.ndarray, context: int) -> np.ndarray:
     return np.stack([padded[frame:frame + 2 * context + 1].ravel() for frame in range(len(audio))])
 
 
+def _window_average(audio: np.ndarray, context: int) -> np.ndarray:
+    """[F, D] -> [F, D]: each frame's features averaged with its ``context`` neighbours each side (edges repeated)."""
+    return _features(audio, context).reshape(len(audio), 2 * context + 1, -1).mean(axis=1)
+
+
+PROBES = ("speech", "speech_window_average", "speech_own_frame", "mouth_opening")
+
+
 def _design(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """Standardised inputs with a constant column (the regression's intercept)."""
     return np.concatenate([(values - mean) / std, np.ones((len(values), 1))], axis=1)
@@ -61,7 +74,7 @@ def speech_ceiling(data: Path, feature_dim: int, held_out_fraction: float = 0.2,
                         f"{GROUND_TRUTH_DIR}/)")
     dataset = LatentAudioDataset(records)
     parts: dict[bool, dict[str, list[np.ndarray]]] = {
-        split: {"speech": [], "mouth_opening": [], "target": [], "box": []} for split in (False, True)}
+        split: {**{name: [] for name in PROBES}, "target": [], "box": []} for split in (False, True)}
     for index, record in enumerate(progress(records, desc="speech ceiling", unit="chunk")):
         item, truth = dataset[index], truths[record.clip_id]
         latents, audio = item["latents"].numpy(), item["audio"].numpy()
@@ -77,6 +90,8 @@ def speech_ceiling(data: Path, feature_dim: int, held_out_fraction: float = 0.2,
         parts[split]["target"].append(target)
         # The inputs of frame f and of the first frame: a model is given the first frame, so its mouth is known.
         for name, per_frame in (("speech", _features(audio, context)),
+                                ("speech_window_average", _window_average(audio, context)),
+                                ("speech_own_frame", audio),
                                 ("mouth_opening", np.stack([opening, opening**2, opening**3], axis=1))):
             parts[split][name].append(np.concatenate(
                 [per_frame[1:], np.broadcast_to(per_frame[:1], per_frame[1:].shape)], axis=1))
@@ -98,7 +113,7 @@ def speech_ceiling(data: Path, feature_dim: int, held_out_fraction: float = 0.2,
         "fit_frames": int(len(fit["target"])), "scored_frames": int(len(scored["target"])),
         "latent_elements_per_frame": int(fit["target"].shape[1]), "mouth_box_share": float(box.mean()),
         "variance_per_element": total, "variance_per_element_in_mouth_box": total_box}
-    for name in ("speech", "mouth_opening"):
+    for name in PROBES:
         inputs_mean, inputs_std = fit[name].mean(0), fit[name].std(0) + 1e-6
         fit_design = _design(fit[name], inputs_mean, inputs_std)
         weights = np.linalg.solve(fit_design.T @ fit_design + ridge * np.eye(fit_design.shape[1]),
