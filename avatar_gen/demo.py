@@ -22,7 +22,7 @@ The chain (each stage is the real stage script in its own process, with the flag
 Results land in ``--out``: ``generated/*.mp4``, ``strip_<video>.png`` (frames above the speech loudness),
 ``training_curves.png``, ``evaluation/report.md``, ``summary.md`` and ``summary.json`` (counts and timings of each
 stage), ``logs/<stage>.log``.  The toy world (docs/toy.md) is small and synthetic: it is where the recipe must show
-that it learns lip sync from speech it never heard (weakly so far: docs/results.md#the-toy-world), not what
+that it learns lip sync from speech it never heard (held-out figures: docs/results.md#the-toy-world), not what
 LTX-Video 2B with a trained LoRA looks like.
 """
 
@@ -295,7 +295,7 @@ def write_summary(settings: DemoSettings, results: list[StageResult], generated_
         f"speaks an unseen sentence in an unseen voice ({DEMO_VOICE}): `talking` with this run's",
         f"{settings.train_steps}-step checkpoint (it proves the chain; too short to learn much), `talking_toy`",
         "with the committed toy checkpoint (the same recipe trained longer: on held-out clips its mouths follow the",
-        "speech, weakly, over grainy frames; docs/results.md#the-toy-world).",
+        "speech, over grainy frames; figures: docs/results.md#the-toy-world).",
         "",
         "| stage | seconds | counts |",
         "|---|---:|---|",
