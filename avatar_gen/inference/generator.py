@@ -45,9 +45,8 @@ from avatar_gen.utils.progress import progress as progress_bar
 log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 40
-# Audio guidance, chosen on the toy world (docs/results.md#the-toy-world): the committed checkpoint's held-out lip sync
-# clears issue 14's 0.6 from 3 on (0.71 on 16 cases), while every step above 3 loses the face in more frames (95 % of
-# frames at 3, 84 % at 4, 70 % at 5) and 2 falls to 0.39 sync.
+# Audio guidance, chosen on the toy world (docs/results.md#the-toy-world): the lowest scale at which the committed
+# checkpoint's held-out lip sync clears issue 14's bar; every step above it loses the face in more frames.
 DEFAULT_GUIDANCE = 3.0
 DEFAULT_DECODE_TIMESTEP = LTX_DECODE_TIMESTEP
 DEFAULT_DECODE_NOISE_SCALE = LTX_DECODE_NOISE_SCALE
