@@ -22,6 +22,8 @@ log = logging.getLogger("ltx_video.inference")
 
 def build_parser() -> argparse.ArgumentParser:
     from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, DISTILLED_TIMESTEPS, REQUEST_TEXT_MAX_CHARS
+    from avatar_gen.inference.generator import DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_REGION
+    from avatar_gen.inference.guidance import GUIDANCE_REGIONS
     from avatar_gen.inference.handoff import ANCHORS, HANDOFFS
     from avatar_gen.limits import MAX_FPS, MAX_SEED, MAX_SIDE, MAX_SPEECH_SECONDS, MAX_STEPS
 
@@ -47,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--guidance", type=float, default=None,
                         help=f"audio classifier-free guidance scale, 1 = off (default {DEFAULT_GUIDANCE}; 1 with "
                              "--distilled)")
+    parser.add_argument("--guidance_region", default=None, choices=GUIDANCE_REGIONS,
+                        help="where the guidance applies: mouth (the tokens over the portrait's mouth, found by a face "
+                             "detector; the whole frame when there is no face) or frame (every token); default "
+                             f"{DEFAULT_GUIDANCE_REGION}")
+    parser.add_argument("--guidance_interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="apply the guidance only at the noise levels sigma from LOW to HIGH (0 <= LOW < HIGH "
+                             "<= 1; the other steps run one unguided pass); default {:g} {:g}".format(
+                                 *DEFAULT_GUIDANCE_INTERVAL))
     parser.add_argument("--seed", type=int, default=0,
                         help=f"random seed from 0 to {MAX_SEED}; the same seed gives the same video")
     parser.add_argument("--height", type=int, default=None,
@@ -116,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.stream_dir is not None and Path(args.stream_dir).is_file():
             raise UserError(f"--stream_dir {args.stream_dir} is a file, not a folder")
         resolve_settings(args.steps, args.guidance, args.height, args.width, args.fps, args.distilled, args.timesteps,
-                         spatial_multiple=checkpoint_side_multiple(args.checkpoint), seed=args.seed)
+                         spatial_multiple=checkpoint_side_multiple(args.checkpoint), seed=args.seed,
+                         guidance_interval=args.guidance_interval, guidance_region=args.guidance_region)
         resolve_handoff(args.handoff, args.handoff_frames, args.anchor)  # the checkpoint's limits come once loaded
         load_portrait(args.image)
         if args.text is not None:
@@ -130,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                        steps=args.steps, guidance=args.guidance, seed=args.seed, height=args.height, width=args.width,
                        fps=args.fps, distilled=args.distilled, timesteps=args.timesteps, overlap=not args.no_overlap,
                        handoff=args.handoff, handoff_frames=args.handoff_frames, anchor=args.anchor,
-                       chunk_memory=args.chunk_memory)
+                       chunk_memory=args.chunk_memory, guidance_interval=args.guidance_interval,
+                       guidance_region=args.guidance_region)
         if args.stream_dir is None:
             result = generator.generate(args.image, **request)
         else:

@@ -14,6 +14,7 @@ ALLOWED_OWN_MODULES = {
     "avatar_gen.utils.datafiles", "avatar_gen.utils.vae_space",
     "avatar_gen.inference", "avatar_gen.inference.schedule", "avatar_gen.inference.speed",
     "avatar_gen.inference.streaming", "avatar_gen.inference.sampler", "avatar_gen.inference.handoff",
+    "avatar_gen.inference.guidance",
     "avatar_gen.utils.memory", "avatar_gen.model",
     "avatar_gen.model.audio_projection", "avatar_gen.model.alignment", "avatar_gen.model.caption",
     "avatar_gen.model.denoiser", "avatar_gen.model.flow", "avatar_gen.model.lora", "avatar_gen.model.sampling",

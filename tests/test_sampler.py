@@ -197,6 +197,120 @@ def test_sampling_velocity_is_the_training_forward(patched_generators):
     assert torch.equal(mask, calls[1]["encoder_attention_mask"])
 
 
+def test_guidance_applies_only_inside_its_interval_of_noise_levels(patched_generators, monkeypatch):
+    """Inside the interval a step is the classifier-free guided velocity (a batch of two); outside it is the
+    conditional velocity alone, one pass of batch one; the full interval is guidance at every step."""
+    from avatar_gen.errors import UserError
+    from avatar_gen.inference.generator import resolve_settings
+    from avatar_gen.inference.guidance import check_guidance_interval
+
+    generator = patched_generators[2]
+    chunk = plan_chunks(17, 17)[0]
+    inputs = generator.chunk_conditioning(_speech_16k(), [chunk], FPS, SIZE, SIZE)[0]
+    grid = generator.sampler.grid(chunk.num_frames, SIZE, SIZE)
+    latents = torch.randn(1, 12, 32, generator=torch.Generator().manual_seed(0))
+    batches = []
+    real_predict = generator.denoiser.predict
+
+    def spy(noisy, *args):
+        batches.append(noisy.shape[0])
+        return real_predict(noisy, *args)
+
+    monkeypatch.setattr(generator.denoiser, "predict", spy)
+    plain = generator.sampler.velocity(inputs, grid, FPS, guidance=1.0)
+    full = generator.sampler.velocity(inputs, grid, FPS, guidance=3.0)
+    limited = generator.sampler.velocity(inputs, grid, FPS, guidance=3.0, guidance_interval=(0.5, 0.9))
+    with torch.no_grad():
+        for sigma, inside in ((0.95, False), (0.9, True), (0.7, True), (0.5, True), (0.3, False)):
+            timestep = torch.full((1, 12), sigma * 1000.0)
+            timestep[:, :4] = 0.0  # given tokens carry timestep 0: the step's level is the free tokens'
+            batches.clear()
+            got = limited(latents, timestep)
+            assert batches == ([2] if inside else [1]), sigma
+            expected = full(latents, timestep) if inside else plain(latents, timestep)
+            assert torch.allclose(got, expected, atol=1e-6), sigma
+            if inside:  # guidance does change the velocity here (the test would pass vacuously otherwise)
+                assert not torch.allclose(got, plain(latents, timestep), atol=1e-4)
+    # bad intervals: a ValueError from the sampler, one line for a user
+    for bad in ((0.5, 0.5), (0.9, 0.1), (-0.1, 1.0), (0.0, 1.5), (0.5,), "ab"):
+        with pytest.raises(ValueError, match="guidance interval"):
+            check_guidance_interval(bad)
+        with pytest.raises(UserError, match="guidance interval"):
+            resolve_settings(guidance_interval=bad)
+    assert resolve_settings(guidance_interval=[0, 1]).guidance_interval == (0.0, 1.0)
+
+
+def test_guidance_applies_only_to_the_tokens_of_its_cells(patched_generators):
+    """With guidance cells, the tokens of those cells (in every frame) take the guided velocity and all others the
+    conditional one from the same pass; cells of another grid are refused."""
+    generator = patched_generators[2]
+    chunk = plan_chunks(17, 17)[0]
+    inputs = generator.chunk_conditioning(_speech_16k(), [chunk], FPS, SIZE, SIZE)[0]
+    grid = generator.sampler.grid(chunk.num_frames, SIZE, SIZE)  # 3 frames of 2 x 2 tokens
+    cells = np.array([[False, False], [True, False]])  # the bottom-left token of each frame
+    latents = torch.randn(1, 12, 32, generator=torch.Generator().manual_seed(0))
+    timestep = torch.full((1, 12), 700.0)
+    with torch.no_grad():
+        got = generator.sampler.velocity(inputs, grid, FPS, 3.0, guidance_cells=cells)(latents, timestep)
+        guided = generator.sampler.velocity(inputs, grid, FPS, 3.0)(latents, timestep)
+        plain = generator.sampler.velocity(inputs, grid, FPS, 1.0)(latents, timestep)
+    inside = torch.tensor([2, 6, 10])  # frame-major token order: (frame, row, column)
+    outside = torch.tensor([index for index in range(12) if index not in inside.tolist()])
+    assert torch.equal(got[:, inside], guided[:, inside])
+    assert torch.allclose(got[:, outside], plain[:, outside], atol=1e-6)
+    assert not torch.allclose(guided[:, outside], plain[:, outside], atol=1e-4)  # guidance would have moved them
+    with pytest.raises(ValueError, match="token grid of 2x2"):
+        generator.sampler.velocity(inputs, grid, FPS, 3.0, guidance_cells=np.ones((4, 4), bool))
+
+
+def test_mouth_region_is_found_in_a_portrait_and_the_whole_frame_without_a_face(tmp_path, caplog):
+    from avatar_gen.inference.guidance import guidance_region
+    from avatar_gen.inference.inputs import load_portrait
+    from avatar_gen.synthetic.dataset import make_portrait
+
+    portrait = load_portrait(make_portrait(tmp_path / "face.png", seed=1, size=256))
+    region = guidance_region("mouth", portrait, 16, 16)
+    assert region.region == "mouth" and region.reason is None
+    from avatar_gen.media.faces import detect_faces
+
+    x, y, width, height = detect_faces(portrait)[0] / 256 * 16  # the face box in tokens
+    rows, cols = np.nonzero(region.cells)
+    # the mouth: a few tokens of the face's lower half (none of the eyes' rows), around the face's middle
+    assert 2 <= region.cells.sum() <= 16
+    assert rows.min() + 1 > y + height / 2 and rows.max() < y + height + 1
+    assert abs(cols.mean() + 0.5 - (x + width / 2)) <= 1
+    assert region.summary()["tokens_per_frame"] == int(region.cells.sum())
+    assert guidance_region("frame", portrait, 16, 16).cells is None
+    with caplog.at_level("WARNING", logger="avatar_gen.inference.guidance"):
+        blank = guidance_region("mouth", np.full((256, 256, 3), 128, np.uint8), 16, 16)
+    assert blank.region == "frame" and blank.cells is None and "no mouth found" in blank.reason
+    assert "whole frame" in caplog.text
+    with pytest.raises(ValueError, match="guidance region must be one of mouth, frame"):
+        guidance_region("eyes", portrait, 16, 16)
+
+
+def test_generated_video_records_where_it_was_guided(patched_generators, tmp_path):
+    from avatar_gen.errors import UserError
+    from avatar_gen.media import read_frames
+    from avatar_gen.synthetic.dataset import make_portrait
+
+    generator = patched_generators[2]
+    portrait = make_portrait(tmp_path / "face.png", seed=1, size=256)
+    size = dict(height=256, width=256)  # 4 x 4 tokens: the mouth is some of them
+    mouth = generator.generate(portrait, text="Hi.", output=tmp_path / "mouth.mp4", steps=2, seed=3, guidance=5.0,
+                               **size)
+    frame = generator.generate(portrait, text="Hi.", output=tmp_path / "frame.mp4", steps=2, seed=3, guidance=5.0,
+                               guidance_region="frame", **size)
+    assert mouth.summary()["guidance_region"]["region"] == "mouth"
+    assert 1 <= mouth.guidance_region["tokens_per_frame"] < 16
+    assert frame.summary()["guidance_region"] == {"region": "frame"}
+    assert not np.array_equal(read_frames(mouth.video_path), read_frames(frame.video_path))
+    unguided = generator.generate(portrait, text="Hi.", output=tmp_path / "off.mp4", steps=2, seed=3, guidance=1.0)
+    assert unguided.guidance_region == {"region": "frame", "reason": "no guidance"}
+    with pytest.raises(UserError, match="guidance region"):
+        generator.generate(portrait, text="Hi.", output=tmp_path / "bad.mp4", steps=2, guidance_region="lips")
+
+
 # ------------------------------------------------------------------------------------------------ m latent frames
 
 @pytest.mark.parametrize("given_frames", [1, 2])

@@ -169,7 +169,13 @@ def test_rerun_takes_everything_from_the_cache(measured, checkpoints, held_out, 
     again = json.loads((measured / "measure.json").read_text())
     assert {path: path.stat().st_mtime_ns for path in (measured / "cache").rglob("*.mp4")} == videos
     assert again["checkpoints"] == first["checkpoints"] and again["ground_truth"] == first["ground_truth"]
-    # ... but not across a change of the default hand-off, which the (multi-chunk) videos were made with
+    # ... but not across a change of where guidance applies by default (a video guided elsewhere is another video)
+    for name, value in (("DEFAULT_GUIDANCE_INTERVAL", (0.5, 1.0)), ("DEFAULT_GUIDANCE_REGION", "frame")):
+        with monkeypatch.context() as patch:
+            patch.setattr(avatar_gen.inference.generator, name, value)
+            with pytest.raises(AssertionError, match="computed again"):
+                main(_arguments(checkpoints, held_out, measured))
+    # ... nor across a change of the default hand-off, which the (multi-chunk) videos were made with
     import avatar_gen.inference.handoff
 
     monkeypatch.setattr(avatar_gen.inference.handoff, "PORTRAIT_HANDOFF_FRAMES", 2)
@@ -231,6 +237,8 @@ def test_measure_mistakes_are_one_line_errors(checkpoints, held_out, tmp_path, c
              "given twice"),
             (["--checkpoint", ckpt, "--held_out", str(held_out), "--out", str(tmp_path), "--cases", "2",
               "--sweep_cases", "3"], "sweep_cases"),
+            (["--checkpoint", ckpt, "--held_out", str(held_out), "--out", str(tmp_path), "--guidance_interval",
+              "0.9", "0.1"], "guidance interval"),
             (["--checkpoint", f"a={tmp_path / 'nothing'}", "--held_out", str(held_out), "--out", str(tmp_path)],
              "nothing")):
         assert main(["measure", *arguments]) == 2

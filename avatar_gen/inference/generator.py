@@ -31,6 +31,8 @@ from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, 
                                          MUX_SAMPLE_RATE)
 from avatar_gen.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_STEPS, MAX_VIDEO_PIXELS,
                                MIN_GUIDANCE, MIN_STEPS)
+from avatar_gen.inference.guidance import (FULL_INTERVAL, GuidanceRegion, check_guidance_interval,
+                                          check_guidance_region, guidance_region)
 from avatar_gen.inference.sampler import ChunkConditioning, ChunkSampler
 from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, ChunkPlan, check_timesteps,
                                            frames_for_duration, min_chunk_frames, plan_chunks)
@@ -48,6 +50,9 @@ DEFAULT_STEPS = 40
 # Audio guidance, chosen on the toy world (docs/results.md#the-toy-world): the lowest scale at which the committed
 # checkpoint's held-out lip sync clears issue 14's bar; every step above it loses the face in more frames.
 DEFAULT_GUIDANCE = 3.0
+# Where it applies (avatar_gen.inference.guidance): the tokens over the portrait's mouth, at every noise level.
+DEFAULT_GUIDANCE_REGION = "mouth"
+DEFAULT_GUIDANCE_INTERVAL = FULL_INTERVAL
 DEFAULT_DECODE_TIMESTEP = LTX_DECODE_TIMESTEP
 DEFAULT_DECODE_NOISE_SCALE = LTX_DECODE_NOISE_SCALE
 STAGES = ("speech", "audio_features", "denoising", "decoding", "writing")
@@ -90,6 +95,8 @@ class GenerationResult:
     handoff: dict[str, Any] = field(default_factory=dict)
     chunks: list[dict[str, Any]] = field(default_factory=list)
     memory_kind: str | None = None
+    guidance_interval: tuple[float, float] = FULL_INTERVAL
+    guidance_region: dict[str, Any] = field(default_factory=lambda: {"region": "frame"})
 
     @property
     def boundaries(self) -> list[int]:
@@ -100,6 +107,7 @@ class GenerationResult:
         return {"video_path": str(self.video_path), "duration": round(self.duration, 3), "num_frames": self.num_frames,
                 "height": self.height, "width": self.width, "fps": self.fps, "seed": self.seed,
                 "num_chunks": self.num_chunks, "steps": self.steps, "guidance": self.guidance,
+                "guidance_interval": list(self.guidance_interval), "guidance_region": self.guidance_region,
                 "speech_source": self.speech_source, "face_center": self.face_center,
                 "timings": {stage: round(seconds, 3) for stage, seconds in self.timings.items()},
                 "handoff": self.handoff, "boundaries": self.boundaries, "chunks": self.chunks,
@@ -326,17 +334,23 @@ class GenerationSettings:
     fps: float | None
     timesteps: list[float] | None
     seed: int = 0
+    guidance_interval: tuple[float, float] = FULL_INTERVAL
+    guidance_region: str = DEFAULT_GUIDANCE_REGION
 
 
 def resolve_settings(steps: int | None = None, guidance: float | None = None, height: int | None = None,
                      width: int | None = None, fps: float | None = None, distilled: bool = False,
                      timesteps: Sequence[float] | None = None, spatial_multiple: int = LTX_SPATIAL_COMPRESSION,
-                     seed: Any = 0) -> GenerationSettings:
+                     seed: Any = 0, guidance_interval: Sequence[float] | None = None,
+                     guidance_region: str | None = None) -> GenerationSettings:
     """Check and complete the sampling settings; None height/width/fps stay None (the model's defaults apply).
 
     A fixed schedule (``timesteps``, or :data:`DISTILLED_TIMESTEPS` with ``distilled``) sets the number of steps and
-    makes guidance default to 1.  Raises UserError for values the model cannot use and for values beyond the bounds of
-    :mod:`avatar_gen.limits` (checked here, before anything is allocated for them).
+    makes guidance default to 1.  ``guidance_interval`` (low, high): the noise levels at which guidance applies
+    (default :data:`DEFAULT_GUIDANCE_INTERVAL`); ``guidance_region``: ``mouth`` or ``frame``, the tokens it applies
+    to (default :data:`DEFAULT_GUIDANCE_REGION`; :mod:`avatar_gen.inference.guidance`).  Raises UserError for values the
+    model cannot use and for values beyond the bounds of :mod:`avatar_gen.limits` (checked here, before anything is
+    allocated for them).
     """
     for name, value in (("height", height), ("width", width)):
         if value is not None and (int(value) < spatial_multiple or int(value) % spatial_multiple):
@@ -366,9 +380,16 @@ def resolve_settings(steps: int | None = None, guidance: float | None = None, he
     if not MIN_GUIDANCE <= guidance <= MAX_GUIDANCE:
         raise UserError(f"guidance must be in [{MIN_GUIDANCE:g}, {MAX_GUIDANCE:g}] (1 = no classifier-free guidance), "
                         f"got {guidance}")
+    try:
+        interval = check_guidance_interval(DEFAULT_GUIDANCE_INTERVAL if guidance_interval is None
+                                           else guidance_interval)
+        region = check_guidance_region(DEFAULT_GUIDANCE_REGION if guidance_region is None else guidance_region)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     return GenerationSettings(steps=steps, guidance=guidance, height=None if height is None else int(height),
                               width=None if width is None else int(width), fps=None if fps is None else float(fps),
-                              timesteps=timesteps, seed=check_seed(seed))
+                              timesteps=timesteps, seed=check_seed(seed), guidance_interval=interval,
+                              guidance_region=region)
 
 
 class _StageClock:
@@ -516,15 +537,20 @@ class AvatarGenerator:
                  timesteps: Sequence[float] | None = None, progress: ProgressCallback | None = None,
                  decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
                  decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True, handoff: str = "auto",
-                 handoff_frames: int | None = None, anchor: str = "auto",
-                 chunk_memory: bool = False) -> GenerationResult:
+                 handoff_frames: int | None = None, anchor: str = "auto", chunk_memory: bool = False,
+                 guidance_interval: Sequence[float] | None = None,
+                 guidance_region: str | None = None) -> GenerationResult:
         """Make ``output`` (MP4: H.264 + AAC) of the person in ``image`` speaking ``text`` (or ``audio``).
 
         steps: denoising steps (default 40; ignored with a fixed schedule).  guidance: audio classifier-free guidance
-        scale, 1 = off (default :data:`DEFAULT_GUIDANCE`, or 1 with ``distilled``).  height/width (multiples of 32) and
-        fps default to the training video's.  distilled: sample with :data:`DISTILLED_TIMESTEPS`; ``timesteps`` gives
-        another fixed schedule (decreasing values in (0, 1000]).  progress: ``callback(stage, fraction)`` with stages
-        ``speech, audio_features, denoising, decoding, writing`` (denoising reports every step).
+        scale, 1 = off (default :data:`DEFAULT_GUIDANCE`, or 1 with ``distilled``); ``guidance_interval`` (low, high):
+        the noise levels σ at which it applies (default :data:`DEFAULT_GUIDANCE_INTERVAL`); ``guidance_region``
+        ``mouth`` (the tokens over the portrait's mouth; the whole frame when no face is found) or ``frame`` (default
+        :data:`DEFAULT_GUIDANCE_REGION`; :mod:`avatar_gen.inference.guidance`).  height/width (multiples
+        of 32) and fps default to the training video's.  distilled: sample with :data:`DISTILLED_TIMESTEPS`;
+        ``timesteps`` gives another fixed schedule (decreasing values in (0, 1000]).  progress: ``callback(stage,
+        fraction)`` with stages ``speech, audio_features, denoising, decoding, writing`` (denoising reports every
+        step).
         overlap: encode each finished chunk into the MP4 while the next one is denoised (see :meth:`stream`).
         Long speech (:mod:`avatar_gen.inference.handoff`): ``handoff`` ``latent`` continues each chunk from the
         previous one's last ``handoff_frames`` latent frames (default: the checkpoint's ``continuation_max_frames``),
@@ -543,7 +569,7 @@ class AvatarGenerator:
                 seed=seed, height=height, width=width, fps=fps, distilled=distilled, timesteps=timesteps,
                 progress=progress, decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
                 overlap=overlap, handoff=handoff, handoff_frames=handoff_frames, anchor=anchor,
-                chunk_memory=chunk_memory):
+                chunk_memory=chunk_memory, guidance_interval=guidance_interval, guidance_region=guidance_region):
             pass
         return segment.result
 
@@ -554,8 +580,9 @@ class AvatarGenerator:
                fps: float | None = None, distilled: bool = False, timesteps: Sequence[float] | None = None,
                progress: ProgressCallback | None = None, decode_timestep: float = DEFAULT_DECODE_TIMESTEP,
                decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True, handoff: str = "auto",
-               handoff_frames: int | None = None, anchor: str = "auto",
-               chunk_memory: bool = False) -> Iterator[Segment]:
+               handoff_frames: int | None = None, anchor: str = "auto", chunk_memory: bool = False,
+               guidance_interval: Sequence[float] | None = None,
+               guidance_region: str | None = None) -> Iterator[Segment]:
         """Generate as :meth:`generate` does, yielding every chunk's frames as a :class:`Segment` once it is playable.
 
         With ``segment_dir`` each segment is also written there as ``segment_NNNN.mp4`` (H.264 + its slice of the
@@ -570,7 +597,8 @@ class AvatarGenerator:
         """
         started = time.perf_counter()
         output = check_output_path(output)
-        settings = self._settings(steps, guidance, height, width, fps, distilled, timesteps, seed)
+        settings = self._settings(steps, guidance, height, width, fps, distilled, timesteps, seed, guidance_interval,
+                                  guidance_region)
         continuation = self.resolve_handoff(handoff, handoff_frames, anchor)
         portrait = load_portrait(image)
         with self._lock, contextlib.closing(self._stream(
@@ -584,10 +612,12 @@ class AvatarGenerator:
         log.info("wrote %s (%d frames, %.2f s) in %.1f s", output, segment.result.num_frames,
                  segment.result.duration, segment.result.timings["total"])
 
-    def _settings(self, steps, guidance, height, width, fps, distilled, timesteps, seed) -> GenerationSettings:
+    def _settings(self, steps, guidance, height, width, fps, distilled, timesteps, seed, guidance_interval=None,
+                  guidance_region=None) -> GenerationSettings:
         settings = resolve_settings(steps, guidance, height or self.default_height, width or self.default_width,
                                     fps or self.default_fps, distilled, timesteps,
-                                    spatial_multiple=self.sampler.side_multiple, seed=seed)
+                                    spatial_multiple=self.sampler.side_multiple, seed=seed,
+                                    guidance_interval=guidance_interval, guidance_region=guidance_region)
         if settings.fps != self.default_fps:
             log.warning("generating at %.3g fps, the model was trained at %.3g fps", settings.fps, self.default_fps)
         return settings
@@ -600,6 +630,15 @@ class AvatarGenerator:
                                trained_frames=int(self.metadata.get("continuation_max_frames") or 0),
                                chunk_latent_frames=(self.chunk_frames - 1) // self.sampler.temporal_compression + 1,
                                patch_size_t=self.sampler.patch_size_t)
+
+    def guidance_region(self, settings: GenerationSettings, first_frame: np.ndarray) -> GuidanceRegion:
+        """The tokens a request's guidance applies to (:func:`avatar_gen.inference.guidance.guidance_region` on the
+        first frame as the video shows it, on this model's token grid); all of them without guidance."""
+        if settings.guidance <= 1.0:
+            return GuidanceRegion(region="frame", reason="no guidance")
+        tokens_side = self.sampler.side_multiple  # pixels per token side
+        return guidance_region(settings.guidance_region, first_frame, settings.height // tokens_side,
+                               settings.width // tokens_side)
 
     def _stream(self, portrait: np.ndarray, text: str | None, audio, output: Path,
                 segment_dir: str | os.PathLike | None, tts: str, voice: str, settings: GenerationSettings, seed: int,
@@ -620,9 +659,11 @@ class AvatarGenerator:
                 raise UserError(f"cannot sample {width}x{height} video in chunks of {num_frames} frames: "
                                 f"{first_line(exc)}") from None
         first_frame, center = fit_portrait(portrait, height, width)
-        log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps, guidance %g, "
-                 "hand-off %s", speech.duration, total_frames, fps, width, height, len(chunks), self.chunk_frames,
-                 steps, guidance, continuation.summary())
+        region = self.guidance_region(settings, first_frame)
+        log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps, guidance %g "
+                 "at sigma %g-%g on the %s, hand-off %s", speech.duration, total_frames, fps, width, height,
+                 len(chunks), self.chunk_frames, steps, guidance, *settings.guidance_interval, region.region,
+                 continuation.summary())
         segments = SegmentWriter(segment_dir, fps, speech.audio_mux, MUX_SAMPLE_RATE, total_frames, self.write) \
             if segment_dir is not None else None
 
@@ -656,7 +697,8 @@ class AvatarGenerator:
                     image = condition if isinstance(condition, np.ndarray) else None
                     return self.denoise(image, inputs, plan.num_frames, height, width, fps, steps, guidance,
                                         generator, on_step=step_done, timesteps=settings.timesteps,
-                                        condition_latents=None if image is not None else condition)
+                                        condition_latents=None if image is not None else condition,
+                                        guidance_interval=settings.guidance_interval, guidance_cells=region.cells)
 
                 def hand_over(latents, chunk_frames, plan):
                     if continuation.mode == "frame":
@@ -712,7 +754,9 @@ class AvatarGenerator:
         clock.report("writing", 1.0)
         result = GenerationResult(
             video_path=output, duration=speech.duration, num_frames=num_frames, height=height, width=width, fps=fps,
-            seed=seed, num_chunks=len(chunks), steps=steps, guidance=guidance, speech_source=speech.source,
+            seed=seed, num_chunks=len(chunks), steps=steps, guidance=guidance,
+            guidance_interval=settings.guidance_interval, guidance_region=region.summary(),
+            speech_source=speech.source,
             face_center=center, timings=clock.timings, words=speech.words, handoff=continuation.summary(),
             chunks=records, memory_kind=None if memory is None else memory.kind)
         yield Segment(index=chunk.index, start_frame=chunk.start_frame, num_frames=len(chunk.frames), fps=fps,
@@ -770,14 +814,18 @@ class AvatarGenerator:
     def denoise(self, condition_frame: np.ndarray | None, inputs: ChunkConditioning, num_frames: int, height: int,
                 width: int, fps: float, steps: int | None, guidance: float, generator: torch.Generator,
                 on_step: Callable[[int], None] | None = None, timesteps: Sequence[float] | None = None,
-                condition_latents: torch.Tensor | None = None) -> torch.Tensor:
+                condition_latents: torch.Tensor | None = None,
+                guidance_interval: tuple[float, float] = FULL_INTERVAL,
+                guidance_cells: np.ndarray | None = None) -> torch.Tensor:
         """One chunk through :meth:`ChunkSampler.denoise`: packed, normalised latents float32 [1, tokens, C'].
 
         The chunk starts from ``condition_frame`` (uint8 [height, width, 3], encoded as latent frame 0) or, with
         ``condition_frame`` None, from ``condition_latents`` (clean normalised [1, C, m, h, w]: its first m latent
         frames, kept as given; e.g. :meth:`latent_frames` of the previous chunk).  ``steps`` regular steps, or the
-        fixed ``timesteps``; ``on_step(step)`` after every step.  A warning when more frames are given than the
-        checkpoint was trained to continue from (its ``continuation_max_frames``; 1 without continuation training)."""
+        fixed ``timesteps``; ``on_step(step)`` after every step; ``guidance`` at the noise levels of
+        ``guidance_interval`` on the tokens of ``guidance_cells`` (None: all; :meth:`guidance_region`).  A warning when
+        more frames are given than the checkpoint was trained to continue from (its ``continuation_max_frames``; 1
+        without continuation training)."""
         if condition_latents is not None:
             trained = max(1, int(self.metadata.get("continuation_max_frames") or 0))
             given = int(condition_latents.shape[2])
@@ -787,7 +835,8 @@ class AvatarGenerator:
                             "(conditioning.continuation_max_frames)", given, self.checkpoint.path, trained)
         return self.sampler.denoise(inputs, num_frames, height, width, fps, steps, guidance, generator,
                                     image=condition_frame, condition_latents=condition_latents, timesteps=timesteps,
-                                    on_step=on_step)
+                                    on_step=on_step, guidance_interval=guidance_interval,
+                                    guidance_cells=guidance_cells)
 
     def latent_frames(self, packed_latents: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
         """A chunk's packed latents as normalised latent frames [1, C, F', h, w] (``[:, :, -m:]`` of them can

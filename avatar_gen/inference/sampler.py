@@ -11,7 +11,8 @@ guidance negative) into packed latents, and those into frames:
 3. **Schedule**: :func:`avatar_gen.model.sampling.sigma_schedule` for the chunk's latent count (or a fixed schedule).
 4. **Loop**: :func:`avatar_gen.model.sampling.euler_sample` with the denoiser's velocity
    (:meth:`AvatarDenoiser.predict`: the same RoPE and mask geometry as training), classifier-free guided by the
-   negative embeddings in one batch of two; given tokens keep timestep 0 and their values.
+   negative embeddings in one batch of two (at the noise levels of the guidance interval; one unguided pass at the
+   others); given tokens keep timestep 0 and their values.
 5. **Decode**: unpack, de-normalise, (VAEs with timestep conditioning) a little noise at a small decode timestep,
    VAE decode, uint8.
 
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from avatar_gen.inference.guidance import FULL_INTERVAL, check_guidance_interval
 from avatar_gen.model.sampling import SigmaSchedule, Velocity, check_scheduler_config, euler_sample, sigma_schedule
 from avatar_gen.utils.vae_space import denormalize_latents, frames_to_pixels, normalize_latents, pixels_to_frames
 
@@ -124,40 +126,66 @@ class ChunkSampler:
         raw = self.vae.encode(pixels).latent_dist.mode()[:, :, -1:].float()
         return normalize_latents(raw, self.vae.latents_mean, self.vae.latents_std, self.vae.config.scaling_factor)
 
-    def velocity(self, inputs: ChunkConditioning, grid: LatentGrid, frame_rate: float, guidance: float) -> Velocity:
+    def velocity(self, inputs: ChunkConditioning, grid: LatentGrid, frame_rate: float, guidance: float,
+                 guidance_interval: tuple[float, float] = FULL_INTERVAL,
+                 guidance_cells: np.ndarray | None = None) -> Velocity:
         """The denoiser's velocity with the chunk's caption inputs bound; for ``guidance`` > 1 the audio
-        classifier-free guidance ``uncond + guidance * (cond - uncond)``, both halves in one batch of two."""
+        classifier-free guidance ``uncond + guidance * (cond - uncond)``, both halves in one batch of two, at the
+        steps whose noise level σ lies in ``guidance_interval`` (low, high), inclusive; the other steps take the
+        conditional prediction alone, one pass instead of two (guidance in a limited interval, Kynkäänniemi et al.
+        2024).  ``guidance_cells`` (bool [token rows, token columns], the chunk's token grid) limits the guidance to
+        the tokens of those cells in every frame (e.g. the mouth's: :mod:`avatar_gen.inference.guidance`); the others
+        take the conditional prediction of the same pass.  docs/inference.md, "Audio guidance"."""
         frames, height, width = grid.token_grid
         predict = self.denoiser.predict
+
+        def plain(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+            return predict(latents, inputs.prompt_embeds, inputs.prompt_attention_mask, timestep, frames, height,
+                           width, frame_rate)
         if guidance <= 1.0:
-            def plain(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-                return predict(latents, inputs.prompt_embeds, inputs.prompt_attention_mask, timestep, frames, height,
-                               width, frame_rate)
             return plain
         if inputs.negative_prompt_embeds is None or inputs.negative_prompt_attention_mask is None:
             raise ValueError(f"guidance {guidance} needs the negative embeddings and mask")
+        low, high = check_guidance_interval(guidance_interval)
+        guided_tokens = None
+        if guidance_cells is not None:
+            if tuple(guidance_cells.shape) != (height, width):
+                raise ValueError(f"guidance cells {list(guidance_cells.shape)} for a token grid of {height}x{width}")
+            # the pack order (frame, row, column): the same cells in every frame
+            cells = torch.from_numpy(np.ascontiguousarray(guidance_cells, dtype=bool)).flatten().repeat(frames)
+            guided_tokens = cells.to(self.device)[None, :, None]
         tokens = torch.cat([inputs.negative_prompt_embeds, inputs.prompt_embeds])
         mask = torch.cat([inputs.negative_prompt_attention_mask, inputs.prompt_attention_mask])
+        num_train = float(self.scheduler_config.get("num_train_timesteps", 1000))
+        limited = (low, high) != FULL_INTERVAL  # (every step otherwise: no need to read σ off the device)
 
         def guided(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+            if limited:  # the step's noise level: the free tokens' timestep (given tokens carry 0)
+                sigma = float(timestep.max()) / num_train
+                if not low <= sigma <= high:
+                    return plain(latents, timestep)
             prediction = predict(torch.cat([latents, latents]), tokens, mask, torch.cat([timestep, timestep]),
                                  frames, height, width, frame_rate).float()
             unconditional, conditional = prediction.chunk(2)
-            return unconditional + guidance * (conditional - unconditional)
+            velocity = unconditional + guidance * (conditional - unconditional)
+            return velocity if guided_tokens is None else torch.where(guided_tokens, velocity, conditional)
         return guided
 
     @torch.no_grad()
     def denoise(self, inputs: ChunkConditioning, num_frames: int, height: int, width: int, frame_rate: float,
                 steps: int | None, guidance: float, generator: torch.Generator, image: np.ndarray | None = None,
                 condition_latents: torch.Tensor | None = None, timesteps: Sequence[float] | None = None,
-                on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+                on_step: Callable[[int], None] | None = None,
+                guidance_interval: tuple[float, float] = FULL_INTERVAL,
+                guidance_cells: np.ndarray | None = None) -> torch.Tensor:
         """One chunk: packed, normalised latents float32 [1, tokens, C x patch volume].
 
         Exactly one of ``image`` (uint8 [height, width, 3], encoded as latent frame 0) or ``condition_latents``
         (clean, normalised [1, C, m, h, w] for the first m latent frames, 1 <= m < the chunk's latent frames) is
         given; its tokens stay as given, with timestep 0.  ``steps`` regular steps, or the fixed ``timesteps``.
-        ``on_step(step)`` after every step.  Random numbers, in order: the image's posterior sample (image only),
-        then the noise of the whole chunk, both from ``generator``.
+        ``on_step(step)`` after every step.  ``guidance`` applies at the steps whose σ lies in ``guidance_interval``,
+        on the tokens of ``guidance_cells`` (None: all; :meth:`velocity`).  Random numbers, in order: the image's
+        posterior sample (image only), then the noise of the whole chunk, both from ``generator``.
         """
         grid = self.grid(num_frames, height, width)
         schedule = self.schedule(grid, steps, timesteps)
@@ -180,7 +208,7 @@ class ChunkSampler:
         frame_mask = torch.zeros((1, 1, *shape[2:]), device=self.device)
         frame_mask[:, :, :given_frames] = 1.0
         condition_mask = self.denoiser.pack(frame_mask).amax(dim=-1)  # [1, tokens]: a token is given or not
-        velocity = self.velocity(inputs, grid, frame_rate, guidance)
+        velocity = self.velocity(inputs, grid, frame_rate, guidance, guidance_interval, guidance_cells)
         return euler_sample(velocity, self.denoiser.pack(noise.to(self.device)), schedule,
                             clean=self.denoiser.pack(clean), condition_mask=condition_mask, on_step=on_step)
 

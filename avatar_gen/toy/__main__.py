@@ -142,6 +142,10 @@ def _settings_flags(parser: argparse.ArgumentParser, model: type[MeasureSettings
                    required=True)
     add_field_flag(parser, model, "steps", "denoising steps per chunk", type=int)
     add_field_flag(parser, model, "guidance", "audio guidance scale (default: the generator's)", type=float)
+    add_field_flag(parser, model, "guidance_region", "tokens the guidance applies to: mouth or frame (default: the "
+                   "generator's)", choices=("mouth", "frame"))
+    add_field_flag(parser, model, "guidance_interval", "noise levels LOW HIGH (0 <= LOW < HIGH <= 1) at which the "
+                   "guidance applies (default: the generator's)", type=float, nargs=2, metavar=("LOW", "HIGH"))
     add_field_flag(parser, model, "seed", "seed of every generation and of the gain's draws", type=int)
     add_field_flag(parser, model, "device", "torch device")
     add_field_flag(parser, model, "cpu_threads", "torch threads on CPU", type=int)

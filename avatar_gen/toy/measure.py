@@ -74,9 +74,20 @@ class MeasureSettings(StrictModel):
     steps: int = Field(default=20, ge=MIN_STEPS, le=MAX_STEPS, description="denoising steps per chunk")
     guidance: float | None = Field(default=None, ge=MIN_GUIDANCE, le=MAX_GUIDANCE,
                                    description="audio guidance scale (default: the generator's)")
+    guidance_interval: tuple[float, float] | None = Field(
+        default=None, description="noise levels (low, high) at which guidance applies (default: the generator's)")
+    guidance_region: Literal["mouth", "frame"] | None = Field(
+        default=None, description="the tokens guidance applies to (default: the generator's)")
     seed: int = Field(default=0, ge=0, description="seed of every generation and of the gain's draws")
     device: str = Field(default="cpu", description="torch device")
     cpu_threads: int | None = Field(default=None, ge=1, description="torch threads on CPU (default: torch's)")
+
+    @field_validator("guidance_interval")
+    @classmethod
+    def _interval(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        from avatar_gen.inference.guidance import check_guidance_interval
+
+        return None if value is None else check_guidance_interval(value)
 
     @field_validator("checkpoints")
     @classmethod
@@ -384,16 +395,48 @@ def default_guidance() -> float:
     return float(DEFAULT_GUIDANCE)
 
 
+def guidance_where(settings: MeasureSettings) -> tuple[str, tuple[float, float]]:
+    """Where the measurement's videos are guided (region, noise-level interval): the settings', else the
+    generator's defaults."""
+    from avatar_gen.inference.generator import DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_REGION
+
+    return settings.guidance_region or DEFAULT_GUIDANCE_REGION, settings.guidance_interval or DEFAULT_GUIDANCE_INTERVAL
+
+
+def guidance_where_record(settings: MeasureSettings) -> dict[str, Any]:
+    region, interval = guidance_where(settings)
+    return {"guidance_region": region, "guidance_interval": list(interval)}
+
+
+def guidance_where_key(region: str, interval: tuple[float, float]) -> dict[str, Any]:
+    """What a cache key holds of where guidance applied: nothing for the whole frame at every noise level, so that
+    videos made before these settings existed (guided everywhere) keep their keys."""
+    from avatar_gen.inference.guidance import FULL_INTERVAL
+
+    key: dict[str, Any] = {} if region == "frame" else {"guidance_region": region}
+    return key if tuple(interval) == FULL_INTERVAL else {**key, "guidance_interval": list(interval)}
+
+
+def guidance_where_suffix(region: str, interval: tuple[float, float]) -> str:
+    """The file-name part of :func:`guidance_where_key` (``-mouth``, ``-gi0.3-1``)."""
+    key = guidance_where_key(region, interval)
+    return (f"-{region}" if "guidance_region" in key else "") + \
+        ("-gi{:g}-{:g}".format(*interval) if "guidance_interval" in key else "")
+
+
 def generated_case(generator: LazyGenerator, model: CheckpointInfo, case: HeldOutClip, control: HeldOutClip,
                    guidance: float, settings: MeasureSettings, folder: Path) -> dict[str, Any]:
     """Generate (or take from ``folder``) the video of one held-out case and its figures (:func:`score_video`)."""
     from avatar_gen.inference.handoff import handoff_defaults
 
-    key = f"{case.clip_id}-g{guidance:g}-steps{settings.steps}-seed{settings.seed}"
+    region, interval = guidance_where(settings)
+    key = (f"{case.clip_id}-g{guidance:g}{guidance_where_suffix(region, interval)}-steps{settings.steps}"
+           f"-seed{settings.seed}")
     video_path, record_path = folder / f"{key}.mp4", folder / f"{key}.json"
     # a video of several chunks is made with the default hand-off: its key holds what the defaults were
     video_key = cache_key(checkpoint=model.fingerprint, portrait_and_speech=case.fingerprint, guidance=guidance,
-                          steps=settings.steps, seed=settings.seed, handoff_defaults=handoff_defaults())
+                          steps=settings.steps, seed=settings.seed, handoff_defaults=handoff_defaults(),
+                          **guidance_where_key(region, interval))
     scoring_key = cache_key(version=SCORING_VERSION, control=control.fingerprint)
     cached = read_json(record_path) or {}
     have_video = video_path.is_file() and cached.get("video_key") == video_key
@@ -404,11 +447,13 @@ def generated_case(generator: LazyGenerator, model: CheckpointInfo, case: HeldOu
     if generation is None:
         started = time.perf_counter()
         result = generator.get().generate(portrait, audio=case.video_path, output=video_path, steps=settings.steps,
-                                          guidance=guidance, seed=settings.seed)
+                                          guidance=guidance, seed=settings.seed, guidance_interval=interval,
+                                          guidance_region=region)
         generation = {"seconds": round(time.perf_counter() - started, 3), "num_chunks": result.num_chunks,
                       "height": result.height, "width": result.width, "fps": result.fps}
     record = {"clip_id": case.clip_id, "control_clip_id": control.clip_id, "voice": case.voice,
-              "speech_seconds": round(case.duration, 3), "guidance": guidance, "steps": settings.steps,
+              "speech_seconds": round(case.duration, 3), "guidance": guidance,
+              "guidance_region": region, "guidance_interval": list(interval), "steps": settings.steps,
               "seed": settings.seed, "video": video_path.name, "generation": generation,
               **score_video(video_path, case.speech_16k(), control.speech_16k(), portrait)}
     atomic_write_json(record_path, {"video_key": video_key, "scoring_key": scoring_key, "generation": generation,
@@ -718,14 +763,16 @@ def videos_section(model: CheckpointInfo, generator: LazyGenerator, held_out: He
     videos = None
     if "videos" in config.sections:
         rows = [records[(guidance, case.clip_id)] for case in cases]
-        videos = {"n_cases": len(rows), "held_out": True, "guidance": guidance, "steps": config.steps,
+        videos = {"n_cases": len(rows), "held_out": True, "guidance": guidance,
+                  **guidance_where_record(config), "steps": config.steps,
                   "seed": config.seed, "control": "the same video scored against the next case's clip's speech",
                   **summarise_cases(rows), "cases": rows,
                   "generation_seconds": spread([row["generation"]["seconds"] for row in rows])}
     sweep = None
     if "sweep" in config.sections:
         sweep_cases = cases[:config.sweep_cases]
-        sweep = {"n_cases": len(sweep_cases), "held_out": True, "steps": config.steps, "rows": []}
+        sweep = {"n_cases": len(sweep_cases), "held_out": True, "steps": config.steps,
+                 **guidance_where_record(config), "rows": []}
         for scale in config.sweep_guidance:
             rows = [records[(scale, case.clip_id)] for case in sweep_cases]
             sweep["rows"].append({"guidance": scale, "n_cases": len(rows), **summarise_cases(rows)})
