@@ -5,8 +5,8 @@ amplifies whatever the speech changes in the prediction.  The speech is meant to
 (the eyes, the hair, the background) the same difference costs the figure's face.  Two ways to keep it where it
 belongs, both measured on the toy world (docs/results.md#the-toy-world, docs/inference.md "Audio guidance"):
 
-- **region** ``mouth`` (the default): guidance only on the tokens over the portrait's mouth — the same part of a
-  frontal face detector's box that the training recipe's mouth-weighted loss weighs
+- **region** ``mouth`` (the default): guidance only on the tokens over the portrait's mouth — the part of a frontal
+  face detector's box by the rule that gives real footage its mouth boxes for the mouth-weighted training loss
   (:data:`avatar_gen.latents.regions.MOUTH_IN_FACE_BOX`); every other token takes the conditional prediction of the
   same pass.  No face in the portrait: the whole frame, said in the log and in the result.  ``frame``: every token.
 - **interval** (low, high) of noise levels σ: guidance at the steps inside it, one unguided pass at the others
