@@ -429,7 +429,8 @@ def generated_case(generator: LazyGenerator, model: CheckpointInfo, case: HeldOu
     """Generate (or take from ``folder``) the video of one held-out case and its figures (:func:`score_video`)."""
     from avatar_gen.inference.handoff import handoff_defaults
 
-    region, interval = guidance_where(settings)
+    # without guidance there is nowhere it applies: such a video is the same whatever the region or interval
+    region, interval = guidance_where(settings) if guidance > 1.0 else ("frame", (0.0, 1.0))
     key = (f"{case.clip_id}-g{guidance:g}{guidance_where_suffix(region, interval)}-steps{settings.steps}"
            f"-seed{settings.seed}")
     video_path, record_path = folder / f"{key}.mp4", folder / f"{key}.json"
