@@ -60,9 +60,9 @@ class GuidanceRegion:
 
     def summary(self) -> dict[str, Any]:
         record: dict[str, Any] = {"region": self.region}
-        if self.box is not None:
+        if self.box is not None and self.cells is not None:
             record["box"] = [round(value, 4) for value in self.box]
-            record["tokens_per_frame"] = int(self.cells.sum()) if self.cells is not None else None
+            record["tokens_per_frame"] = int(self.cells.sum())
         if self.reason:
             record["reason"] = self.reason
         return record

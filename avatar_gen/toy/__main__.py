@@ -17,6 +17,7 @@ from pathlib import Path
 
 from avatar_gen.config import add_field_flag, config_from_flags
 from avatar_gen.errors import UserError
+from avatar_gen.inference.guidance import GUIDANCE_REGIONS
 from avatar_gen.inference.handoff import ANCHORS, HANDOFFS
 from avatar_gen.toy.ceiling import RIDGE
 from avatar_gen.toy.measure import (
@@ -142,8 +143,8 @@ def _settings_flags(parser: argparse.ArgumentParser, model: type[MeasureSettings
                    required=True)
     add_field_flag(parser, model, "steps", "denoising steps per chunk", type=int)
     add_field_flag(parser, model, "guidance", "audio guidance scale (default: the generator's)", type=float)
-    add_field_flag(parser, model, "guidance_region", "tokens the guidance applies to: mouth or frame (default: the "
-                   "generator's)", choices=("mouth", "frame"))
+    add_field_flag(parser, model, "guidance_region", "tokens the guidance applies to (default: the generator's)",
+                   choices=GUIDANCE_REGIONS)
     add_field_flag(parser, model, "guidance_interval", "noise levels LOW HIGH (0 <= LOW < HIGH <= 1) at which the "
                    "guidance applies (default: the generator's)", type=float, nargs=2, metavar=("LOW", "HIGH"))
     add_field_flag(parser, model, "seed", "seed of every generation and of the gain's draws", type=int)

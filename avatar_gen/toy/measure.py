@@ -76,8 +76,8 @@ class MeasureSettings(StrictModel):
                                    description="audio guidance scale (default: the generator's)")
     guidance_interval: tuple[float, float] | None = Field(
         default=None, description="noise levels (low, high) at which guidance applies (default: the generator's)")
-    guidance_region: Literal["mouth", "frame"] | None = Field(
-        default=None, description="the tokens guidance applies to (default: the generator's)")
+    guidance_region: str | None = Field(default=None,
+                                        description="the tokens guidance applies to (default: the generator's)")
     seed: int = Field(default=0, ge=0, description="seed of every generation and of the gain's draws")
     device: str = Field(default="cpu", description="torch device")
     cpu_threads: int | None = Field(default=None, ge=1, description="torch threads on CPU (default: torch's)")
@@ -88,6 +88,13 @@ class MeasureSettings(StrictModel):
         from avatar_gen.inference.guidance import check_guidance_interval
 
         return None if value is None else check_guidance_interval(value)
+
+    @field_validator("guidance_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        from avatar_gen.inference.guidance import check_guidance_region
+
+        return None if value is None else check_guidance_region(value)
 
     @field_validator("checkpoints")
     @classmethod
@@ -395,15 +402,20 @@ def default_guidance() -> float:
     return float(DEFAULT_GUIDANCE)
 
 
-def guidance_where(settings: MeasureSettings) -> tuple[str, tuple[float, float]]:
+def guidance_where(settings: MeasureSettings, guidance: float | None = None) -> tuple[str, tuple[float, float]]:
     """Where the measurement's videos are guided (region, noise-level interval): the settings', else the
-    generator's defaults."""
+    generator's defaults; for a video made at ``guidance`` <= 1 nowhere (the whole frame at every level: such a video
+    is the same whatever the region or interval, so it keeps one cache key)."""
     from avatar_gen.inference.generator import DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_REGION
+    from avatar_gen.inference.guidance import FULL_INTERVAL
 
+    if guidance is not None and guidance <= 1.0:
+        return "frame", FULL_INTERVAL
     return settings.guidance_region or DEFAULT_GUIDANCE_REGION, settings.guidance_interval or DEFAULT_GUIDANCE_INTERVAL
 
 
 def guidance_where_record(settings: MeasureSettings) -> dict[str, Any]:
+    """The report's record of where guidance applies (the settings', else the generator's defaults)."""
     region, interval = guidance_where(settings)
     return {"guidance_region": region, "guidance_interval": list(interval)}
 
@@ -429,8 +441,7 @@ def generated_case(generator: LazyGenerator, model: CheckpointInfo, case: HeldOu
     """Generate (or take from ``folder``) the video of one held-out case and its figures (:func:`score_video`)."""
     from avatar_gen.inference.handoff import handoff_defaults
 
-    # without guidance there is nowhere it applies: such a video is the same whatever the region or interval
-    region, interval = guidance_where(settings) if guidance > 1.0 else ("frame", (0.0, 1.0))
+    region, interval = guidance_where(settings, guidance)
     key = (f"{case.clip_id}-g{guidance:g}{guidance_where_suffix(region, interval)}-steps{settings.steps}"
            f"-seed{settings.seed}")
     video_path, record_path = folder / f"{key}.mp4", folder / f"{key}.json"

@@ -164,10 +164,9 @@ def long_case(generator: LazyGenerator, model: CheckpointInfo, held_out: HeldOut
 
     case: HeldOutClip = held_out.clips[index]
     handoff = f"{config.handoff}{config.handoff_frames or ''}-{config.anchor}"
-    region, interval = guidance_where(config)
+    region, interval = guidance_where(config, guidance)
     key = (f"{case.clip_id}-{config.seconds:g}s-g{guidance:g}{guidance_where_suffix(region, interval)}"
-           f"-steps{config.steps}"
-           f"-seed{config.seed}-{handoff}")
+           f"-steps{config.steps}-seed{config.seed}-{handoff}")
     video_path, record_path, speech_path = (folder / f"{key}.mp4", folder / f"{key}.json", folder / f"{key}.wav")
     speech, speech_clips = long_speech(held_out, index, config.seconds)
     by_id = {clip.clip_id: clip for clip in held_out.clips}
