@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from avatar_gen.inference.guidance import GUIDANCE_REGIONS
 from avatar_gen.utils.cli import add_common_arguments, interrupt_on_sigterm, run_main
 
 
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--share", action="store_true", help="also open a public link through Gradio's servers")
     parser.add_argument("--steps", type=int, default=None, help="initial value of the page's denoising steps")
     parser.add_argument("--guidance", type=float, default=None, help="initial value of the page's guidance scale")
+    parser.add_argument("--guidance_region", default=None, choices=GUIDANCE_REGIONS,
+                        help="initial choice of where the page's audio guidance acts (default: the mouth)")
     parser.add_argument("--work-dir", default=None,
                         help="folder for example portraits and generated videos (default: a temporary folder, "
                              "removed on exit)")
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         from avatar_gen.inference import AvatarGenerator
         from avatar_gen.webapp import PageDefaults, serve
 
-        initial = {"steps": args.steps, "guidance": args.guidance}
+        initial = {"steps": args.steps, "guidance": args.guidance, "guidance_region": args.guidance_region}
         defaults = PageDefaults(**{name: value for name, value in initial.items() if value is not None})
         generator = AvatarGenerator.load(args.checkpoint, pretrained=args.pretrained, device=args.device,
                                          dtype=args.dtype)

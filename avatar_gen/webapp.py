@@ -26,7 +26,8 @@ import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
 from avatar_gen.errors import UserError
-from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_REGION, DEFAULT_STEPS
+from avatar_gen.inference.guidance import GUIDANCE_REGIONS
 # The bounds of a generation request are inference's own, so that the page, the command line and the Python API
 # accept the same requests.
 from avatar_gen.limits import (MAX_GUIDANCE, MAX_IMAGE_SIDE, MAX_SEED, MAX_SPEECH_SECONDS, MAX_STEPS,
@@ -57,6 +58,8 @@ VOICES: tuple[tuple[str, str], ...] = (
     ("Italian", "it"),
 )
 DEFAULT_VOICE = "en-us"
+# Where the audio guidance acts (docs/inference.md "Audio guidance"): how the page names inference's regions.
+GUIDANCE_REGION_LABELS = {"mouth": "the mouth", "frame": "the whole frame"}
 EXAMPLE_TEXTS = (
     "Hello! I am a synthetic face, and this is what I sound like.",
     "One picture and one line of text are all it takes to make me speak.",
@@ -74,6 +77,7 @@ class PageDefaults:
     guidance: float = DEFAULT_GUIDANCE
     seed: int = 0
     voice: str = DEFAULT_VOICE
+    guidance_region: str = DEFAULT_GUIDANCE_REGION
 
     def __post_init__(self) -> None:
         if not MIN_STEPS <= self.steps <= MAX_STEPS:
@@ -84,6 +88,7 @@ class PageDefaults:
             raise UserError(f"seed must be from 0 to {MAX_SEED}, got {self.seed}")
         if self.voice not in [value for _, value in VOICES]:
             raise UserError(f"unknown voice {self.voice!r}; choose one of {', '.join(value for _, value in VOICES)}")
+        check_region_choice(self.guidance_region)
 
 
 @dataclass
@@ -106,6 +111,7 @@ class GenerationRequest:
     steps: int
     guidance: float
     seed: int
+    guidance_region: str = DEFAULT_GUIDANCE_REGION
 
 
 # ----------------------------------------------------------------------------------------- validation
@@ -184,8 +190,15 @@ def _number(value: Any, what: str) -> float:
         raise UserError(f"{what} must be a number, got {value!r}") from None
 
 
+def check_region_choice(region: Any) -> str:
+    """One of inference's guidance regions, or :class:`UserError`."""
+    if region not in GUIDANCE_REGIONS:
+        raise UserError(f"guidance region must be one of {', '.join(GUIDANCE_REGIONS)}, got {region!r}")
+    return region
+
+
 def validate_request(image: Any, speech_source: Any, text: Any, audio: Any, voice: Any, steps: Any,
-                     guidance: Any, seed: Any) -> GenerationRequest:
+                     guidance: Any, seed: Any, guidance_region: Any = DEFAULT_GUIDANCE_REGION) -> GenerationRequest:
     """Turn the page's raw values into a :class:`GenerationRequest`, or raise :class:`UserError`."""
     image_path = uploaded_path(image)
     if image_path is None:
@@ -221,8 +234,10 @@ def validate_request(image: Any, speech_source: Any, text: Any, audio: Any, voic
     seed_value = _number(seed, "seed")
     if not seed_value.is_integer() or not 0 <= seed_value <= MAX_SEED:
         raise UserError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
+    region = check_region_choice(guidance_region)
     return GenerationRequest(image=image_path, text=spoken_text, audio=speech_path, voice=voice,
-                             steps=int(steps_value), guidance=guidance_value, seed=int(seed_value))
+                             steps=int(steps_value), guidance=guidance_value, seed=int(seed_value),
+                             guidance_region=region)
 
 
 # ----------------------------------------------------------------------------------------- generation
@@ -239,6 +254,10 @@ def describe_result(result: Any) -> str:
     fps = getattr(result, "fps", None) or (result.num_frames / result.duration if result.duration else 0.0)
     line = (f"**{result.duration:.2f} s** video, {result.num_frames} frames at {fps:.0f} fps, "
             f"{result.width}x{result.height} pixels.")
+    region = getattr(result, "guidance_region", None) or {}
+    if region.get("region") in GUIDANCE_REGION_LABELS:
+        line += f" Audio guidance on {GUIDANCE_REGION_LABELS[region['region']]}"
+        line += f": {region['reason']}." if region.get("reason") else "."
     timings = getattr(result, "timings", None) or {}
     if timings:
         line += " Time: " + ", ".join(f"{stage.replace('_', ' ')} {seconds:.1f} s"
@@ -265,7 +284,8 @@ def stream_generation(generator: Any, request: GenerationRequest, output_dir: Pa
         for segment in generator.stream(
                 str(request.image), text=request.text, audio=None if request.audio is None else str(request.audio),
                 output=str(output), segment_dir=str(segment_dir), tts="espeak", voice=request.voice,
-                steps=request.steps, guidance=request.guidance, seed=request.seed, progress=progress):
+                steps=request.steps, guidance=request.guidance, seed=request.seed,
+                guidance_region=request.guidance_region, progress=progress):
             if segment.result is None:
                 yield Path(segment.path), None, None
                 continue
@@ -291,10 +311,11 @@ def make_generate_handler(generator: Any, output_dir: Path, streaming: bool = Tr
     image decoding.
     """
 
-    def generate(image, speech_source, text, audio, voice, steps, guidance, seed,
+    def generate(image, speech_source, text, audio, voice, steps, guidance, seed, guidance_region,
                  progress=gr.Progress()) -> Iterator[tuple[str | None, str | None, str]]:  # noqa: B008 - gradio injects it
         try:
-            request = validate_request(image, speech_source, text, audio, voice, steps, guidance, seed)
+            request = validate_request(image, speech_source, text, audio, voice, steps, guidance, seed,
+                                       guidance_region)
             progress(0.0, desc="starting")
 
             def report(stage: str, fraction: float) -> None:
@@ -394,6 +415,9 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
                                          label="Guidance scale", elem_id="guidance")
                     seed = gr.Number(value=defaults.seed, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
                                      elem_id="seed")
+                guidance_region = gr.Radio([(GUIDANCE_REGION_LABELS[region], region) for region in GUIDANCE_REGIONS],
+                                           value=defaults.guidance_region,
+                                           label="Audio guidance acts on", elem_id="guidance-region")
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
                 video = gr.Video(label="Talking video", interactive=False, elem_id="result-video", streaming=streaming,
@@ -416,7 +440,8 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
                         concurrency_limit=None, show_progress="hidden").failure(
             lambda: None, inputs=None, outputs=portrait, queue=False, show_progress="hidden")
         generate_button.click(
-            generate, inputs=[portrait, speech_source, text, speech_audio, voice, steps, guidance, seed],
+            generate, inputs=[portrait, speech_source, text, speech_audio, voice, steps, guidance, seed,
+                              guidance_region],
             outputs=[video, download, summary], preprocess=False, concurrency_id="generate",
         )
     return app

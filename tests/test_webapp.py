@@ -42,6 +42,7 @@ def test_valid_request_is_normalised(portrait):
     assert request.text == "Hello there."
     assert request.audio is None
     assert (request.steps, request.guidance, request.seed, request.voice) == (2, 3.0, 7, "en-us")
+    assert request.guidance_region == "mouth"  # inference's default when the page sends none
     # Gradio's slider and number widgets send floats.
     request = validate_request(**request_values(portrait, steps=4.0, seed=12.0))
     assert (request.steps, request.seed) == (4, 12)
@@ -74,6 +75,7 @@ def test_speech_upload_replaces_the_text(portrait, tmp_path):
     ({"seed": -1}, "seed must be"),
     ({"seed": "abc"}, "seed must be a number"),
     ({"speech_source": "telepathy"}, "speech source"),
+    ({"guidance_region": "ears"}, "guidance region must be one of mouth, frame"),
     ({"image": None}, "upload a portrait"),
 ])
 def test_bad_values_are_refused_with_a_clear_message(portrait, changes, message):
@@ -136,6 +138,8 @@ def test_page_defaults_are_checked():
         PageDefaults(steps=0)
     with pytest.raises(UserError, match="unknown voice"):
         PageDefaults(voice="xx")
+    with pytest.raises(UserError, match="guidance region"):
+        PageDefaults(guidance_region="ears")
 
 
 def test_page_has_every_control_and_the_examples(tmp_path):
@@ -145,10 +149,14 @@ def test_page_has_every_control_and_the_examples(tmp_path):
     app = build_app(generator=None, examples=examples, output_dir=tmp_path / "out", defaults=PageDefaults(steps=3))
     config = app.get_config_file()
     element_ids = {component.get("props", {}).get("elem_id") for component in config["components"]}
-    assert {"portrait", "speech-source", "text", "voice", "speech-audio", "steps", "guidance", "seed", "generate",
+    assert {"portrait", "speech-source", "text", "voice", "speech-audio", "steps", "guidance", "seed",
+            "guidance-region", "generate",
             "result-video", "download", "summary"} <= element_ids
     steps = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "steps")
     assert steps["props"]["value"] == 3
+    region = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "guidance-region")
+    assert region["props"]["value"] == "mouth"
+    assert [choice[1] for choice in region["props"]["choices"]] == ["mouth", "frame"]
     assert app.analytics_enabled is False
 
 
@@ -162,9 +170,9 @@ class RecordingGenerator:
         self.calls = []
 
     def stream(self, image, text=None, audio=None, output="talking.mp4", segment_dir=None, tts="espeak",
-               voice="en-us", steps=None, guidance=None, seed=0, progress=None):
+               voice="en-us", steps=None, guidance=None, seed=0, guidance_region=None, progress=None):
         self.calls.append(dict(image=image, text=text, audio=audio, output=output, tts=tts, voice=voice,
-                               steps=steps, guidance=guidance, seed=seed))
+                               steps=steps, guidance=guidance, seed=seed, guidance_region=guidance_region))
         progress("speech", 1.0)
         progress("denoising", 0.5)
         if self.error is not None:
@@ -175,7 +183,7 @@ class RecordingGenerator:
             path.write_bytes(b"segment")
             result = None if index == 0 else SimpleNamespace(
                 video_path=Path(output), duration=1.0, num_frames=25, height=64, width=64, fps=25.0,
-                timings={"total": 1.0})
+                timings={"total": 1.0}, guidance_region={"region": "frame", "reason": "no mouth found (no face)"})
             yield SimpleNamespace(index=index, path=path, result=result)
 
 
@@ -189,8 +197,8 @@ def test_generate_handler_passes_the_request_and_maps_errors(portrait, tmp_path)
     def progress(fraction, desc=None):
         reported.append((desc, fraction))
 
-    values = request_values(portrait, steps=3.0, guidance=2.5, seed=4.0, voice="en-gb")
-    names = ("image", "speech_source", "text", "audio", "voice", "steps", "guidance", "seed")
+    values = request_values(portrait, steps=3.0, guidance=2.5, seed=4.0, voice="en-gb", guidance_region="frame")
+    names = ("image", "speech_source", "text", "audio", "voice", "steps", "guidance", "seed", "guidance_region")
     arguments = [values[name] for name in names]
     generator = RecordingGenerator()
     updates = list(make_generate_handler(generator, tmp_path / "out")(*arguments, progress=progress))
@@ -200,9 +208,10 @@ def test_generate_handler_passes_the_request_and_maps_errors(portrait, tmp_path)
     assert Path(last_segment).name == "segment_0001.mp4"
     call = generator.calls[0]
     assert call == dict(image=str(portrait), text="Hello there.", audio=None, output=download, tts="espeak",
-                        voice="en-gb", steps=3, guidance=2.5, seed=4)
+                        voice="en-gb", steps=3, guidance=2.5, seed=4, guidance_region="frame")
     assert Path(download).parent == tmp_path / "out" and Path(download).suffix == ".mp4"
     assert "25 frames" in description
+    assert "Audio guidance on the whole frame: no mouth found (no face)." in description
     assert reported == [("starting", 0.0), ("speech", 1.0), ("denoising", 0.5)]
     assert not list((tmp_path / "out" / "segments").iterdir())  # the page has its copies; ours are removed
     # without streaming (no ffprobe on PATH) the video comes once, whole

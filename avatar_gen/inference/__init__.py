@@ -12,7 +12,8 @@ GPU machine).
 import importlib
 
 _HOMES = {
-    "AvatarGenerator": "generator", "DEFAULT_GUIDANCE": "generator", "DEFAULT_STEPS": "generator",
+    "AvatarGenerator": "generator", "DEFAULT_GUIDANCE": "generator", "DEFAULT_GUIDANCE_REGION": "generator",
+    "DEFAULT_STEPS": "generator",
     "GenerationResult": "generator", "STAGES": "generator", "Segment": "generator",
     "MAX_SPEECH_SECONDS": "inputs", "REQUEST_TEXT_MAX_CHARS": "inputs", "MIN_IMAGE_SIDE": "inputs",
     "load_portrait": "inputs", "load_speech": "inputs",
