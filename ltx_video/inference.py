@@ -22,7 +22,7 @@ log = logging.getLogger("ltx_video.inference")
 
 def build_parser() -> argparse.ArgumentParser:
     from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, DISTILLED_TIMESTEPS, REQUEST_TEXT_MAX_CHARS
-    from avatar_gen.inference.generator import DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_REGION
+    from avatar_gen.inference.generator import DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_REGION, DEFAULT_START_SIGMA
     from avatar_gen.inference.guidance import GUIDANCE_REGIONS
     from avatar_gen.inference.handoff import ANCHORS, HANDOFFS
     from avatar_gen.limits import MAX_FPS, MAX_SEED, MAX_SIDE, MAX_SPEECH_SECONDS, MAX_STEPS
@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="apply the guidance only at the noise levels sigma from LOW to HIGH (0 <= LOW < HIGH "
                              "<= 1; the other steps run one unguided pass); default {:g} {:g}".format(
                                  *DEFAULT_GUIDANCE_INTERVAL))
+    parser.add_argument("--start_sigma", type=float, default=None, metavar="SIGMA",
+                        help="start denoising at this noise level from the portrait's still video instead of from "
+                             "pure noise, skipping the schedule's steps above it (0 < SIGMA <= 1; 1 = pure noise); "
+                             f"default {DEFAULT_START_SIGMA:g}")
     parser.add_argument("--seed", type=int, default=0,
                         help=f"random seed from 0 to {MAX_SEED}; the same seed gives the same video")
     parser.add_argument("--height", type=int, default=None,
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--stream_dir {args.stream_dir} is a file, not a folder")
         resolve_settings(args.steps, args.guidance, args.height, args.width, args.fps, args.distilled, args.timesteps,
                          spatial_multiple=checkpoint_side_multiple(args.checkpoint), seed=args.seed,
-                         guidance_interval=args.guidance_interval, guidance_region=args.guidance_region)
+                         guidance_interval=args.guidance_interval, guidance_region=args.guidance_region,
+                         start_sigma=args.start_sigma)
         resolve_handoff(args.handoff, args.handoff_frames, args.anchor)  # the checkpoint's limits come once loaded
         load_portrait(args.image)
         if args.text is not None:
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                        fps=args.fps, distilled=args.distilled, timesteps=args.timesteps, overlap=not args.no_overlap,
                        handoff=args.handoff, handoff_frames=args.handoff_frames, anchor=args.anchor,
                        chunk_memory=args.chunk_memory, guidance_interval=args.guidance_interval,
-                       guidance_region=args.guidance_region)
+                       guidance_region=args.guidance_region, start_sigma=args.start_sigma)
         if args.stream_dir is None:
             result = generator.generate(args.image, **request)
         else:

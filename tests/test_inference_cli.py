@@ -191,6 +191,7 @@ BAD_CASES = {
     "one regular step": ({"--steps": "1"}, "at least 2"),
     "bad timesteps": ({"--timesteps": ["500", "900"]}, "strictly decreasing"),
     "empty guidance interval": ({"--guidance_interval": ["0.8", "0.2"]}, "guidance interval needs 0 <= low < high"),
+    "start above pure noise": ({"--start_sigma": "1.5"}, "start_sigma must be a noise level in"),
     "not mp4": ({"--output": "{tmp}/talking.avi"}, ".mp4"),
     "stream dir is a file": ({"--stream_dir": "{corrupt}"}, "is a file"),
     "fp8 on a CPU": ({"--fp8": []}, "FP8 weights need a CUDA GPU"),

@@ -13,7 +13,7 @@ import torch
 
 from avatar_gen.audio.features import AudioEncoderSpec
 from avatar_gen.inference import AvatarGenerator, plan_chunks
-from avatar_gen.model.sampling import euler_sample, sigma_schedule
+from avatar_gen.model.sampling import euler_sample, sigma_schedule, start_at
 from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
 from avatar_gen.tiny.ltx import tiny_ltx_components, write_tiny_ltx
 
@@ -63,6 +63,24 @@ def test_fixed_schedule_is_used_as_given_and_bad_schedules_are_refused():
     # LTX's shift, extrapolated far past max_image_seq_len, rounds every sigma to 1: one clear error, not NaN frames
     with pytest.raises(ValueError, match="not finite"):
         sigma_schedule(LTX_SCHEDULER, 60000, 2)
+
+
+def test_a_run_from_a_start_noise_level_is_the_tail_of_its_schedule():
+    schedule = sigma_schedule(LTX_SCHEDULER, 300, 10)
+    tail = start_at(schedule, 0.8)
+    first = int((schedule.sigmas[:-1] > 0.8).sum())
+    assert 0 < first < 10 and float(tail.sigmas[0]) <= 0.8 < float(schedule.sigmas[first - 1])
+    assert torch.equal(tail.sigmas, schedule.sigmas[first:]) and torch.equal(tail.timesteps, schedule.timesteps[first:])
+    assert tail.num_steps == 10 - first
+    whole = start_at(schedule, 1.0)
+    assert torch.equal(whole.sigmas, schedule.sigmas) and torch.equal(whole.timesteps, schedule.timesteps)
+    lowest = float(schedule.sigmas[-2])
+    assert start_at(schedule, lowest).num_steps == 1
+    with pytest.raises(ValueError, match="no step of the 10-step schedule"):
+        start_at(schedule, lowest / 2)
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=r"start noise level must be in \(0, 1\]"):
+            start_at(schedule, bad)
 
 
 def test_euler_loop_keeps_given_tokens_and_gives_them_timestep_zero():
@@ -309,6 +327,69 @@ def test_generated_video_records_where_it_was_guided(patched_generators, tmp_pat
     assert unguided.guidance_region == {"region": "frame", "reason": "no guidance"}
     with pytest.raises(UserError, match="guidance region"):
         generator.generate(portrait, text="Hi.", output=tmp_path / "bad.mp4", steps=2, guidance_region="lips")
+
+
+def test_denoising_from_the_portrait_starts_at_its_noise_level(patched_generators, monkeypatch):
+    """Below pure noise the free latent frames start as the start latents noised to the first noise level run (the
+    same noise draw as from pure noise), and only the schedule's steps from there down run; at 1 nothing changes."""
+    generator = patched_generators[2]  # chunks of 17 frames: 3 latent frames of 4 x 4, 2 x 2 tokens each
+    chunk = plan_chunks(17, 17)[0]
+    inputs = generator.chunk_conditioning(_speech_16k(), [chunk], FPS, SIZE, SIZE)[0]
+    given = torch.randn(1, 8, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    start = torch.randn(1, 8, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    calls = []
+    real_predict = generator.denoiser.predict
+
+    def spy(noisy, tokens, mask, timestep, *args):
+        calls.append((noisy.clone(), timestep.clone()))
+        return real_predict(noisy, tokens, mask, timestep, *args)
+
+    def run(**start_options):
+        calls.clear()
+        return generator.denoise(None, inputs, chunk.num_frames, SIZE, SIZE, FPS, 10, 1.0,
+                                 torch.Generator().manual_seed(2), condition_latents=given, **start_options)
+
+    monkeypatch.setattr(generator.denoiser, "predict", spy)
+    from_noise = run()
+    assert len(calls) == 10
+    from_one = run(start_sigma=1.0, start_latents=start)
+    assert torch.equal(from_one, from_noise)  # 1 is pure noise: the start latents are not used
+    packed = run(start_sigma=0.8, start_latents=start)
+    schedule = start_at(generator.sampler.schedule(generator.sampler.grid(17, SIZE, SIZE), 10), 0.8)
+    assert len(calls) == schedule.num_steps < 10
+    sigma = float(schedule.sigmas[0])
+    noise = torch.randn(1, 8, 3, 4, 4, generator=torch.Generator().manual_seed(2))  # the chunk's draw
+    expected = generator.denoiser.pack((1 - sigma) * start.expand(1, 8, 3, 4, 4) + sigma * noise)
+    first_input, first_timestep = calls[0]
+    torch.testing.assert_close(first_input[:, 4:], expected[:, 4:])  # the free tokens (the first 4 are given)
+    assert torch.equal(first_input[:, :4], generator.denoiser.pack(torch.cat([given, given, given], 2))[:, :4])
+    assert torch.allclose(first_timestep[:, 4:], torch.full((1, 8), sigma * 1000.0))
+    assert not torch.equal(packed, from_noise)
+    with pytest.raises(ValueError, match="start latents must be"):
+        run(start_sigma=0.8)
+
+
+def test_generation_from_the_portrait_records_its_start_and_the_steps_it_ran(patched_generators, tmp_path):
+    from avatar_gen.errors import UserError
+    from avatar_gen.synthetic.dataset import make_portrait
+
+    generator = patched_generators[2]
+    portrait = make_portrait(tmp_path / "face.png", seed=1, size=SIZE)
+    reported = []
+    full = generator.generate(portrait, text="Hi.", output=tmp_path / "full.mp4", steps=6, seed=3)
+    started = generator.generate(portrait, text="Hi.", output=tmp_path / "start.mp4", steps=6, seed=3,
+                                 start_sigma=0.7, progress=lambda stage, fraction: reported.append((stage, fraction)))
+    assert full.summary()["start_sigma"] == 1.0 and full.steps_run == 6 * full.num_chunks
+    assert started.summary()["start_sigma"] == 0.7
+    assert 0 < started.steps_run < full.steps_run and started.num_chunks == full.num_chunks
+    denoising = [fraction for stage, fraction in reported if stage == "denoising"]
+    assert len(denoising) == started.steps_run + 1 and denoising[-1] == pytest.approx(1.0)  # the bar ends full
+    for bad in (0.0, 1.5, "soon"):
+        with pytest.raises(UserError, match=r"start_sigma must be a noise level in \(0, 1\]"):
+            generator.generate(portrait, text="Hi.", output=tmp_path / "bad.mp4", steps=6, start_sigma=bad)
+    with pytest.raises(UserError, match="no step of the 6-step schedule"):
+        generator.generate(portrait, text="Hi.", output=tmp_path / "bad.mp4", steps=6, start_sigma=0.01)
+    assert not (tmp_path / "bad.mp4").exists()
 
 
 # ------------------------------------------------------------------------------------------------ m latent frames

@@ -170,7 +170,8 @@ def test_rerun_takes_everything_from_the_cache(measured, checkpoints, held_out, 
     assert {path: path.stat().st_mtime_ns for path in (measured / "cache").rglob("*.mp4")} == videos
     assert again["checkpoints"] == first["checkpoints"] and again["ground_truth"] == first["ground_truth"]
     # ... but not across a change of where guidance applies by default (a video guided elsewhere is another video)
-    for name, value in (("DEFAULT_GUIDANCE_INTERVAL", (0.5, 1.0)), ("DEFAULT_GUIDANCE_REGION", "frame")):
+    for name, value in (("DEFAULT_GUIDANCE_INTERVAL", (0.5, 1.0)), ("DEFAULT_GUIDANCE_REGION", "frame"),
+                        ("DEFAULT_START_SIGMA", 0.8)):
         with monkeypatch.context() as patch:
             patch.setattr(avatar_gen.inference.generator, name, value)
             with pytest.raises(AssertionError, match="computed again"):
@@ -239,6 +240,8 @@ def test_measure_mistakes_are_one_line_errors(checkpoints, held_out, tmp_path, c
               "--sweep_cases", "3"], "sweep_cases"),
             (["--checkpoint", ckpt, "--held_out", str(held_out), "--out", str(tmp_path), "--guidance_interval",
               "0.9", "0.1"], "guidance interval"),
+            (["--checkpoint", ckpt, "--held_out", str(held_out), "--out", str(tmp_path), "--start_sigma", "0"],
+             "start_sigma"),
             (["--checkpoint", f"a={tmp_path / 'nothing'}", "--held_out", str(held_out), "--out", str(tmp_path)],
              "nothing")):
         assert main(["measure", *arguments]) == 2

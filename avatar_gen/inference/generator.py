@@ -53,6 +53,9 @@ DEFAULT_GUIDANCE = 3.0
 # Where it applies (avatar_gen.inference.guidance): the tokens over the portrait's mouth, at every noise level.
 DEFAULT_GUIDANCE_REGION = "mouth"
 DEFAULT_GUIDANCE_INTERVAL = FULL_INTERVAL
+# Where denoising starts (docs/inference.md "Starting from the portrait"): the free latent frames start from the
+# portrait's still video noised to this level (1: from pure noise), the schedule's steps above it skipped.
+DEFAULT_START_SIGMA = 1.0
 DEFAULT_DECODE_TIMESTEP = LTX_DECODE_TIMESTEP
 DEFAULT_DECODE_NOISE_SCALE = LTX_DECODE_NOISE_SCALE
 STAGES = ("speech", "audio_features", "denoising", "decoding", "writing")
@@ -97,6 +100,8 @@ class GenerationResult:
     memory_kind: str | None = None
     guidance_interval: tuple[float, float] = FULL_INTERVAL
     guidance_region: dict[str, Any] = field(default_factory=lambda: {"region": "frame"})
+    start_sigma: float = 1.0
+    steps_run: int | None = None
 
     @property
     def boundaries(self) -> list[int]:
@@ -108,6 +113,7 @@ class GenerationResult:
                 "height": self.height, "width": self.width, "fps": self.fps, "seed": self.seed,
                 "num_chunks": self.num_chunks, "steps": self.steps, "guidance": self.guidance,
                 "guidance_interval": list(self.guidance_interval), "guidance_region": self.guidance_region,
+                "start_sigma": self.start_sigma, "steps_run": self.steps_run,
                 "speech_source": self.speech_source, "face_center": self.face_center,
                 "timings": {stage: round(seconds, 3) for stage, seconds in self.timings.items()},
                 "handoff": self.handoff, "boundaries": self.boundaries, "chunks": self.chunks,
@@ -336,19 +342,22 @@ class GenerationSettings:
     seed: int = 0
     guidance_interval: tuple[float, float] = FULL_INTERVAL
     guidance_region: str = DEFAULT_GUIDANCE_REGION
+    start_sigma: float = DEFAULT_START_SIGMA
 
 
 def resolve_settings(steps: int | None = None, guidance: float | None = None, height: int | None = None,
                      width: int | None = None, fps: float | None = None, distilled: bool = False,
                      timesteps: Sequence[float] | None = None, spatial_multiple: int = LTX_SPATIAL_COMPRESSION,
                      seed: Any = 0, guidance_interval: Sequence[float] | None = None,
-                     guidance_region: str | None = None) -> GenerationSettings:
+                     guidance_region: str | None = None, start_sigma: float | None = None) -> GenerationSettings:
     """Check and complete the sampling settings; None height/width/fps stay None (the model's defaults apply).
 
     A fixed schedule (``timesteps``, or :data:`DISTILLED_TIMESTEPS` with ``distilled``) sets the number of steps and
     makes guidance default to 1.  ``guidance_interval`` (low, high): the noise levels at which guidance applies
     (default :data:`DEFAULT_GUIDANCE_INTERVAL`); ``guidance_region``: ``mouth`` or ``frame``, the tokens it applies
-    to (default :data:`DEFAULT_GUIDANCE_REGION`; :mod:`avatar_gen.inference.guidance`).  Raises UserError for values the
+    to (default :data:`DEFAULT_GUIDANCE_REGION`; :mod:`avatar_gen.inference.guidance`); ``start_sigma`` in (0, 1]: the
+    noise level denoising starts from, over the portrait's still video (default :data:`DEFAULT_START_SIGMA`; 1: pure
+    noise).  Raises UserError for values the
     model cannot use and for values beyond the bounds of :mod:`avatar_gen.limits` (checked here, before anything is
     allocated for them).
     """
@@ -386,10 +395,16 @@ def resolve_settings(steps: int | None = None, guidance: float | None = None, he
         region = check_guidance_region(DEFAULT_GUIDANCE_REGION if guidance_region is None else guidance_region)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    try:
+        start = float(DEFAULT_START_SIGMA if start_sigma is None else start_sigma)
+    except (TypeError, ValueError):
+        start = float("nan")  # refused below
+    if not 0.0 < start <= 1.0:
+        raise UserError(f"start_sigma must be a noise level in (0, 1] (1 = from pure noise), got {start_sigma!r}")
     return GenerationSettings(steps=steps, guidance=guidance, height=None if height is None else int(height),
                               width=None if width is None else int(width), fps=None if fps is None else float(fps),
                               timesteps=timesteps, seed=check_seed(seed), guidance_interval=interval,
-                              guidance_region=region)
+                              guidance_region=region, start_sigma=start)
 
 
 class _StageClock:
@@ -539,14 +554,16 @@ class AvatarGenerator:
                  decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True, handoff: str = "auto",
                  handoff_frames: int | None = None, anchor: str = "auto", chunk_memory: bool = False,
                  guidance_interval: Sequence[float] | None = None,
-                 guidance_region: str | None = None) -> GenerationResult:
+                 guidance_region: str | None = None, start_sigma: float | None = None) -> GenerationResult:
         """Make ``output`` (MP4: H.264 + AAC) of the person in ``image`` speaking ``text`` (or ``audio``).
 
         steps: denoising steps (default 40; ignored with a fixed schedule).  guidance: audio classifier-free guidance
         scale, 1 = off (default :data:`DEFAULT_GUIDANCE`, or 1 with ``distilled``); ``guidance_interval`` (low, high):
         the noise levels σ at which it applies (default :data:`DEFAULT_GUIDANCE_INTERVAL`); ``guidance_region``
         ``mouth`` (the tokens over the portrait's mouth; the whole frame when no face is found) or ``frame`` (default
-        :data:`DEFAULT_GUIDANCE_REGION`; :mod:`avatar_gen.inference.guidance`).  height/width (multiples
+        :data:`DEFAULT_GUIDANCE_REGION`; :mod:`avatar_gen.inference.guidance`).  start_sigma (0, 1]: the noise level
+        denoising starts at, from the portrait's still video (default :data:`DEFAULT_START_SIGMA`; 1 = pure noise;
+        the steps of the ``steps``-step schedule above it are skipped).  height/width (multiples
         of 32) and fps default to the training video's.  distilled: sample with :data:`DISTILLED_TIMESTEPS`;
         ``timesteps`` gives another fixed schedule (decreasing values in (0, 1000]).  progress: ``callback(stage,
         fraction)`` with stages ``speech, audio_features, denoising, decoding, writing`` (denoising reports every
@@ -569,7 +586,8 @@ class AvatarGenerator:
                 seed=seed, height=height, width=width, fps=fps, distilled=distilled, timesteps=timesteps,
                 progress=progress, decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
                 overlap=overlap, handoff=handoff, handoff_frames=handoff_frames, anchor=anchor,
-                chunk_memory=chunk_memory, guidance_interval=guidance_interval, guidance_region=guidance_region):
+                chunk_memory=chunk_memory, guidance_interval=guidance_interval, guidance_region=guidance_region,
+                start_sigma=start_sigma):
             pass
         return segment.result
 
@@ -582,7 +600,7 @@ class AvatarGenerator:
                decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True, handoff: str = "auto",
                handoff_frames: int | None = None, anchor: str = "auto", chunk_memory: bool = False,
                guidance_interval: Sequence[float] | None = None,
-               guidance_region: str | None = None) -> Iterator[Segment]:
+               guidance_region: str | None = None, start_sigma: float | None = None) -> Iterator[Segment]:
         """Generate as :meth:`generate` does, yielding every chunk's frames as a :class:`Segment` once it is playable.
 
         With ``segment_dir`` each segment is also written there as ``segment_NNNN.mp4`` (H.264 + its slice of the
@@ -598,7 +616,7 @@ class AvatarGenerator:
         started = time.perf_counter()
         output = check_output_path(output)
         settings = self._settings(steps, guidance, height, width, fps, distilled, timesteps, seed, guidance_interval,
-                                  guidance_region)
+                                  guidance_region, start_sigma)
         continuation = self.resolve_handoff(handoff, handoff_frames, anchor)
         portrait = load_portrait(image)
         with self._lock, contextlib.closing(self._stream(
@@ -613,11 +631,12 @@ class AvatarGenerator:
                  segment.result.duration, segment.result.timings["total"])
 
     def _settings(self, steps, guidance, height, width, fps, distilled, timesteps, seed, guidance_interval=None,
-                  guidance_region=None) -> GenerationSettings:
+                  guidance_region=None, start_sigma=None) -> GenerationSettings:
         settings = resolve_settings(steps, guidance, height or self.default_height, width or self.default_width,
                                     fps or self.default_fps, distilled, timesteps,
                                     spatial_multiple=self.sampler.side_multiple, seed=seed,
-                                    guidance_interval=guidance_interval, guidance_region=guidance_region)
+                                    guidance_interval=guidance_interval, guidance_region=guidance_region,
+                                    start_sigma=start_sigma)
         if settings.fps != self.default_fps:
             log.warning("generating at %.3g fps, the model was trained at %.3g fps", settings.fps, self.default_fps)
         return settings
@@ -652,18 +671,22 @@ class AvatarGenerator:
         check_video_pixels(total_frames, height, width)
         chunks = plan_chunks(total_frames, self.chunk_frames, self.sampler.temporal_compression,
                              continuation.given_latent_frames, continuation.lead_frames)
+        steps_of_length: dict[int, int] = {}  # chunk frames -> steps run (from the start noise level down)
         for num_frames in sorted({chunk.num_frames for chunk in chunks}):  # a schedule that cannot run: say so now
             try:
-                self.sampler.schedule(self.sampler.grid(num_frames, height, width), steps, settings.timesteps)
+                steps_of_length[num_frames] = self.sampler.schedule(
+                    self.sampler.grid(num_frames, height, width), steps, settings.timesteps,
+                    settings.start_sigma).num_steps
             except ValueError as exc:
                 raise UserError(f"cannot sample {width}x{height} video in chunks of {num_frames} frames: "
                                 f"{first_line(exc)}") from None
+        chunk_steps = [steps_of_length[chunk.num_frames] for chunk in chunks]
         first_frame, center = fit_portrait(portrait, height, width)
         region = self.guidance_region(settings, first_frame)
-        log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps, guidance %g "
-                 "at sigma %g-%g on the %s, hand-off %s", speech.duration, total_frames, fps, width, height,
-                 len(chunks), self.chunk_frames, steps, guidance, *settings.guidance_interval, region.region,
-                 continuation.summary())
+        log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps from "
+                 "sigma %g, guidance %g at sigma %g-%g on the %s, hand-off %s", speech.duration, total_frames, fps,
+                 width, height, len(chunks), self.chunk_frames, chunk_steps[0], settings.start_sigma, guidance,
+                 *settings.guidance_interval, region.region, continuation.summary())
         segments = SegmentWriter(segment_dir, fps, speech.audio_mux, MUX_SAMPLE_RATE, total_frames, self.write) \
             if segment_dir is not None else None
 
@@ -672,21 +695,24 @@ class AvatarGenerator:
         features = clock.run("audio_features", lambda: self.chunk_features(speech.audio_16k, chunks, fps))
         conditioning = _LazyConditioning(self, features, chunks, fps, height, width, negative=guidance > 1.0)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        total_steps = steps * len(chunks)
+        total_steps = sum(chunk_steps)
+        steps_before = np.cumsum([0, *chunk_steps]).tolist()  # steps of the chunks before each one
         first_second = min(total_frames, max(1, int(round(fps))))  # frames of the first playable second
         final = _BackgroundVideoWriter(output, fps, speech.audio_mux, self.write) if overlap else None
         frames: list[np.ndarray] = []
         records: list[dict[str, Any]] = []
         memory = PeakMemory(self.device) if chunk_memory else None
         portrait_latents: list[torch.Tensor] = []  # chunk 0's encoded portrait: the portrait anchor
-        still: list[torch.Tensor] = []  # the portrait's statistics reference, made at the first hand-off
+        # the portrait's still video as one latent frame: where denoising starts below pure noise, and the statistics
+        # anchor's reference (made when first needed)
+        still: list[torch.Tensor] = []
         colour_anchor = ColourAnchor() if continuation.matches_colour else None  # chunk 0's colour for the rest
         clock.report("denoising", 0.0)
         try:
             with progress_bar(total=total_steps, desc="denoising", unit="step") as bar:
                 def on_step(chunk_index: int, step: int) -> None:
                     bar.update(1)
-                    clock.report("denoising", (chunk_index * steps + step + 1) / total_steps)
+                    clock.report("denoising", (steps_before[chunk_index] + step + 1) / total_steps)
 
                 def denoise(index, condition, inputs, plan, step_done):
                     if index == 0 and continuation.mode == "latent":
@@ -695,10 +721,14 @@ class AvatarGenerator:
                         portrait_latents.append(self.sampler.encode_image(condition, generator))
                         condition = portrait_latents[0]
                     image = condition if isinstance(condition, np.ndarray) else None
+                    if settings.start_sigma < 1.0 and not still:
+                        still.append(self.sampler.encode_still(first_frame))
                     return self.denoise(image, inputs, plan.num_frames, height, width, fps, steps, guidance,
                                         generator, on_step=step_done, timesteps=settings.timesteps,
                                         condition_latents=None if image is not None else condition,
-                                        guidance_interval=settings.guidance_interval, guidance_cells=region.cells)
+                                        guidance_interval=settings.guidance_interval, guidance_cells=region.cells,
+                                        start_sigma=settings.start_sigma,
+                                        start_latents=still[0] if settings.start_sigma < 1.0 else None)
 
                 def hand_over(latents, chunk_frames, plan):
                     if continuation.mode == "frame":
@@ -756,6 +786,7 @@ class AvatarGenerator:
             video_path=output, duration=speech.duration, num_frames=num_frames, height=height, width=width, fps=fps,
             seed=seed, num_chunks=len(chunks), steps=steps, guidance=guidance,
             guidance_interval=settings.guidance_interval, guidance_region=region.summary(),
+            start_sigma=settings.start_sigma, steps_run=total_steps,
             speech_source=speech.source,
             face_center=center, timings=clock.timings, words=speech.words, handoff=continuation.summary(),
             chunks=records, memory_kind=None if memory is None else memory.kind)
@@ -816,14 +847,16 @@ class AvatarGenerator:
                 on_step: Callable[[int], None] | None = None, timesteps: Sequence[float] | None = None,
                 condition_latents: torch.Tensor | None = None,
                 guidance_interval: tuple[float, float] = FULL_INTERVAL,
-                guidance_cells: np.ndarray | None = None) -> torch.Tensor:
+                guidance_cells: np.ndarray | None = None, start_sigma: float = 1.0,
+                start_latents: torch.Tensor | None = None) -> torch.Tensor:
         """One chunk through :meth:`ChunkSampler.denoise`: packed, normalised latents float32 [1, tokens, C'].
 
         The chunk starts from ``condition_frame`` (uint8 [height, width, 3], encoded as latent frame 0) or, with
         ``condition_frame`` None, from ``condition_latents`` (clean normalised [1, C, m, h, w]: its first m latent
         frames, kept as given; e.g. :meth:`latent_frames` of the previous chunk).  ``steps`` regular steps, or the
         fixed ``timesteps``; ``on_step(step)`` after every step; ``guidance`` at the noise levels of
-        ``guidance_interval`` on the tokens of ``guidance_cells`` (None: all; :meth:`guidance_region`).  A warning when
+        ``guidance_interval`` on the tokens of ``guidance_cells`` (None: all; :meth:`guidance_region`); from
+        ``start_latents`` noised to ``start_sigma`` when it is below 1.  A warning when
         more frames are given than the checkpoint was trained to continue from (its ``continuation_max_frames``; 1
         without continuation training)."""
         if condition_latents is not None:
@@ -836,7 +869,8 @@ class AvatarGenerator:
         return self.sampler.denoise(inputs, num_frames, height, width, fps, steps, guidance, generator,
                                     image=condition_frame, condition_latents=condition_latents, timesteps=timesteps,
                                     on_step=on_step, guidance_interval=guidance_interval,
-                                    guidance_cells=guidance_cells)
+                                    guidance_cells=guidance_cells, start_sigma=start_sigma,
+                                    start_latents=start_latents)
 
     def latent_frames(self, packed_latents: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
         """A chunk's packed latents as normalised latent frames [1, C, F', h, w] (``[:, :, -m:]`` of them can

@@ -6,9 +6,11 @@ guidance negative) into packed latents, and those into frames:
 1. **What is given**: the portrait encoded by the VAE as latent frame 0 (a posterior sample drawn from the request's
    generator, normalised with the VAE's statistics, as the pipeline does it), or clean normalised latents for the
    first *m* latent frames passed by the caller (a continuation, issue 17; docs/CONTRACTS.md).
-2. **Start**: Gaussian noise for the whole chunk [1, C, F', h, w] from the same generator, the given frames put in
-   place, packed into tokens with the transformer's patch size (:meth:`AvatarDenoiser.pack`).
-3. **Schedule**: :func:`avatar_gen.model.sampling.sigma_schedule` for the chunk's latent count (or a fixed schedule).
+2. **Start**: Gaussian noise for the whole chunk [1, C, F', h, w] from the same generator — or, starting below pure
+   noise, clean start latents (the portrait's still video) noised to the first noise level run — the given frames
+   put in place, packed into tokens with the transformer's patch size (:meth:`AvatarDenoiser.pack`).
+3. **Schedule**: :func:`avatar_gen.model.sampling.sigma_schedule` for the chunk's latent count (or a fixed schedule),
+   from the start noise level down (:func:`avatar_gen.model.sampling.start_at`).
 4. **Loop**: :func:`avatar_gen.model.sampling.euler_sample` with the denoiser's velocity
    (:meth:`AvatarDenoiser.predict`: the same RoPE and mask geometry as training), classifier-free guided by the
    negative embeddings in one batch of two (at the noise levels of the guidance interval; one unguided pass at the
@@ -31,7 +33,8 @@ import numpy as np
 import torch
 
 from avatar_gen.inference.guidance import FULL_INTERVAL, check_guidance_interval
-from avatar_gen.model.sampling import SigmaSchedule, Velocity, check_scheduler_config, euler_sample, sigma_schedule
+from avatar_gen.model.sampling import (
+    SigmaSchedule, Velocity, check_scheduler_config, euler_sample, sigma_schedule, start_at)
 from avatar_gen.utils.vae_space import denormalize_latents, frames_to_pixels, normalize_latents, pixels_to_frames
 
 
@@ -102,9 +105,12 @@ class ChunkSampler:
         return LatentGrid(frames, height // self.spatial_compression, width // self.spatial_compression,
                           self.patch_size, self.patch_size_t)
 
-    def schedule(self, grid: LatentGrid, steps: int | None, timesteps: Sequence[float] | None = None) -> SigmaSchedule:
-        """The chunk's schedule: ``steps`` regular steps for its latent count, or the fixed ``timesteps``."""
-        return sigma_schedule(self.scheduler_config, grid.num_latents, steps, timesteps)
+    def schedule(self, grid: LatentGrid, steps: int | None, timesteps: Sequence[float] | None = None,
+                 start_sigma: float = 1.0) -> SigmaSchedule:
+        """The chunk's schedule: ``steps`` regular steps for its latent count, or the fixed ``timesteps``; with
+        ``start_sigma`` < 1 only its steps from that noise level down (:func:`avatar_gen.model.sampling.start_at`)."""
+        schedule = sigma_schedule(self.scheduler_config, grid.num_latents, steps, timesteps)
+        return schedule if start_sigma >= 1.0 else start_at(schedule, start_sigma)
 
     @torch.no_grad()
     def encode_image(self, frame: np.ndarray, generator: torch.Generator) -> torch.Tensor:
@@ -177,18 +183,22 @@ class ChunkSampler:
                 condition_latents: torch.Tensor | None = None, timesteps: Sequence[float] | None = None,
                 on_step: Callable[[int], None] | None = None,
                 guidance_interval: tuple[float, float] = FULL_INTERVAL,
-                guidance_cells: np.ndarray | None = None) -> torch.Tensor:
+                guidance_cells: np.ndarray | None = None, start_sigma: float = 1.0,
+                start_latents: torch.Tensor | None = None) -> torch.Tensor:
         """One chunk: packed, normalised latents float32 [1, tokens, C x patch volume].
 
         Exactly one of ``image`` (uint8 [height, width, 3], encoded as latent frame 0) or ``condition_latents``
         (clean, normalised [1, C, m, h, w] for the first m latent frames, 1 <= m < the chunk's latent frames) is
         given; its tokens stay as given, with timestep 0.  ``steps`` regular steps, or the fixed ``timesteps``.
         ``on_step(step)`` after every step.  ``guidance`` applies at the steps whose σ lies in ``guidance_interval``,
-        on the tokens of ``guidance_cells`` (None: all; :meth:`velocity`).  Random numbers, in order: the image's
-        posterior sample (image only), then the noise of the whole chunk, both from ``generator``.
+        on the tokens of ``guidance_cells`` (None: all; :meth:`velocity`).  The free latent frames start from pure
+        noise, or with ``start_sigma`` < 1 from ``start_latents`` (clean, normalised [1, C, 1 or the chunk's latent
+        frames, h, w]; inference gives the portrait's still latents) noised to the first noise level of the schedule
+        at or below ``start_sigma``, whose steps above it are skipped (:meth:`schedule`).  Random numbers, in order:
+        the image's posterior sample (image only), then the noise of the whole chunk, both from ``generator``.
         """
         grid = self.grid(num_frames, height, width)
-        schedule = self.schedule(grid, steps, timesteps)
+        schedule = self.schedule(grid, steps, timesteps, start_sigma)
         if (image is None) == (condition_latents is None):
             raise ValueError("give either an image or condition_latents for the first latent frames")
         given = self.encode_image(image, generator) if image is not None else condition_latents
@@ -203,13 +213,22 @@ class ChunkSampler:
                              f"{grid.frames - 1}, whole temporal patches of {self.patch_size_t})")
         shape = (1, channels, grid.frames, grid.height, grid.width)
         noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+        start = noise.to(self.device)
+        if start_sigma < 1.0:
+            if start_latents is None or start_latents.ndim != 5 or start_latents.shape[2] not in (1, grid.frames) \
+                    or (start_latents.shape[0], start_latents.shape[1], *start_latents.shape[3:]) != expected:
+                raise ValueError(f"start latents must be [1, {channels}, 1 or {grid.frames}, {grid.height}, "
+                                 f"{grid.width}] for start_sigma {start_sigma:g}, got "
+                                 f"{None if start_latents is None else list(start_latents.shape)}")
+            sigma = float(schedule.sigmas[0])  # rectified flow: x_sigma = (1 - sigma) x_0 + sigma noise
+            start = (1.0 - sigma) * start_latents.to(self.device, torch.float32).expand(shape) + sigma * start
         clean = torch.zeros(shape, device=self.device)
         clean[:, :, :given_frames] = given.to(self.device, torch.float32)
         frame_mask = torch.zeros((1, 1, *shape[2:]), device=self.device)
         frame_mask[:, :, :given_frames] = 1.0
         condition_mask = self.denoiser.pack(frame_mask).amax(dim=-1)  # [1, tokens]: a token is given or not
         velocity = self.velocity(inputs, grid, frame_rate, guidance, guidance_interval, guidance_cells)
-        return euler_sample(velocity, self.denoiser.pack(noise.to(self.device)), schedule,
+        return euler_sample(velocity, self.denoiser.pack(start), schedule,
                             clean=self.denoiser.pack(clean), condition_mask=condition_mask, on_step=on_step)
 
     def unpack(self, packed: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:

@@ -104,6 +104,21 @@ def sigma_schedule(scheduler_config: Mapping[str, Any], video_sequence_length: i
     return SigmaSchedule(sigmas=torch.cat([sigmas, torch.zeros(1)]), timesteps=sigmas * num_train)
 
 
+def start_at(schedule: SigmaSchedule, start_sigma: float) -> SigmaSchedule:
+    """The tail of ``schedule`` whose noise levels are at most ``start_sigma`` (in (0, 1]; 1 keeps it whole): a run
+    that starts from a clean video noised to the first kept sigma instead of from pure noise (SDEdit, Meng et al.
+    2022; diffusers' ``strength`` cuts its schedule the same way, counted in steps instead of noise).  ValueError
+    when no step is left."""
+    if not 0.0 < start_sigma <= 1.0:
+        raise ValueError(f"the start noise level must be in (0, 1], got {start_sigma:g}")
+    first = int((schedule.sigmas[:-1] > start_sigma).sum())  # the sigmas decrease: skip those above the start
+    if first >= schedule.num_steps:
+        lowest = float(schedule.sigmas[-2])
+        raise ValueError(f"no step of the {schedule.num_steps}-step schedule starts at or below noise level "
+                         f"{start_sigma:g} (its lowest is {lowest:.3g})")
+    return SigmaSchedule(sigmas=schedule.sigmas[first:], timesteps=schedule.timesteps[first:])
+
+
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``velocity(latents float32 [B, N, C], timestep float32 [B, N]) -> [B, N, C]``: the model with its other inputs
 bound (caption tokens, masks, grid, frame rate; guidance)."""

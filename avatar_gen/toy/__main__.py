@@ -147,6 +147,8 @@ def _settings_flags(parser: argparse.ArgumentParser, model: type[MeasureSettings
                    choices=GUIDANCE_REGIONS)
     add_field_flag(parser, model, "guidance_interval", "noise levels LOW HIGH (0 <= LOW < HIGH <= 1) at which the "
                    "guidance applies (default: the generator's)", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    add_field_flag(parser, model, "start_sigma", "noise level (0, 1] denoising starts at, from the portrait's still "
+                   "video (default: the generator's; 1 = pure noise)", type=float, metavar="SIGMA")
     add_field_flag(parser, model, "seed", "seed of every generation and of the gain's draws", type=int)
     add_field_flag(parser, model, "device", "torch device")
     add_field_flag(parser, model, "cpu_threads", "torch threads on CPU", type=int)

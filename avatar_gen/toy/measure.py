@@ -78,6 +78,9 @@ class MeasureSettings(StrictModel):
         default=None, description="noise levels (low, high) at which guidance applies (default: the generator's)")
     guidance_region: str | None = Field(default=None,
                                         description="the tokens guidance applies to (default: the generator's)")
+    start_sigma: float | None = Field(default=None, gt=0.0, le=1.0,
+                                      description="noise level denoising starts at, from the portrait's still video "
+                                                  "(default: the generator's; 1 = pure noise)")
     seed: int = Field(default=0, ge=0, description="seed of every generation and of the gain's draws")
     device: str = Field(default="cpu", description="torch device")
     cpu_threads: int | None = Field(default=None, ge=1, description="torch threads on CPU (default: torch's)")
@@ -402,38 +405,57 @@ def default_guidance() -> float:
     return float(DEFAULT_GUIDANCE)
 
 
-def guidance_where(settings: MeasureSettings, guidance: float | None = None) -> tuple[str, tuple[float, float]]:
-    """Where the measurement's videos are guided (region, noise-level interval): the settings', else the
-    generator's defaults; for a video made at ``guidance`` <= 1 nowhere (the whole frame at every level: such a video
-    is the same whatever the region or interval, so it keeps one cache key)."""
-    from avatar_gen.inference.generator import DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_REGION
+@dataclass(frozen=True)
+class VideoSampling:
+    """How a measurement's videos are sampled besides the scale, steps and seed: where the guidance applies (the
+    token ``region`` and the noise-level ``interval``) and the noise level denoising starts at (``start_sigma``)."""
+
+    region: str
+    interval: tuple[float, float]
+    start_sigma: float
+
+    def key(self) -> dict[str, Any]:
+        """What a cache key holds of it: nothing for the whole frame at every noise level from pure noise, so that
+        videos made before these settings existed keep their keys."""
+        from avatar_gen.inference.guidance import FULL_INTERVAL
+
+        key: dict[str, Any] = {} if self.region == "frame" else {"guidance_region": self.region}
+        if tuple(self.interval) != FULL_INTERVAL:
+            key["guidance_interval"] = list(self.interval)
+        if self.start_sigma < 1.0:
+            key["start_sigma"] = self.start_sigma
+        return key
+
+    def suffix(self) -> str:
+        """The file-name part of :meth:`key` (``-mouth``, ``-gi0.3-1``, ``-start0.8``)."""
+        key = self.key()
+        return (f"-{self.region}" if "guidance_region" in key else "") + \
+            ("-gi{:g}-{:g}".format(*self.interval) if "guidance_interval" in key else "") + \
+            (f"-start{self.start_sigma:g}" if "start_sigma" in key else "")
+
+    def record(self) -> dict[str, Any]:
+        """The report's record of it."""
+        return {"guidance_region": self.region, "guidance_interval": list(self.interval),
+                "start_sigma": self.start_sigma}
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        """The arguments of :meth:`AvatarGenerator.generate <avatar_gen.inference.AvatarGenerator.generate>` it sets."""
+        return {"guidance_interval": self.interval, "guidance_region": self.region, "start_sigma": self.start_sigma}
+
+
+def video_sampling(settings: MeasureSettings, guidance: float | None = None) -> VideoSampling:
+    """How the measurement's videos are sampled: the settings', else the generator's defaults; a video made at
+    ``guidance`` <= 1 is guided nowhere (the whole frame at every level: such a video is the same whatever the region
+    or interval, so it keeps one cache key)."""
+    from avatar_gen.inference.generator import (DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_REGION,
+                                                DEFAULT_START_SIGMA)
     from avatar_gen.inference.guidance import FULL_INTERVAL
 
+    start = settings.start_sigma if settings.start_sigma is not None else DEFAULT_START_SIGMA
     if guidance is not None and guidance <= 1.0:
-        return "frame", FULL_INTERVAL
-    return settings.guidance_region or DEFAULT_GUIDANCE_REGION, settings.guidance_interval or DEFAULT_GUIDANCE_INTERVAL
-
-
-def guidance_where_record(settings: MeasureSettings) -> dict[str, Any]:
-    """The report's record of where guidance applies (the settings', else the generator's defaults)."""
-    region, interval = guidance_where(settings)
-    return {"guidance_region": region, "guidance_interval": list(interval)}
-
-
-def guidance_where_key(region: str, interval: tuple[float, float]) -> dict[str, Any]:
-    """What a cache key holds of where guidance applied: nothing for the whole frame at every noise level, so that
-    videos made before these settings existed (guided everywhere) keep their keys."""
-    from avatar_gen.inference.guidance import FULL_INTERVAL
-
-    key: dict[str, Any] = {} if region == "frame" else {"guidance_region": region}
-    return key if tuple(interval) == FULL_INTERVAL else {**key, "guidance_interval": list(interval)}
-
-
-def guidance_where_suffix(region: str, interval: tuple[float, float]) -> str:
-    """The file-name part of :func:`guidance_where_key` (``-mouth``, ``-gi0.3-1``)."""
-    key = guidance_where_key(region, interval)
-    return (f"-{region}" if "guidance_region" in key else "") + \
-        ("-gi{:g}-{:g}".format(*interval) if "guidance_interval" in key else "")
+        return VideoSampling("frame", FULL_INTERVAL, start)
+    return VideoSampling(settings.guidance_region or DEFAULT_GUIDANCE_REGION,
+                         settings.guidance_interval or DEFAULT_GUIDANCE_INTERVAL, start)
 
 
 def generated_case(generator: LazyGenerator, model: CheckpointInfo, case: HeldOutClip, control: HeldOutClip,
@@ -441,14 +463,14 @@ def generated_case(generator: LazyGenerator, model: CheckpointInfo, case: HeldOu
     """Generate (or take from ``folder``) the video of one held-out case and its figures (:func:`score_video`)."""
     from avatar_gen.inference.handoff import handoff_defaults
 
-    region, interval = guidance_where(settings, guidance)
-    key = (f"{case.clip_id}-g{guidance:g}{guidance_where_suffix(region, interval)}-steps{settings.steps}"
+    sampling = video_sampling(settings, guidance)
+    key = (f"{case.clip_id}-g{guidance:g}{sampling.suffix()}-steps{settings.steps}"
            f"-seed{settings.seed}")
     video_path, record_path = folder / f"{key}.mp4", folder / f"{key}.json"
     # a video of several chunks is made with the default hand-off: its key holds what the defaults were
     video_key = cache_key(checkpoint=model.fingerprint, portrait_and_speech=case.fingerprint, guidance=guidance,
                           steps=settings.steps, seed=settings.seed, handoff_defaults=handoff_defaults(),
-                          **guidance_where_key(region, interval))
+                          **sampling.key())
     scoring_key = cache_key(version=SCORING_VERSION, control=control.fingerprint)
     cached = read_json(record_path) or {}
     have_video = video_path.is_file() and cached.get("video_key") == video_key
@@ -459,13 +481,12 @@ def generated_case(generator: LazyGenerator, model: CheckpointInfo, case: HeldOu
     if generation is None:
         started = time.perf_counter()
         result = generator.get().generate(portrait, audio=case.video_path, output=video_path, steps=settings.steps,
-                                          guidance=guidance, seed=settings.seed, guidance_interval=interval,
-                                          guidance_region=region)
+                                          guidance=guidance, seed=settings.seed, **sampling.generation_kwargs())
         generation = {"seconds": round(time.perf_counter() - started, 3), "num_chunks": result.num_chunks,
                       "height": result.height, "width": result.width, "fps": result.fps}
     record = {"clip_id": case.clip_id, "control_clip_id": control.clip_id, "voice": case.voice,
               "speech_seconds": round(case.duration, 3), "guidance": guidance,
-              "guidance_region": region, "guidance_interval": list(interval), "steps": settings.steps,
+              **sampling.record(), "steps": settings.steps,
               "seed": settings.seed, "video": video_path.name, "generation": generation,
               **score_video(video_path, case.speech_16k(), control.speech_16k(), portrait)}
     atomic_write_json(record_path, {"video_key": video_key, "scoring_key": scoring_key, "generation": generation,
@@ -776,7 +797,7 @@ def videos_section(model: CheckpointInfo, generator: LazyGenerator, held_out: He
     if "videos" in config.sections:
         rows = [records[(guidance, case.clip_id)] for case in cases]
         videos = {"n_cases": len(rows), "held_out": True, "guidance": guidance,
-                  **guidance_where_record(config), "steps": config.steps,
+                  **video_sampling(config).record(), "steps": config.steps,
                   "seed": config.seed, "control": "the same video scored against the next case's clip's speech",
                   **summarise_cases(rows), "cases": rows,
                   "generation_seconds": spread([row["generation"]["seconds"] for row in rows])}
@@ -784,7 +805,7 @@ def videos_section(model: CheckpointInfo, generator: LazyGenerator, held_out: He
     if "sweep" in config.sections:
         sweep_cases = cases[:config.sweep_cases]
         sweep = {"n_cases": len(sweep_cases), "held_out": True, "steps": config.steps,
-                 **guidance_where_record(config), "rows": []}
+                 **video_sampling(config).record(), "rows": []}
         for scale in config.sweep_guidance:
             rows = [records[(scale, case.clip_id)] for case in sweep_cases]
             sweep["rows"].append({"guidance": scale, "n_cases": len(rows), **summarise_cases(rows)})

@@ -34,8 +34,7 @@ from avatar_gen.inference.handoff import ANCHORS, HANDOFFS, handoff_defaults
 from avatar_gen.limits import MAX_SPEECH_SECONDS
 from avatar_gen.toy.measure import (
     DETECT_EVERY, SCORING_VERSION, CheckpointInfo, cache_key, HeldOutClip, HeldOutSet, LazyGenerator, MeasureSettings,
-    default_guidance, digest, guidance_where, guidance_where_key, guidance_where_record, guidance_where_suffix,
-    prepare, report_header)
+    VideoSampling, default_guidance, digest, prepare, report_header, video_sampling)
 from avatar_gen.toy.measure_report import render_long_report, spread
 from avatar_gen.utils.io import atomic_write_json, atomic_write_text, read_json
 from avatar_gen.utils.progress import progress
@@ -164,8 +163,8 @@ def long_case(generator: LazyGenerator, model: CheckpointInfo, held_out: HeldOut
 
     case: HeldOutClip = held_out.clips[index]
     handoff = f"{config.handoff}{config.handoff_frames or ''}-{config.anchor}"
-    region, interval = guidance_where(config, guidance)
-    key = (f"{case.clip_id}-{config.seconds:g}s-g{guidance:g}{guidance_where_suffix(region, interval)}"
+    sampling = video_sampling(config, guidance)
+    key = (f"{case.clip_id}-{config.seconds:g}s-g{guidance:g}{sampling.suffix()}"
            f"-steps{config.steps}-seed{config.seed}-{handoff}")
     video_path, record_path, speech_path = (folder / f"{key}.mp4", folder / f"{key}.json", folder / f"{key}.wav")
     speech, speech_clips = long_speech(held_out, index, config.seconds)
@@ -174,7 +173,7 @@ def long_case(generator: LazyGenerator, model: CheckpointInfo, held_out: HeldOut
                           speech=[by_id[clip_id].fingerprint for clip_id in speech_clips], seconds=config.seconds,
                           guidance=guidance, steps=config.steps, seed=config.seed, handoff=config.handoff,
                           handoff_frames=config.handoff_frames, anchor=config.anchor,
-                          **guidance_where_key(region, interval),
+                          **sampling.key(),
                           **({"handoff_defaults": handoff_defaults()} if leaves_to_defaults(config) else {}))
     scoring_key = cache_key(version=SCORING_VERSION, long_version=LONG_SCORING_VERSION, timing=config.timing_chunks,
                             windows=[config.identity_window, config.colour_window, config.sync_window])
@@ -186,15 +185,15 @@ def long_case(generator: LazyGenerator, model: CheckpointInfo, held_out: HeldOut
     chunks, handoff = (cached.get("chunks"), cached.get("handoff")) if have_video else (None, None)
     if chunks is None or handoff is None:
         write_wav(speech_path, speech, SAMPLE_RATE)
-        chunks, handoff = generate_in_chunks(generator, portrait, speech_path, video_path, guidance, region,
-                                             interval, config)
+        chunks, handoff = generate_in_chunks(generator, portrait, speech_path, video_path, guidance, sampling,
+                                             config)
     timing = {}
     for chunk_index in config.timing_chunks:
         chunk = chunks[chunk_index] if chunk_index < len(chunks) else None
         timing[str(chunk_index)] = None if chunk is None else {"seconds": chunk["seconds"],
                                                                "peak_memory_mb": chunk["peak_memory_mb"]}
     record = {"clip_id": case.clip_id, "speech_clips": speech_clips, "speech_seconds": config.seconds,
-              "guidance": guidance, "guidance_region": region, "guidance_interval": list(interval),
+              "guidance": guidance, **sampling.record(),
               "steps": config.steps, "seed": config.seed, "video": video_path.name, "handoff": handoff,
               "num_chunks": len(chunks), "chunk_timing": timing,
               **score_long_video(video_path, speech, portrait, chunks, config)}
@@ -204,15 +203,14 @@ def long_case(generator: LazyGenerator, model: CheckpointInfo, held_out: HeldOut
 
 
 def generate_in_chunks(generator: LazyGenerator, portrait: np.ndarray, speech_path: Path, video_path: Path,
-                       guidance: float, region: str, interval: tuple[float, float],
+                       guidance: float, sampling: VideoSampling,
                        config: LongMeasureConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Stream one video; the generator's record of every chunk (its plan, the frames it delivered, its seconds and
     peak memory: :attr:`GenerationResult.chunks <avatar_gen.inference.GenerationResult>`) and the hand-off used."""
     avatar = generator.get()
     segments = avatar.stream(portrait, audio=speech_path, output=video_path, steps=config.steps, guidance=guidance,
                              seed=config.seed, handoff=config.handoff, handoff_frames=config.handoff_frames,
-                             anchor=config.anchor, chunk_memory=True, guidance_interval=interval,
-                             guidance_region=region)
+                             anchor=config.anchor, chunk_memory=True, **sampling.generation_kwargs())
     for segment in segments:
         if segment.result is not None:
             return segment.result.chunks, segment.result.handoff
@@ -288,7 +286,7 @@ def measure_long(config: LongMeasureConfig, command: str | None = None) -> dict[
     guidance = config.guidance if config.guidance is not None else default_guidance()
     report = report_header(config, held_out, command)
     report["settings"] = {**config.model_dump(mode="json", exclude={"checkpoints", "held_out", "out", "device"}),
-                          "guidance": guidance, **guidance_where_record(config)}
+                          "guidance": guidance, **video_sampling(config).record()}
     report["ground_truth"] = ground_truth_colour_shift(held_out, config.colour_window, cache)
     report["checkpoints"] = {}
     for model in models:

@@ -136,7 +136,7 @@ def render_measure_report(report: dict[str, Any]) -> str:
         if videos is not None:
             lines += ["", f"**Generated videos**: {videos['n_cases']} held-out cases (portrait = the clip's first "
                       f"frame, speech = its own sound), {videos['steps']} steps, guidance {videos['guidance']:g}"
-                      f"{_guidance_where_text(videos)}, seed {videos['seed']}; control = {videos['control']}.", "",
+                      f"{_sampling_text(videos)}, seed {videos['seed']}; control = {videos['control']}.", "",
                       "| figure | mean ± std (n) |", "|---|---|",
                       f"| face found, % of frames | {spread_text(videos['face_found_pct'], 1)} |",
                       f"| offline sync@0 with its speech | {spread_text(videos['sync'])} |",
@@ -154,7 +154,7 @@ def render_measure_report(report: dict[str, Any]) -> str:
         sweep = entry.get("guidance_sweep")
         if sweep is not None:
             lines += ["", f"**Guidance sweep** on the first {sweep['n_cases']} case(s), {sweep['steps']} steps"
-                      f"{_guidance_where_text(sweep)}:", "",
+                      f"{_sampling_text(sweep)}:", "",
                       "| guidance | face found % | sync@0 | control sync | identity SSIM |", "|---|---|---|---|---|"]
             for row in sweep["rows"]:
                 lines.append(f"| {row['guidance']:g} | {spread_text(row['face_found_pct'], 1)} | "
@@ -164,15 +164,18 @@ def render_measure_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _guidance_where_text(entry: dict[str, Any]) -> str:
-    """Where the guidance applied: `` on the mouth``, `` at noise levels sigma 0.5-1``; nothing for the whole frame at
-    every level (and for reports made before these settings existed)."""
+def _sampling_text(entry: dict[str, Any]) -> str:
+    """Where the guidance applied and where denoising started: `` on the mouth``, `` at noise levels sigma 0.5-1``,
+    ``, from the portrait's still video at sigma 0.8``; nothing for the whole frame at every level from pure noise
+    (and for reports made before these settings existed)."""
     from avatar_gen.inference.guidance import FULL_INTERVAL
 
     low, high = entry.get("guidance_interval") or FULL_INTERVAL
     region = entry.get("guidance_region") or "frame"
+    start = entry.get("start_sigma") or 1.0
     return ("" if region == "frame" else f" on the {region}") + \
-        ("" if (low, high) == FULL_INTERVAL else f" at noise levels sigma {low:g}-{high:g}")
+        ("" if (low, high) == FULL_INTERVAL else f" at noise levels sigma {low:g}-{high:g}") + \
+        ("" if start >= 1.0 else f", from the portrait's still video at sigma {start:g}")
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -199,7 +202,7 @@ def render_long_report(report: dict[str, Any]) -> str:
     lines = _header("Toy world: long videos (drift over a minute)", report)
     lines += ["", f"Each case: a held-out portrait speaking {settings['seconds']:g} s of held-out speech (its clip's "
               f"sound, then the next held-out clips'), {settings['steps']} steps, guidance {settings['guidance']:g}"
-              f"{_guidance_where_text(settings)}. "
+              f"{_sampling_text(settings)}. "
               f"Reference colour shift of the ground truth: {spread_text(truth['colour_shift'], 2)} ({truth['note']})."]
     timing_chunks = [str(index) for index in settings["timing_chunks"]]
     for name, entry in report["checkpoints"].items():
