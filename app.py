@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, default=None, help="initial value of the page's guidance scale")
     parser.add_argument("--guidance_region", default=None, choices=GUIDANCE_REGIONS,
                         help="initial choice of where the page's audio guidance acts (default: the mouth)")
+    parser.add_argument("--start_sigma", type=float, default=None,
+                        help="initial value of the page's start noise level (default: inference's)")
     parser.add_argument("--work-dir", default=None,
                         help="folder for example portraits and generated videos (default: a temporary folder, "
                              "removed on exit)")
@@ -39,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         from avatar_gen.inference import AvatarGenerator
         from avatar_gen.webapp import PageDefaults, serve
 
-        initial = {"steps": args.steps, "guidance": args.guidance, "guidance_region": args.guidance_region}
+        initial = {"steps": args.steps, "guidance": args.guidance, "guidance_region": args.guidance_region,
+                   "start_sigma": args.start_sigma}
         defaults = PageDefaults(**{name: value for name, value in initial.items() if value is not None})
         generator = AvatarGenerator.load(args.checkpoint, pretrained=args.pretrained, device=args.device,
                                          dtype=args.dtype)

@@ -26,7 +26,7 @@ import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
 from avatar_gen.errors import UserError
-from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_REGION, DEFAULT_STEPS
+from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_REGION, DEFAULT_START_SIGMA, DEFAULT_STEPS
 from avatar_gen.inference.guidance import GUIDANCE_REGIONS
 # The bounds of a generation request are inference's own, so that the page, the command line and the Python API
 # accept the same requests.
@@ -60,6 +60,7 @@ VOICES: tuple[tuple[str, str], ...] = (
 DEFAULT_VOICE = "en-us"
 # Where the audio guidance acts (docs/inference.md "Audio guidance"): how the page names inference's regions.
 GUIDANCE_REGION_LABELS = {"mouth": "the mouth", "frame": "the whole frame"}
+START_SIGMA_STEP = 0.05  # the start slider's resolution; its range is (0, 1]: from this step up
 EXAMPLE_TEXTS = (
     "Hello! I am a synthetic face, and this is what I sound like.",
     "One picture and one line of text are all it takes to make me speak.",
@@ -78,6 +79,7 @@ class PageDefaults:
     seed: int = 0
     voice: str = DEFAULT_VOICE
     guidance_region: str = DEFAULT_GUIDANCE_REGION
+    start_sigma: float = DEFAULT_START_SIGMA
 
     def __post_init__(self) -> None:
         if not MIN_STEPS <= self.steps <= MAX_STEPS:
@@ -89,6 +91,7 @@ class PageDefaults:
         if self.voice not in [value for _, value in VOICES]:
             raise UserError(f"unknown voice {self.voice!r}; choose one of {', '.join(value for _, value in VOICES)}")
         check_region_choice(self.guidance_region)
+        check_start_sigma(self.start_sigma)
 
 
 @dataclass
@@ -112,6 +115,7 @@ class GenerationRequest:
     guidance: float
     seed: int
     guidance_region: str = DEFAULT_GUIDANCE_REGION
+    start_sigma: float = DEFAULT_START_SIGMA
 
 
 # ----------------------------------------------------------------------------------------- validation
@@ -197,8 +201,17 @@ def check_region_choice(region: Any) -> str:
     return region
 
 
+def check_start_sigma(start_sigma: Any) -> float:
+    """A noise level in (0, 1] to start denoising at, or :class:`UserError`."""
+    value = _number(start_sigma, "start noise level")
+    if not 0.0 < value <= 1.0:
+        raise UserError(f"start noise level must be above 0 and at most 1 (1 = from pure noise), got {start_sigma}")
+    return value
+
+
 def validate_request(image: Any, speech_source: Any, text: Any, audio: Any, voice: Any, steps: Any,
-                     guidance: Any, seed: Any, guidance_region: Any = DEFAULT_GUIDANCE_REGION) -> GenerationRequest:
+                     guidance: Any, seed: Any, guidance_region: Any = DEFAULT_GUIDANCE_REGION,
+                     start_sigma: Any = DEFAULT_START_SIGMA) -> GenerationRequest:
     """Turn the page's raw values into a :class:`GenerationRequest`, or raise :class:`UserError`."""
     image_path = uploaded_path(image)
     if image_path is None:
@@ -235,9 +248,10 @@ def validate_request(image: Any, speech_source: Any, text: Any, audio: Any, voic
     if not seed_value.is_integer() or not 0 <= seed_value <= MAX_SEED:
         raise UserError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
     region = check_region_choice(guidance_region)
+    start = check_start_sigma(start_sigma)
     return GenerationRequest(image=image_path, text=spoken_text, audio=speech_path, voice=voice,
                              steps=int(steps_value), guidance=guidance_value, seed=int(seed_value),
-                             guidance_region=region)
+                             guidance_region=region, start_sigma=start)
 
 
 # ----------------------------------------------------------------------------------------- generation
@@ -258,6 +272,10 @@ def describe_result(result: Any) -> str:
     if region.get("region") in GUIDANCE_REGION_LABELS:
         line += f" Audio guidance on {GUIDANCE_REGION_LABELS[region['region']]}"
         line += f": {region['reason']}." if region.get("reason") else "."
+    start, steps_run = getattr(result, "start_sigma", None), getattr(result, "steps_run", None)
+    if start is not None and steps_run is not None:
+        line += (f" {steps_run} denoising steps from pure noise." if start >= 1.0 else
+                 f" {steps_run} denoising steps from the portrait at noise level {start:g}.")
     timings = getattr(result, "timings", None) or {}
     if timings:
         line += " Time: " + ", ".join(f"{stage.replace('_', ' ')} {seconds:.1f} s"
@@ -285,7 +303,7 @@ def stream_generation(generator: Any, request: GenerationRequest, output_dir: Pa
                 str(request.image), text=request.text, audio=None if request.audio is None else str(request.audio),
                 output=str(output), segment_dir=str(segment_dir), tts="espeak", voice=request.voice,
                 steps=request.steps, guidance=request.guidance, seed=request.seed,
-                guidance_region=request.guidance_region, progress=progress):
+                guidance_region=request.guidance_region, start_sigma=request.start_sigma, progress=progress):
             if segment.result is None:
                 yield Path(segment.path), None, None
                 continue
@@ -311,11 +329,11 @@ def make_generate_handler(generator: Any, output_dir: Path, streaming: bool = Tr
     image decoding.
     """
 
-    def generate(image, speech_source, text, audio, voice, steps, guidance, seed, guidance_region,
+    def generate(image, speech_source, text, audio, voice, steps, guidance, seed, guidance_region, start_sigma,
                  progress=gr.Progress()) -> Iterator[tuple[str | None, str | None, str]]:  # noqa: B008 - gradio injects it
         try:
             request = validate_request(image, speech_source, text, audio, voice, steps, guidance, seed,
-                                       guidance_region)
+                                       guidance_region, start_sigma)
             progress(0.0, desc="starting")
 
             def report(stage: str, fraction: float) -> None:
@@ -418,6 +436,9 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
                 guidance_region = gr.Radio([(GUIDANCE_REGION_LABELS[region], region) for region in GUIDANCE_REGIONS],
                                            value=defaults.guidance_region,
                                            label="Audio guidance acts on", elem_id="guidance-region")
+                start_sigma = gr.Slider(START_SIGMA_STEP, 1.0, value=defaults.start_sigma, step=START_SIGMA_STEP,
+                                        label="Start noise level (1 = from pure noise; lower keeps the portrait, "
+                                              "moves less and runs fewer steps)", elem_id="start-sigma")
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
                 video = gr.Video(label="Talking video", interactive=False, elem_id="result-video", streaming=streaming,
@@ -441,7 +462,7 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
             lambda: None, inputs=None, outputs=portrait, queue=False, show_progress="hidden")
         generate_button.click(
             generate, inputs=[portrait, speech_source, text, speech_audio, voice, steps, guidance, seed,
-                              guidance_region],
+                              guidance_region, start_sigma],
             outputs=[video, download, summary], preprocess=False, concurrency_id="generate",
         )
     return app

@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="continuation_max_frames the checkpoint records (the default hand-off length)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--start_sigma", type=float, default=1.0,
+                        help="noise level denoising starts at (default 1: the whole schedule from pure noise, as the "
+                             "recorded figures ran; inference's default starts lower, docs/inference.md)")
     parser.add_argument("--chunks", type=int, nargs=2, default=[1, 15], help="the chunks to compare (from 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (see bench_inference.py)")
     args = parser.parse_args(argv)
@@ -99,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
                   "steps": args.steps, "guidance": args.guidance, "threads": args.threads, "handoffs": {}}
         for name, options in HANDOFFS.items():
             result = generator.generate(portrait, audio=speech, output=folder / f"{name}.mp4", steps=args.steps,
-                                        guidance=args.guidance, seed=0, chunk_memory=True, **options)
+                                        guidance=args.guidance, seed=0, chunk_memory=True,
+                                        start_sigma=args.start_sigma, **options)
             report["handoffs"][name] = {**result.handoff, **chunk_figures(result, args.chunks)}
     print(json.dumps(report))
 

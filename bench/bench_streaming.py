@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk_frames", type=int, default=49, help="training clip length of the tiny checkpoint")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--start_sigma", type=float, default=1.0,
+                        help="noise level denoising starts at (default 1: the whole schedule from pure noise, as the "
+                             "recorded figures ran; inference's default starts lower, docs/inference.md)")
     parser.add_argument("--regular_steps", type=int, default=30, help="the regular schedule the distilled one beats")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (see bench_inference.py)")
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         generator = AvatarGenerator.load(checkpoint)
         portrait = make_portrait(folder / "face.png", seed=5, size=256)
         speech_file = twelve_seconds_of_speech(folder)
-        request = dict(audio=speech_file, steps=args.steps, guidance=args.guidance, seed=0)
+        request = dict(audio=speech_file, steps=args.steps, guidance=args.guidance, seed=0,
+                       start_sigma=args.start_sigma)
         generator.generate(portrait, text="Warm up.", output=folder / "warmup.mp4", steps=2)
 
         def streamed(overlap: bool = True, name: str = "streamed"):
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         regular_path, distilled_path = folder / "regular.mp4", folder / "distilled.mp4"
         distilled_ratio, _, _ = paired_ratio(
             lambda: generator.generate(portrait, output=regular_path, steps=args.regular_steps,
-                                       guidance=args.guidance, **short),
+                                       guidance=args.guidance, start_sigma=args.start_sigma, **short),
             lambda: generator.generate(portrait, output=distilled_path, distilled=True, **short), args.pairs)
         regular_record, _ = evaluate_clip(regular_path)
         distilled_record, _ = evaluate_clip(distilled_path, reference_path=regular_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -13,6 +14,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """Entry points called in-process configure the root logger (``setup_logging``: ``basicConfig``) with a handler on
+    the stderr pytest captured for that test; without this, later tests' log records go to that closed stream
+    ("Logging error: I/O operation on closed file" in their reports)."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in root.handlers[:]:
+        if type(handler) is logging.StreamHandler:  # basicConfig's; pytest's own handlers are subclasses
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

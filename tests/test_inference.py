@@ -10,6 +10,7 @@ import torch
 from avatar_gen.audio.features import AudioEncoderSpec
 from avatar_gen.audio.tts import synthesize
 from avatar_gen.inference import DEFAULT_GUIDANCE, DISTILLED_TIMESTEPS, STAGES, AvatarGenerator, plan_chunks
+from avatar_gen.inference.generator import DEFAULT_START_SIGMA
 from avatar_gen.inference.inputs import fit_portrait, load_portrait
 from avatar_gen.inference.schedule import covering_frame_count
 from avatar_gen.tiny.checkpoint import write_untrained_checkpoint
@@ -80,7 +81,8 @@ def test_video_has_both_streams_speech_duration_and_size(generator, portrait, tm
     # progress: every stage in order, denoising once per step, each stage ending at 1.0
     assert [stage for stage, _ in stages if _ == 0.0] == list(STAGES)
     denoising = [fraction for stage, fraction in stages if stage == "denoising"]
-    assert denoising == sorted(denoising) and denoising[-1] == 1.0 and len(denoising) == STEPS + 1
+    assert denoising == sorted(denoising) and denoising[-1] == 1.0 and len(denoising) == result.steps_run + 1
+    assert 1 <= result.steps_run <= STEPS
     assert not list(tmp_path.glob(".tmp-*"))
 
 
@@ -351,7 +353,7 @@ def test_distilled_and_custom_schedules_reach_the_model(generator, portrait, tmp
     assert result.steps == 2 and result.guidance == 2.0
     assert used == pytest.approx([1000.0, 400.0] * result.num_chunks)
     used.clear()
-    result = generator.generate(portrait, text="Hi.", output=tmp_path / "regular.mp4", steps=3)
+    result = generator.generate(portrait, text="Hi.", output=tmp_path / "regular.mp4", steps=3, start_sigma=1.0)
     # no fixed schedule stays behind: the regular one ends on the scheduler's shift_terminal (0.1)
     assert len(used) == 3 * result.num_chunks and used[2] == pytest.approx(100.0)
 
@@ -416,6 +418,9 @@ def test_api_input_checks(tmp_path):
         check_output_path(tmp_path / "video.mp4")
     assert resolve_settings(distilled=True).steps == len(DISTILLED_TIMESTEPS)
     assert resolve_settings().guidance == DEFAULT_GUIDANCE and resolve_settings(timesteps=[900, 100]).guidance == 1.0
+    # a fixed schedule runs whole by default; a regular one from the default start
+    assert resolve_settings().start_sigma == DEFAULT_START_SIGMA and resolve_settings(distilled=True).start_sigma == 1.0
+    assert resolve_settings(distilled=True, start_sigma=0.8).start_sigma == 0.8
     with pytest.raises(UserError, match="guidance"):
         resolve_settings(guidance=0.5)
 

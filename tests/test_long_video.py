@@ -281,8 +281,9 @@ def test_latent_hand_off_continues_from_the_previous_chunks_last_latent_frames(c
 
     calls = _spy(generator, monkeypatch)
     monkeypatch.setattr(generator, "latent_frames", latent_frames)
+    # from pure noise: the untrained model's frames then differ enough for each written frame to find its own below
     result = generator.generate(face, audio=speech, output=tmp_path / "latent.mp4", steps=2, seed=4, overlap=False,
-                                anchor="none")
+                                anchor="none", start_sigma=1.0)
     total = round(2.0 * FPS)
     plans = plan_chunks(total, 25, 8, 2)
     assert result.handoff == {"handoff": "latent", "latent_frames": 2, "anchor": "none", "given_latent_frames": 2}
@@ -312,7 +313,8 @@ def test_latent_hand_off_continues_from_the_previous_chunks_last_latent_frames(c
     # chunk 0 is the same as with the decoded-frame hand-off (the portrait encoded with the same random draw)
     monkeypatch.undo()
     frame_calls = _spy(generator, monkeypatch)
-    generator.generate(face, audio=speech, output=tmp_path / "frame.mp4", steps=2, seed=4, handoff="frame")
+    generator.generate(face, audio=speech, output=tmp_path / "frame.mp4", steps=2, seed=4, handoff="frame",
+                       start_sigma=1.0)
     assert np.array_equal(frame_calls["decoded"][0], decoded[0])
     assert not np.array_equal(frame_calls["decoded"][1], decoded[1])
 

@@ -376,7 +376,7 @@ def test_generation_from_the_portrait_records_its_start_and_the_steps_it_ran(pat
     generator = patched_generators[2]
     portrait = make_portrait(tmp_path / "face.png", seed=1, size=SIZE)
     reported = []
-    full = generator.generate(portrait, text="Hi.", output=tmp_path / "full.mp4", steps=6, seed=3)
+    full = generator.generate(portrait, text="Hi.", output=tmp_path / "full.mp4", steps=6, seed=3, start_sigma=1.0)
     started = generator.generate(portrait, text="Hi.", output=tmp_path / "start.mp4", steps=6, seed=3,
                                  start_sigma=0.7, progress=lambda stage, fraction: reported.append((stage, fraction)))
     assert full.summary()["start_sigma"] == 1.0 and full.steps_run == 6 * full.num_chunks

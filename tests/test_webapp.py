@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from avatar_gen.errors import UserError
+from avatar_gen.inference import DEFAULT_START_SIGMA
 from avatar_gen.webapp import (
     AUDIO_SOURCE, MAX_IMAGE_SIDE, WEB_TEXT_MAX_CHARS, MAX_UPLOAD_BYTES, MIN_IMAGE_SIDE, TEXT_SOURCE, PageDefaults,
     build_app, check_portrait, describe_result, prepare_examples, prune_outputs, validate_request,
@@ -43,6 +44,7 @@ def test_valid_request_is_normalised(portrait):
     assert request.audio is None
     assert (request.steps, request.guidance, request.seed, request.voice) == (2, 3.0, 7, "en-us")
     assert request.guidance_region == "mouth"  # inference's default when the page sends none
+    assert request.start_sigma == DEFAULT_START_SIGMA
     # Gradio's slider and number widgets send floats.
     request = validate_request(**request_values(portrait, steps=4.0, seed=12.0))
     assert (request.steps, request.seed) == (4, 12)
@@ -76,6 +78,9 @@ def test_speech_upload_replaces_the_text(portrait, tmp_path):
     ({"seed": "abc"}, "seed must be a number"),
     ({"speech_source": "telepathy"}, "speech source"),
     ({"guidance_region": "ears"}, "guidance region must be one of mouth, frame"),
+    ({"start_sigma": 0}, "start noise level must be above 0"),
+    ({"start_sigma": 1.5}, "start noise level must be above 0"),
+    ({"start_sigma": "late"}, "start noise level must be a number"),
     ({"image": None}, "upload a portrait"),
 ])
 def test_bad_values_are_refused_with_a_clear_message(portrait, changes, message):
@@ -140,6 +145,8 @@ def test_page_defaults_are_checked():
         PageDefaults(voice="xx")
     with pytest.raises(UserError, match="guidance region"):
         PageDefaults(guidance_region="ears")
+    with pytest.raises(UserError, match="start noise level"):
+        PageDefaults(start_sigma=0.0)
 
 
 def test_page_has_every_control_and_the_examples(tmp_path):
@@ -157,6 +164,8 @@ def test_page_has_every_control_and_the_examples(tmp_path):
     region = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "guidance-region")
     assert region["props"]["value"] == "mouth"
     assert [choice[1] for choice in region["props"]["choices"]] == ["mouth", "frame"]
+    start = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "start-sigma")
+    assert start["props"]["value"] == DEFAULT_START_SIGMA and start["props"]["maximum"] == 1.0
     assert app.analytics_enabled is False
 
 
@@ -170,9 +179,11 @@ class RecordingGenerator:
         self.calls = []
 
     def stream(self, image, text=None, audio=None, output="talking.mp4", segment_dir=None, tts="espeak",
-               voice="en-us", steps=None, guidance=None, seed=0, guidance_region=None, progress=None):
+               voice="en-us", steps=None, guidance=None, seed=0, guidance_region=None, start_sigma=None,
+               progress=None):
         self.calls.append(dict(image=image, text=text, audio=audio, output=output, tts=tts, voice=voice,
-                               steps=steps, guidance=guidance, seed=seed, guidance_region=guidance_region))
+                               steps=steps, guidance=guidance, seed=seed, guidance_region=guidance_region,
+                               start_sigma=start_sigma))
         progress("speech", 1.0)
         progress("denoising", 0.5)
         if self.error is not None:
@@ -183,7 +194,8 @@ class RecordingGenerator:
             path.write_bytes(b"segment")
             result = None if index == 0 else SimpleNamespace(
                 video_path=Path(output), duration=1.0, num_frames=25, height=64, width=64, fps=25.0,
-                timings={"total": 1.0}, guidance_region={"region": "frame", "reason": "no mouth found (no face)"})
+                timings={"total": 1.0}, guidance_region={"region": "frame", "reason": "no mouth found (no face)"},
+                start_sigma=0.85, steps_run=6)
             yield SimpleNamespace(index=index, path=path, result=result)
 
 
@@ -197,8 +209,10 @@ def test_generate_handler_passes_the_request_and_maps_errors(portrait, tmp_path)
     def progress(fraction, desc=None):
         reported.append((desc, fraction))
 
-    values = request_values(portrait, steps=3.0, guidance=2.5, seed=4.0, voice="en-gb", guidance_region="frame")
-    names = ("image", "speech_source", "text", "audio", "voice", "steps", "guidance", "seed", "guidance_region")
+    values = request_values(portrait, steps=3.0, guidance=2.5, seed=4.0, voice="en-gb", guidance_region="frame",
+                            start_sigma=0.85)
+    names = ("image", "speech_source", "text", "audio", "voice", "steps", "guidance", "seed", "guidance_region",
+             "start_sigma")
     arguments = [values[name] for name in names]
     generator = RecordingGenerator()
     updates = list(make_generate_handler(generator, tmp_path / "out")(*arguments, progress=progress))
@@ -208,10 +222,11 @@ def test_generate_handler_passes_the_request_and_maps_errors(portrait, tmp_path)
     assert Path(last_segment).name == "segment_0001.mp4"
     call = generator.calls[0]
     assert call == dict(image=str(portrait), text="Hello there.", audio=None, output=download, tts="espeak",
-                        voice="en-gb", steps=3, guidance=2.5, seed=4, guidance_region="frame")
+                        voice="en-gb", steps=3, guidance=2.5, seed=4, guidance_region="frame", start_sigma=0.85)
     assert Path(download).parent == tmp_path / "out" and Path(download).suffix == ".mp4"
     assert "25 frames" in description
     assert "Audio guidance on the whole frame: no mouth found (no face)." in description
+    assert "6 denoising steps from the portrait at noise level 0.85." in description
     assert reported == [("starting", 0.0), ("speech", 1.0), ("denoising", 0.5)]
     assert not list((tmp_path / "out" / "segments").iterdir())  # the page has its copies; ours are removed
     # without streaming (no ffprobe on PATH) the video comes once, whole

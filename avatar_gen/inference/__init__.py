@@ -13,6 +13,7 @@ import importlib
 
 _HOMES = {
     "AvatarGenerator": "generator", "DEFAULT_GUIDANCE": "generator", "DEFAULT_GUIDANCE_REGION": "generator",
+    "DEFAULT_START_SIGMA": "generator",
     "DEFAULT_STEPS": "generator",
     "GenerationResult": "generator", "STAGES": "generator", "Segment": "generator",
     "MAX_SPEECH_SECONDS": "inputs", "REQUEST_TEXT_MAX_CHARS": "inputs", "MIN_IMAGE_SIDE": "inputs",

@@ -47,15 +47,16 @@ from avatar_gen.utils.progress import progress as progress_bar
 log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 40
-# Audio guidance, chosen on the toy world (docs/results.md#the-toy-world): the lowest scale at which the committed
-# checkpoint's held-out lip sync clears issue 14's bar; every step above it loses the face in more frames.
-DEFAULT_GUIDANCE = 3.0
+# Audio guidance and where denoising starts, chosen together on the toy world's tuning set (docs/results.md, "Starting
+# from the portrait"): starting from the portrait's still video keeps the figure nearer its portrait and the mouth
+# stiller, and the higher scale gives the mouth its movement back; every step of scale above it loses some face.
+DEFAULT_GUIDANCE = 5.0
 # Where it applies (avatar_gen.inference.guidance): the tokens over the portrait's mouth, at every noise level.
 DEFAULT_GUIDANCE_REGION = "mouth"
 DEFAULT_GUIDANCE_INTERVAL = FULL_INTERVAL
 # Where denoising starts (docs/inference.md "Starting from the portrait"): the free latent frames start from the
 # portrait's still video noised to this level (1: from pure noise), the schedule's steps above it skipped.
-DEFAULT_START_SIGMA = 1.0
+DEFAULT_START_SIGMA = 0.7
 DEFAULT_DECODE_TIMESTEP = LTX_DECODE_TIMESTEP
 DEFAULT_DECODE_NOISE_SCALE = LTX_DECODE_NOISE_SCALE
 STAGES = ("speech", "audio_features", "denoising", "decoding", "writing")
@@ -78,7 +79,8 @@ class GenerationResult:
     output frames ``start + lead .. start + lead + overlap - 1`` are shared with the previous chunk), the output
     frames it delivered (``first_frame``, ``frames``), its ``denoising_s``, ``decoding_s`` and ``seconds``, and
     ``peak_memory_mb`` (with ``chunk_memory=True``; kind in ``memory_kind``).  ``boundaries``: the first frame every
-    chunk after the first delivered, where the video passes from one chunk to the next.
+    chunk after the first delivered, where the video passes from one chunk to the next.  ``start_sigma``: the noise
+    level denoising started at (1: pure noise); ``steps_run``: the denoising steps run over all chunks.
     """
 
     video_path: Path
@@ -353,11 +355,11 @@ def resolve_settings(steps: int | None = None, guidance: float | None = None, he
     """Check and complete the sampling settings; None height/width/fps stay None (the model's defaults apply).
 
     A fixed schedule (``timesteps``, or :data:`DISTILLED_TIMESTEPS` with ``distilled``) sets the number of steps and
-    makes guidance default to 1.  ``guidance_interval`` (low, high): the noise levels at which guidance applies
-    (default :data:`DEFAULT_GUIDANCE_INTERVAL`); ``guidance_region``: ``mouth`` or ``frame``, the tokens it applies
-    to (default :data:`DEFAULT_GUIDANCE_REGION`; :mod:`avatar_gen.inference.guidance`); ``start_sigma`` in (0, 1]: the
-    noise level denoising starts from, over the portrait's still video (default :data:`DEFAULT_START_SIGMA`; 1: pure
-    noise).  Raises UserError for values the
+    makes guidance default to 1 and ``start_sigma`` to 1 (the whole schedule).  ``guidance_interval`` (low, high):
+    the noise levels at which guidance applies (default :data:`DEFAULT_GUIDANCE_INTERVAL`); ``guidance_region``:
+    ``mouth`` or ``frame``, the tokens it applies to (default :data:`DEFAULT_GUIDANCE_REGION`;
+    :mod:`avatar_gen.inference.guidance`); ``start_sigma`` in (0, 1]: the noise level denoising starts from, over the
+    portrait's still video (default :data:`DEFAULT_START_SIGMA`; 1: pure noise).  Raises UserError for values the
     model cannot use and for values beyond the bounds of :mod:`avatar_gen.limits` (checked here, before anything is
     allocated for them).
     """
@@ -395,8 +397,11 @@ def resolve_settings(steps: int | None = None, guidance: float | None = None, he
         region = check_guidance_region(DEFAULT_GUIDANCE_REGION if guidance_region is None else guidance_region)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if start_sigma is None:
+        # a fixed schedule (a distilled model's) was made to run whole: its last steps alone would be one or two
+        start_sigma = 1.0 if timesteps is not None else DEFAULT_START_SIGMA
     try:
-        start = float(DEFAULT_START_SIGMA if start_sigma is None else start_sigma)
+        start = float(start_sigma)
     except (TypeError, ValueError):
         start = float("nan")  # refused below
     if not 0.0 < start <= 1.0:
