@@ -60,7 +60,9 @@ VOICES: tuple[tuple[str, str], ...] = (
 DEFAULT_VOICE = "en-us"
 # Where the audio guidance acts (docs/inference.md "Audio guidance"): how the page names inference's regions.
 GUIDANCE_REGION_LABELS = {"mouth": "the mouth", "frame": "the whole frame"}
-START_SIGMA_STEP = 0.05  # the start slider's resolution; its range is (0, 1]: from this step up
+# The start slider: 0.1 to 1 in steps of 0.05 (LTX-Video's schedules end at 0.1, shift_terminal: a start below it runs
+# no step; the request checks accept any level in (0, 1] and the generator names a start that runs none).
+START_SIGMA_MIN, START_SIGMA_STEP = 0.1, 0.05
 EXAMPLE_TEXTS = (
     "Hello! I am a synthetic face, and this is what I sound like.",
     "One picture and one line of text are all it takes to make me speak.",
@@ -436,7 +438,7 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
                 guidance_region = gr.Radio([(GUIDANCE_REGION_LABELS[region], region) for region in GUIDANCE_REGIONS],
                                            value=defaults.guidance_region,
                                            label="Audio guidance acts on", elem_id="guidance-region")
-                start_sigma = gr.Slider(START_SIGMA_STEP, 1.0, value=defaults.start_sigma, step=START_SIGMA_STEP,
+                start_sigma = gr.Slider(START_SIGMA_MIN, 1.0, value=defaults.start_sigma, step=START_SIGMA_STEP,
                                         label="Start noise level (1 = from pure noise; lower keeps the portrait, "
                                               "moves less and runs fewer steps)", elem_id="start-sigma")
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
