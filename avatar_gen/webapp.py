@@ -439,8 +439,8 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
                                            value=defaults.guidance_region,
                                            label="Audio guidance acts on", elem_id="guidance-region")
                 start_sigma = gr.Slider(START_SIGMA_MIN, 1.0, value=defaults.start_sigma, step=START_SIGMA_STEP,
-                                        label="Start noise level (1 = from pure noise; lower keeps the portrait, "
-                                              "moves less and runs fewer steps)", elem_id="start-sigma")
+                                        label="Start noise level (1 = from pure noise; lower keeps the portrait "
+                                              "and runs fewer steps, but can still the mouth)", elem_id="start-sigma")
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
                 video = gr.Video(label="Talking video", interactive=False, elem_id="result-video", streaming=streaming,

@@ -159,15 +159,15 @@ def test_guidance_on_the_mouth_spares_the_rest_of_the_face(toy_world, tmp_path):
 
 # Identity SSIM at the portrait's face box (evaluation's figure), committed checkpoint, this file's held-out clips, an
 # 8-step schedule, guidance 5: starting from the portrait's still video at 0.7 instead of pure noise raised it by about
-# 0.16 on each clip when the start became the default (2026-11-30; the figures: docs/results.md, "Starting from the
-# portrait"). The test asks for half that gain on the first clip: a start that no longer reaches the sampler (or starts
-# from something other than the portrait) fails it.
+# 0.16 on each clip when it was measured (2026-11-30; the figures: docs/results.md, "Starting from the portrait").
+# The test asks for half that gain on the first clip: a start that no longer reaches the sampler (or starts from
+# something other than the portrait) fails it.
 MIN_IDENTITY_GAIN_FROM_THE_PORTRAIT = 0.08
 
 
 def test_starting_from_the_portrait_keeps_the_figure_nearer_its_portrait(toy_world, tmp_path):
-    """Denoising from the portrait's still video noised to 0.7 (the default) keeps a held-out figure's face nearer its
-    portrait than denoising from pure noise (docs/results.md, "Starting from the portrait")."""
+    """Denoising from the portrait's still video noised to 0.7 keeps a held-out figure's face nearer its portrait than
+    denoising from pure noise (docs/results.md, "Starting from the portrait")."""
     import numpy as np
 
     from avatar_gen.evaluation.quality import identity_at_portrait_face
