@@ -93,7 +93,8 @@ class PageDefaults:
         if self.voice not in [value for _, value in VOICES]:
             raise UserError(f"unknown voice {self.voice!r}; choose one of {', '.join(value for _, value in VOICES)}")
         check_region_choice(self.guidance_region)
-        check_start_sigma(self.start_sigma)
+        if not START_SIGMA_MIN <= check_start_sigma(self.start_sigma) <= 1.0:  # the slider's range
+            raise UserError(f"start_sigma must be from {START_SIGMA_MIN} to 1 on the page, got {self.start_sigma}")
 
 
 @dataclass

@@ -147,6 +147,8 @@ def test_page_defaults_are_checked():
         PageDefaults(guidance_region="ears")
     with pytest.raises(UserError, match="start noise level"):
         PageDefaults(start_sigma=0.0)
+    with pytest.raises(UserError, match="from 0.1 to 1 on the page"):
+        PageDefaults(start_sigma=0.05)
 
 
 def test_page_has_every_control_and_the_examples(tmp_path):
