@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--start_sigma", type=float, default=1.0,
                         help="noise level denoising starts at (default 1: the whole schedule from pure noise, as the "
-                             "recorded figures ran; inference's default starts lower, docs/inference.md)")
+                             "recorded figures ran; docs/inference.md, \"Starting from the portrait\")")
     parser.add_argument("--repeats", type=int, default=3, help="generate() runs for the stage timings")
     parser.add_argument("--pairs", type=int, default=21, help="back-to-back chunk runs, ours and plain (overhead)")
     parser.add_argument("--threads", type=int, default=1,

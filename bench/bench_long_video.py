@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--start_sigma", type=float, default=1.0,
                         help="noise level denoising starts at (default 1: the whole schedule from pure noise, as the "
-                             "recorded figures ran; inference's default starts lower, docs/inference.md)")
+                             "recorded figures ran; docs/inference.md, \"Starting from the portrait\")")
     parser.add_argument("--chunks", type=int, nargs=2, default=[1, 15], help="the chunks to compare (from 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (see bench_inference.py)")
     args = parser.parse_args(argv)

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--start_sigma", type=float, default=1.0,
                         help="noise level denoising starts at (default 1: the whole schedule from pure noise, as the "
-                             "recorded figures ran; inference's default starts lower, docs/inference.md)")
+                             "recorded figures ran; docs/inference.md, \"Starting from the portrait\")")
     parser.add_argument("--regular_steps", type=int, default=30, help="the regular schedule the distilled one beats")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (see bench_inference.py)")
