@@ -27,12 +27,13 @@ from PIL import Image, UnidentifiedImageError
 
 from avatar_gen.errors import UserError
 from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_REGION, DEFAULT_START_SIGMA, DEFAULT_STEPS
-from avatar_gen.inference.guidance import GUIDANCE_REGIONS
+from avatar_gen.inference.guidance import GUIDANCE_REGIONS, check_guidance_region
 # The bounds of a generation request are inference's own, so that the page, the command line and the Python API
 # accept the same requests.
 from avatar_gen.limits import (MAX_GUIDANCE, MAX_IMAGE_SIDE, MAX_SEED, MAX_SPEECH_SECONDS, MAX_STEPS,
                                MIN_GUIDANCE, MIN_IMAGE_SIDE, MIN_STEPS)
 from avatar_gen.media.audio import declared_audio_duration
+from avatar_gen.model.sampling import check_start_sigma
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class PageDefaults:
         if self.voice not in [value for _, value in VOICES]:
             raise UserError(f"unknown voice {self.voice!r}; choose one of {', '.join(value for _, value in VOICES)}")
         check_region_choice(self.guidance_region)
-        if not START_SIGMA_MIN <= check_start_sigma(self.start_sigma) <= 1.0:  # the slider's range
+        if not START_SIGMA_MIN <= check_start_sigma_choice(self.start_sigma) <= 1.0:  # the slider's range
             raise UserError(f"start_sigma must be from {START_SIGMA_MIN} to 1 on the page, got {self.start_sigma}")
 
 
@@ -199,17 +200,18 @@ def _number(value: Any, what: str) -> float:
 
 def check_region_choice(region: Any) -> str:
     """One of inference's guidance regions, or :class:`UserError`."""
-    if region not in GUIDANCE_REGIONS:
-        raise UserError(f"guidance region must be one of {', '.join(GUIDANCE_REGIONS)}, got {region!r}")
-    return region
+    try:
+        return check_guidance_region(region)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
-def check_start_sigma(start_sigma: Any) -> float:
-    """A noise level in (0, 1] to start denoising at, or :class:`UserError`."""
-    value = _number(start_sigma, "start noise level")
-    if not 0.0 < value <= 1.0:
-        raise UserError(f"start noise level must be above 0 and at most 1 (1 = from pure noise), got {start_sigma}")
-    return value
+def check_start_sigma_choice(start_sigma: Any) -> float:
+    """A noise level to start denoising at, as inference accepts it, or :class:`UserError`."""
+    try:
+        return check_start_sigma(_number(start_sigma, "start noise level"))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def validate_request(image: Any, speech_source: Any, text: Any, audio: Any, voice: Any, steps: Any,
@@ -251,7 +253,7 @@ def validate_request(image: Any, speech_source: Any, text: Any, audio: Any, voic
     if not seed_value.is_integer() or not 0 <= seed_value <= MAX_SEED:
         raise UserError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
     region = check_region_choice(guidance_region)
-    start = check_start_sigma(start_sigma)
+    start = check_start_sigma_choice(start_sigma)
     return GenerationRequest(image=image_path, text=spoken_text, audio=speech_path, voice=voice,
                              steps=int(steps_value), guidance=guidance_value, seed=int(seed_value),
                              guidance_region=region, start_sigma=start)

@@ -79,7 +79,7 @@ def test_a_run_from_a_start_noise_level_is_the_tail_of_its_schedule():
     with pytest.raises(ValueError, match="no step of the 10-step schedule"):
         start_at(schedule, lowest / 2)
     for bad in (0.0, -0.5, 1.5):
-        with pytest.raises(ValueError, match=r"start noise level must be in \(0, 1\]"):
+        with pytest.raises(ValueError, match=r"start_sigma must be a noise level in \(0, 1\]"):
             start_at(schedule, bad)
 
 

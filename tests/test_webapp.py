@@ -78,8 +78,8 @@ def test_speech_upload_replaces_the_text(portrait, tmp_path):
     ({"seed": "abc"}, "seed must be a number"),
     ({"speech_source": "telepathy"}, "speech source"),
     ({"guidance_region": "ears"}, "guidance region must be one of mouth, frame"),
-    ({"start_sigma": 0}, "start noise level must be above 0"),
-    ({"start_sigma": 1.5}, "start noise level must be above 0"),
+    ({"start_sigma": 0}, r"start_sigma must be a noise level in \(0, 1\]"),
+    ({"start_sigma": 1.5}, r"start_sigma must be a noise level in \(0, 1\]"),
     ({"start_sigma": "late"}, "start noise level must be a number"),
     ({"image": None}, "upload a portrait"),
 ])
@@ -145,7 +145,7 @@ def test_page_defaults_are_checked():
         PageDefaults(voice="xx")
     with pytest.raises(UserError, match="guidance region"):
         PageDefaults(guidance_region="ears")
-    with pytest.raises(UserError, match="start noise level"):
+    with pytest.raises(UserError, match="start_sigma must be a noise level"):
         PageDefaults(start_sigma=0.0)
     with pytest.raises(UserError, match="from 0.1 to 1 on the page"):
         PageDefaults(start_sigma=0.05)

@@ -34,6 +34,7 @@ from avatar_gen.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_ST
 from avatar_gen.inference.guidance import (FULL_INTERVAL, GuidanceRegion, check_guidance_interval,
                                           check_guidance_region, guidance_region)
 from avatar_gen.inference.sampler import ChunkConditioning, ChunkSampler
+from avatar_gen.model.sampling import check_start_sigma
 from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, ChunkPlan, check_timesteps,
                                            frames_for_duration, min_chunk_frames, plan_chunks)
 from avatar_gen.inference.handoff import ColourAnchor, Handoff, continuation_latents, resolve_handoff
@@ -402,11 +403,9 @@ def resolve_settings(steps: int | None = None, guidance: float | None = None, he
         # a fixed schedule (a distilled model's) was made to run whole: its last steps alone would be one or two
         start_sigma = 1.0 if timesteps is not None else DEFAULT_START_SIGMA
     try:
-        start = float(start_sigma)
-    except (TypeError, ValueError):
-        start = float("nan")  # refused below
-    if not 0.0 < start <= 1.0:
-        raise UserError(f"start_sigma must be a noise level in (0, 1] (1 = from pure noise), got {start_sigma!r}")
+        start = check_start_sigma(start_sigma)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     return GenerationSettings(steps=steps, guidance=guidance, height=None if height is None else int(height),
                               width=None if width is None else int(width), fps=None if fps is None else float(fps),
                               timesteps=timesteps, seed=check_seed(seed), guidance_interval=interval,

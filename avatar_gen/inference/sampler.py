@@ -109,8 +109,7 @@ class ChunkSampler:
                  start_sigma: float = 1.0) -> SigmaSchedule:
         """The chunk's schedule: ``steps`` regular steps for its latent count, or the fixed ``timesteps``; with
         ``start_sigma`` < 1 only its steps from that noise level down (:func:`avatar_gen.model.sampling.start_at`)."""
-        schedule = sigma_schedule(self.scheduler_config, grid.num_latents, steps, timesteps)
-        return schedule if start_sigma >= 1.0 else start_at(schedule, start_sigma)
+        return start_at(sigma_schedule(self.scheduler_config, grid.num_latents, steps, timesteps), start_sigma)
 
     @torch.no_grad()
     def encode_image(self, frame: np.ndarray, generator: torch.Generator) -> torch.Tensor:

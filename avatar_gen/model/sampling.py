@@ -104,13 +104,23 @@ def sigma_schedule(scheduler_config: Mapping[str, Any], video_sequence_length: i
     return SigmaSchedule(sigmas=torch.cat([sigmas, torch.zeros(1)]), timesteps=sigmas * num_train)
 
 
+def check_start_sigma(start_sigma: Any) -> float:
+    """A start noise level in (0, 1] (1 = pure noise) as a float; ValueError otherwise (also for NaN and text)."""
+    try:
+        value = float(start_sigma)
+    except (TypeError, ValueError):
+        value = float("nan")  # refused below
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"start_sigma must be a noise level in (0, 1] (1 = from pure noise), got {start_sigma!r}")
+    return value
+
+
 def start_at(schedule: SigmaSchedule, start_sigma: float) -> SigmaSchedule:
     """The tail of ``schedule`` whose noise levels are at most ``start_sigma`` (in (0, 1]; 1 keeps it whole): a run
     that starts from a clean video noised to the first kept sigma instead of from pure noise (SDEdit, Meng et al.
     2022; diffusers' ``strength`` cuts its schedule the same way, counted in steps instead of noise).  ValueError
     when no step is left."""
-    if not 0.0 < start_sigma <= 1.0:
-        raise ValueError(f"the start noise level must be in (0, 1], got {start_sigma:g}")
+    start_sigma = check_start_sigma(start_sigma)
     first = int((schedule.sigmas[:-1] > start_sigma).sum())  # the sigmas decrease: skip those above the start
     if first >= schedule.num_steps:
         lowest = float(schedule.sigmas[-2])

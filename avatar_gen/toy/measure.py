@@ -78,7 +78,7 @@ class MeasureSettings(StrictModel):
         default=None, description="noise levels (low, high) at which guidance applies (default: the generator's)")
     guidance_region: str | None = Field(default=None,
                                         description="the tokens guidance applies to (default: the generator's)")
-    start_sigma: float | None = Field(default=None, gt=0.0, le=1.0,
+    start_sigma: float | None = Field(default=None,
                                       description="noise level denoising starts at, from the portrait's still video "
                                                   "(default: the generator's; 1 = pure noise)")
     seed: int = Field(default=0, ge=0, description="seed of every generation and of the gain's draws")
@@ -91,6 +91,13 @@ class MeasureSettings(StrictModel):
         from avatar_gen.inference.guidance import check_guidance_interval
 
         return None if value is None else check_guidance_interval(value)
+
+    @field_validator("start_sigma")
+    @classmethod
+    def _start(cls, value: float | None) -> float | None:
+        from avatar_gen.model.sampling import check_start_sigma
+
+        return None if value is None else check_start_sigma(value)
 
     @field_validator("guidance_region")
     @classmethod
