@@ -280,7 +280,11 @@ def describe_result(result: Any) -> str:
     start, steps_run = getattr(result, "start_sigma", None), getattr(result, "steps_run", None)
     if start is not None and steps_run is not None:
         line += (f" {steps_run} denoising steps from pure noise." if start >= 1.0 else
-                 f" {steps_run} denoising steps from the portrait at noise level {start:g}.")
+                 f" {steps_run} denoising steps from the portrait at noise level {start:g}")
+        if start < 1.0:
+            from_noise = getattr(result, "start_region", None) or {}
+            line += {"mouth": ", the mouth from pure noise.", "frame": f", every token from pure noise: "
+                     f"{from_noise.get('reason')}."}.get(from_noise.get("region"), ".")
     timings = getattr(result, "timings", None) or {}
     if timings:
         line += " Time: " + ", ".join(f"{stage.replace('_', ' ')} {seconds:.1f} s"
@@ -443,7 +447,7 @@ def build_app(generator: Any, examples: list[DemoExample] | None = None, output_
                                            label="Audio guidance acts on", elem_id="guidance-region")
                 start_sigma = gr.Slider(START_SIGMA_MIN, 1.0, value=defaults.start_sigma, step=START_SIGMA_STEP,
                                         label="Start noise level (1 = from pure noise; lower keeps the portrait "
-                                              "and runs fewer steps, but can still the mouth)", elem_id="start-sigma")
+                                              "outside the mouth, and the head stiller)", elem_id="start-sigma")
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
                 video = gr.Video(label="Talking video", interactive=False, elem_id="result-video", streaming=streaming,

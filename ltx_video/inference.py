@@ -22,8 +22,9 @@ log = logging.getLogger("ltx_video.inference")
 
 def build_parser() -> argparse.ArgumentParser:
     from avatar_gen.inference import DEFAULT_GUIDANCE, DEFAULT_STEPS, DISTILLED_TIMESTEPS, REQUEST_TEXT_MAX_CHARS
-    from avatar_gen.inference.generator import DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_REGION, DEFAULT_START_SIGMA
-    from avatar_gen.inference.guidance import GUIDANCE_REGIONS
+    from avatar_gen.inference.generator import (DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_REGION,
+                                                DEFAULT_START_REGION, DEFAULT_START_SIGMA)
+    from avatar_gen.inference.guidance import GUIDANCE_REGIONS, START_REGIONS
     from avatar_gen.inference.handoff import ANCHORS, HANDOFFS
     from avatar_gen.limits import MAX_FPS, MAX_SEED, MAX_SIDE, MAX_SPEECH_SECONDS, MAX_STEPS
 
@@ -61,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start denoising at this noise level from the portrait's still video instead of from "
                              "pure noise, skipping the schedule's steps above it (0 < SIGMA <= 1; 1 = pure noise); "
                              f"default {DEFAULT_START_SIGMA:g}")
+    parser.add_argument("--start_region", default=None, choices=START_REGIONS,
+                        help="with --start_sigma below 1, which tokens start from the portrait: outside_mouth (all but "
+                             "the mouth's, found as for --guidance_region, which start from pure noise so that the "
+                             "portrait's closed mouth is not where they start; the whole schedule runs) or frame "
+                             "(every token; only the steps below the start run); default "
+                             f"{DEFAULT_START_REGION}")
     parser.add_argument("--seed", type=int, default=0,
                         help=f"random seed from 0 to {MAX_SEED}; the same seed gives the same video")
     parser.add_argument("--height", type=int, default=None,
@@ -132,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         resolve_settings(args.steps, args.guidance, args.height, args.width, args.fps, args.distilled, args.timesteps,
                          spatial_multiple=checkpoint_side_multiple(args.checkpoint), seed=args.seed,
                          guidance_interval=args.guidance_interval, guidance_region=args.guidance_region,
-                         start_sigma=args.start_sigma)
+                         start_sigma=args.start_sigma, start_region=args.start_region)
         resolve_handoff(args.handoff, args.handoff_frames, args.anchor)  # the checkpoint's limits come once loaded
         load_portrait(args.image)
         if args.text is not None:
@@ -147,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                        fps=args.fps, distilled=args.distilled, timesteps=args.timesteps, overlap=not args.no_overlap,
                        handoff=args.handoff, handoff_frames=args.handoff_frames, anchor=args.anchor,
                        chunk_memory=args.chunk_memory, guidance_interval=args.guidance_interval,
-                       guidance_region=args.guidance_region, start_sigma=args.start_sigma)
+                       guidance_region=args.guidance_region, start_sigma=args.start_sigma,
+                       start_region=args.start_region)
         if args.stream_dir is None:
             result = generator.generate(args.image, **request)
         else:

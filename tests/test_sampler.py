@@ -305,6 +305,17 @@ def test_mouth_region_is_found_in_a_portrait_and_the_whole_frame_without_a_face(
     assert "whole frame" in caplog.text
     with pytest.raises(ValueError, match="guidance region must be one of mouth, frame"):
         guidance_region("eyes", portrait, 16, 16)
+    # the tokens a start from the portrait leaves to pure noise: the same mouth, or every token without a face
+    from avatar_gen.inference.guidance import noise_start_region
+
+    assert np.array_equal(noise_start_region("outside_mouth", portrait, 16, 16).cells, region.cells)
+    assert noise_start_region("frame", portrait, 16, 16) is None
+    with caplog.at_level("WARNING", logger="avatar_gen.inference.guidance"):
+        everywhere = noise_start_region("outside_mouth", np.full((256, 256, 3), 128, np.uint8), 16, 16)
+    assert everywhere.cells.all() and everywhere.cells.shape == (16, 16) and "every token" in everywhere.reason
+    assert "every token starts from pure noise" in caplog.text
+    with pytest.raises(ValueError, match="start region must be one of outside_mouth, frame"):
+        noise_start_region("mouth", portrait, 16, 16)
 
 
 def test_generated_video_records_where_it_was_guided(patched_generators, tmp_path):
@@ -369,8 +380,57 @@ def test_denoising_from_the_portrait_starts_at_its_noise_level(patched_generator
         run(start_sigma=0.8)
 
 
+def test_noise_cells_start_from_pure_noise_while_the_rest_waits_on_the_portraits_noising_line(
+        patched_generators, monkeypatch):
+    """With noise cells the whole schedule runs: those tokens start from the chunk's noise and are denoised all
+    along; every other free token sits on (1 - σ) still + σ noise at each step above the start level, and reaches the
+    first step at or below it where a start from there would have put it.  All cells: a start from pure noise."""
+    generator = patched_generators[2]  # chunks of 17 frames: 3 latent frames of 4 x 4, 2 x 2 tokens each
+    chunk = plan_chunks(17, 17)[0]
+    inputs = generator.chunk_conditioning(_speech_16k(), [chunk], FPS, SIZE, SIZE)[0]
+    given = torch.randn(1, 8, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    start = torch.randn(1, 8, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    calls = []
+    real_predict = generator.denoiser.predict
+
+    def spy(noisy, tokens, mask, timestep, *args):
+        calls.append(noisy.clone())
+        return real_predict(noisy, tokens, mask, timestep, *args)
+
+    def run(**start_options):
+        calls.clear()
+        return generator.denoise(None, inputs, chunk.num_frames, SIZE, SIZE, FPS, 10, 3.0,
+                                 torch.Generator().manual_seed(2), condition_latents=given, **start_options)
+
+    monkeypatch.setattr(generator.denoiser, "predict", spy)
+    from_noise = run()
+    run(start_sigma=0.8, start_latents=start)
+    whole_start = calls[0][:1].clone()  # the whole frame from the portrait: its first step's input (guided: batch 2)
+    cells = np.array([[False, False], [True, False]])  # the bottom-left token of each frame
+    partial = run(start_sigma=0.8, start_latents=start, noise_cells=cells)
+    schedule = generator.sampler.schedule(generator.sampler.grid(17, SIZE, SIZE), 10)
+    held_steps = schedule.num_steps - start_at(schedule, 0.8).num_steps
+    assert len(calls) == 10 and 0 < held_steps < 10  # the whole schedule ran
+    noise = generator.denoiser.pack(torch.randn(1, 8, 3, 4, 4, generator=torch.Generator().manual_seed(2)))
+    still = generator.denoiser.pack(start.expand(1, 8, 3, 4, 4).contiguous())
+    noise_tokens = [6, 10]  # frame-major (frame, row, column); frame 0's tokens 0-3 are given
+    held = [index for index in range(4, 12) if index not in noise_tokens]
+    assert torch.equal(calls[0][:1, noise_tokens], noise[:, noise_tokens])
+    for step in range(held_steps):
+        sigma = float(schedule.sigmas[step])
+        torch.testing.assert_close(calls[step][:1, held], ((1 - sigma) * still + sigma * noise)[:, held])
+    torch.testing.assert_close(calls[held_steps][:1, held], whole_start[:, held])
+    assert not torch.allclose(calls[held_steps][:1, noise_tokens], whole_start[:, noise_tokens])  # already moved
+    assert not torch.equal(partial, from_noise)
+    everywhere = run(start_sigma=0.8, start_latents=start, noise_cells=np.ones((2, 2), bool))
+    assert torch.equal(everywhere, from_noise)
+    with pytest.raises(ValueError, match="token grid of 2x2"):
+        run(start_sigma=0.8, start_latents=start, noise_cells=np.ones((4, 4), bool))
+
+
 def test_generation_from_the_portrait_records_its_start_and_the_steps_it_ran(patched_generators, tmp_path):
     from avatar_gen.errors import UserError
+    from avatar_gen.media import read_frames
     from avatar_gen.synthetic.dataset import make_portrait
 
     generator = patched_generators[2]
@@ -378,12 +438,27 @@ def test_generation_from_the_portrait_records_its_start_and_the_steps_it_ran(pat
     reported = []
     full = generator.generate(portrait, text="Hi.", output=tmp_path / "full.mp4", steps=6, seed=3, start_sigma=1.0)
     started = generator.generate(portrait, text="Hi.", output=tmp_path / "start.mp4", steps=6, seed=3,
-                                 start_sigma=0.7, progress=lambda stage, fraction: reported.append((stage, fraction)))
+                                 start_sigma=0.7, start_region="frame",
+                                 progress=lambda stage, fraction: reported.append((stage, fraction)))
     assert full.summary()["start_sigma"] == 1.0 and full.steps_run == 6 * full.num_chunks
-    assert started.summary()["start_sigma"] == 0.7
+    assert full.start_region is None
+    assert started.summary()["start_sigma"] == 0.7 and started.summary()["start_region"] is None
     assert 0 < started.steps_run < full.steps_run and started.num_chunks == full.num_chunks
     denoising = [fraction for stage, fraction in reported if stage == "denoising"]
     assert len(denoising) == started.steps_run + 1 and denoising[-1] == pytest.approx(1.0)  # the bar ends full
+    mouth = generator.generate(portrait, text="Hi.", output=tmp_path / "mouth.mp4", steps=6, seed=3,
+                               start_sigma=0.7, height=256, width=256)  # 4 x 4 tokens: the mouth is some of them
+    # the default region: the mouth from pure noise, and the whole schedule runs
+    assert mouth.steps_run == 6 * mouth.num_chunks and mouth.summary()["start_region"]["region"] == "mouth"
+    assert 1 <= mouth.start_region["tokens_per_frame"] < 16
+    blank = np.full((SIZE, SIZE, 3), 128, np.uint8)  # no face: every token from pure noise, as a start from 1
+    no_face = generator.generate(blank, text="Hi.", output=tmp_path / "blank.mp4", steps=6, seed=3, start_sigma=0.7)
+    assert no_face.start_region["region"] == "frame" and "every token from pure noise" in no_face.start_region["reason"]
+    from_one = generator.generate(blank, text="Hi.", output=tmp_path / "blank1.mp4", steps=6, seed=3)
+    assert np.array_equal(read_frames(no_face.video_path), read_frames(from_one.video_path))
+    with pytest.raises(UserError, match="start region must be one of outside_mouth, frame"):
+        generator.generate(portrait, text="Hi.", output=tmp_path / "bad.mp4", steps=6, start_sigma=0.7,
+                           start_region="lips")
     for bad in (0.0, 1.5, "soon"):
         with pytest.raises(UserError, match=r"start_sigma must be a noise level in \(0, 1\]"):
             generator.generate(portrait, text="Hi.", output=tmp_path / "bad.mp4", steps=6, start_sigma=bad)

@@ -184,6 +184,22 @@ def test_rerun_takes_everything_from_the_cache(measured, checkpoints, held_out, 
         main(_arguments(checkpoints, held_out, measured))
 
 
+def test_a_start_region_is_part_of_a_videos_cache_key_only_below_pure_noise():
+    from avatar_gen.inference.guidance import FULL_INTERVAL
+    from avatar_gen.toy.measure import VideoSampling
+
+    def sampling(start, region):
+        return VideoSampling("mouth", FULL_INTERVAL, start, region)
+
+    # from pure noise the region changes nothing: one key; a start of the whole frame keeps the key it had before
+    assert sampling(1.0, "outside_mouth").key() == sampling(1.0, "frame").key() == {"guidance_region": "mouth"}
+    assert sampling(0.8, "frame").key() == {"guidance_region": "mouth", "start_sigma": 0.8}
+    assert sampling(0.8, "outside_mouth").key() == {"guidance_region": "mouth", "start_sigma": 0.8,
+                                                    "start_region": "outside_mouth"}
+    assert sampling(0.8, "outside_mouth").suffix() == "-mouth-start0.8-outside_mouth"
+    assert sampling(0.8, "frame").suffix() == "-mouth-start0.8"
+
+
 def test_long_report_measures_drift_per_chunk(checkpoints, held_out, tmp_path, monkeypatch):
     out = tmp_path / "long"
     arguments = ["measure-long", "--checkpoint", f"global={checkpoints['global']}", "--held_out", str(held_out),

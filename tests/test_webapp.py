@@ -197,7 +197,7 @@ class RecordingGenerator:
             result = None if index == 0 else SimpleNamespace(
                 video_path=Path(output), duration=1.0, num_frames=25, height=64, width=64, fps=25.0,
                 timings={"total": 1.0}, guidance_region={"region": "frame", "reason": "no mouth found (no face)"},
-                start_sigma=0.85, steps_run=6)
+                start_sigma=0.85, steps_run=6, start_region={"region": "mouth", "tokens_per_frame": 4})
             yield SimpleNamespace(index=index, path=path, result=result)
 
 
@@ -228,7 +228,7 @@ def test_generate_handler_passes_the_request_and_maps_errors(portrait, tmp_path)
     assert Path(download).parent == tmp_path / "out" and Path(download).suffix == ".mp4"
     assert "25 frames" in description
     assert "Audio guidance on the whole frame: no mouth found (no face)." in description
-    assert "6 denoising steps from the portrait at noise level 0.85." in description
+    assert "6 denoising steps from the portrait at noise level 0.85, the mouth from pure noise." in description
     assert reported == [("starting", 0.0), ("speech", 1.0), ("denoising", 0.5)]
     assert not list((tmp_path / "out" / "segments").iterdir())  # the page has its copies; ours are removed
     # without streaming (no ffprobe on PATH) the video comes once, whole

@@ -32,7 +32,8 @@ from avatar_gen.inference.inputs import (ImageInput, SpeechInput, fit_portrait, 
 from avatar_gen.limits import (MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_STEPS, MAX_VIDEO_PIXELS,
                                MIN_GUIDANCE, MIN_STEPS)
 from avatar_gen.inference.guidance import (FULL_INTERVAL, GuidanceRegion, check_guidance_interval,
-                                          check_guidance_region, guidance_region)
+                                          check_guidance_region, check_start_region, guidance_region, mouth_region,
+                                          noise_start_region)
 from avatar_gen.inference.sampler import ChunkConditioning, ChunkSampler
 from avatar_gen.model.sampling import check_start_sigma
 from avatar_gen.inference.schedule import (DISTILLED_GUIDANCE, DISTILLED_TIMESTEPS, ChunkPlan, check_timesteps,
@@ -59,6 +60,9 @@ DEFAULT_GUIDANCE_INTERVAL = FULL_INTERVAL
 # stays the default: a lower start keeps the figure nearer its portrait but stilled the mouths of a quarter of a fresh
 # set of held-out figures (docs/results.md, "Starting from the portrait").
 DEFAULT_START_SIGMA = 1.0
+# Which tokens such a start applies to (avatar_gen.inference.guidance): all but the mouth's, which start from pure
+# noise, so that the portrait's closed mouth is not where they start.
+DEFAULT_START_REGION = "outside_mouth"
 DEFAULT_DECODE_TIMESTEP = LTX_DECODE_TIMESTEP
 DEFAULT_DECODE_NOISE_SCALE = LTX_DECODE_NOISE_SCALE
 STAGES = ("speech", "audio_features", "denoising", "decoding", "writing")
@@ -82,7 +86,9 @@ class GenerationResult:
     frames it delivered (``first_frame``, ``frames``), its ``denoising_s``, ``decoding_s`` and ``seconds``, and
     ``peak_memory_mb`` (with ``chunk_memory=True``; kind in ``memory_kind``).  ``boundaries``: the first frame every
     chunk after the first delivered, where the video passes from one chunk to the next.  ``start_sigma``: the noise
-    level denoising started at (1: pure noise); ``steps_run``: the denoising steps run over all chunks.
+    level denoising started at (1: pure noise); ``start_region``: with a start below 1, the tokens that started
+    from pure noise instead (:meth:`GuidanceRegion.summary`; ``frame`` with its reason when no mouth was found,
+    None when every token started from the portrait); ``steps_run``: the denoising steps run over all chunks.
     """
 
     video_path: Path
@@ -105,6 +111,7 @@ class GenerationResult:
     guidance_interval: tuple[float, float] = FULL_INTERVAL
     guidance_region: dict[str, Any] = field(default_factory=lambda: {"region": "frame"})
     start_sigma: float = 1.0
+    start_region: dict[str, Any] | None = None
     steps_run: int | None = None
 
     @property
@@ -117,7 +124,7 @@ class GenerationResult:
                 "height": self.height, "width": self.width, "fps": self.fps, "seed": self.seed,
                 "num_chunks": self.num_chunks, "steps": self.steps, "guidance": self.guidance,
                 "guidance_interval": list(self.guidance_interval), "guidance_region": self.guidance_region,
-                "start_sigma": self.start_sigma, "steps_run": self.steps_run,
+                "start_sigma": self.start_sigma, "start_region": self.start_region, "steps_run": self.steps_run,
                 "speech_source": self.speech_source, "face_center": self.face_center,
                 "timings": {stage: round(seconds, 3) for stage, seconds in self.timings.items()},
                 "handoff": self.handoff, "boundaries": self.boundaries, "chunks": self.chunks,
@@ -347,13 +354,15 @@ class GenerationSettings:
     guidance_interval: tuple[float, float] = FULL_INTERVAL
     guidance_region: str = DEFAULT_GUIDANCE_REGION
     start_sigma: float = DEFAULT_START_SIGMA
+    start_region: str = DEFAULT_START_REGION
 
 
 def resolve_settings(steps: int | None = None, guidance: float | None = None, height: int | None = None,
                      width: int | None = None, fps: float | None = None, distilled: bool = False,
                      timesteps: Sequence[float] | None = None, spatial_multiple: int = LTX_SPATIAL_COMPRESSION,
                      seed: Any = 0, guidance_interval: Sequence[float] | None = None,
-                     guidance_region: str | None = None, start_sigma: float | None = None) -> GenerationSettings:
+                     guidance_region: str | None = None, start_sigma: float | None = None,
+                     start_region: str | None = None) -> GenerationSettings:
     """Check and complete the sampling settings; None height/width/fps stay None (the model's defaults apply).
 
     A fixed schedule (``timesteps``, or :data:`DISTILLED_TIMESTEPS` with ``distilled``) sets the number of steps and
@@ -361,9 +370,10 @@ def resolve_settings(steps: int | None = None, guidance: float | None = None, he
     the noise levels at which guidance applies (default :data:`DEFAULT_GUIDANCE_INTERVAL`); ``guidance_region``:
     ``mouth`` or ``frame``, the tokens it applies to (default :data:`DEFAULT_GUIDANCE_REGION`;
     :mod:`avatar_gen.inference.guidance`); ``start_sigma`` in (0, 1]: the noise level denoising starts from, over the
-    portrait's still video (default :data:`DEFAULT_START_SIGMA`; 1: pure noise).  Raises UserError for values the
-    model cannot use and for values beyond the bounds of :mod:`avatar_gen.limits` (checked here, before anything is
-    allocated for them).
+    portrait's still video (default :data:`DEFAULT_START_SIGMA`; 1: pure noise); ``start_region``
+    ``outside_mouth`` or ``frame``, the tokens that start there (default :data:`DEFAULT_START_REGION`).  Raises
+    UserError for values the model cannot use and for values beyond the bounds of :mod:`avatar_gen.limits` (checked
+    here, before anything is allocated for them).
     """
     for name, value in (("height", height), ("width", width)):
         if value is not None and (int(value) < spatial_multiple or int(value) % spatial_multiple):
@@ -397,6 +407,7 @@ def resolve_settings(steps: int | None = None, guidance: float | None = None, he
         interval = check_guidance_interval(DEFAULT_GUIDANCE_INTERVAL if guidance_interval is None
                                            else guidance_interval)
         region = check_guidance_region(DEFAULT_GUIDANCE_REGION if guidance_region is None else guidance_region)
+        start_tokens = check_start_region(DEFAULT_START_REGION if start_region is None else start_region)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if start_sigma is None:
@@ -409,7 +420,7 @@ def resolve_settings(steps: int | None = None, guidance: float | None = None, he
     return GenerationSettings(steps=steps, guidance=guidance, height=None if height is None else int(height),
                               width=None if width is None else int(width), fps=None if fps is None else float(fps),
                               timesteps=timesteps, seed=check_seed(seed), guidance_interval=interval,
-                              guidance_region=region, start_sigma=start)
+                              guidance_region=region, start_sigma=start, start_region=start_tokens)
 
 
 class _StageClock:
@@ -559,7 +570,8 @@ class AvatarGenerator:
                  decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True, handoff: str = "auto",
                  handoff_frames: int | None = None, anchor: str = "auto", chunk_memory: bool = False,
                  guidance_interval: Sequence[float] | None = None,
-                 guidance_region: str | None = None, start_sigma: float | None = None) -> GenerationResult:
+                 guidance_region: str | None = None, start_sigma: float | None = None,
+                 start_region: str | None = None) -> GenerationResult:
         """Make ``output`` (MP4: H.264 + AAC) of the person in ``image`` speaking ``text`` (or ``audio``).
 
         steps: denoising steps (default 40; ignored with a fixed schedule).  guidance: audio classifier-free guidance
@@ -568,7 +580,9 @@ class AvatarGenerator:
         ``mouth`` (the tokens over the portrait's mouth; the whole frame when no face is found) or ``frame`` (default
         :data:`DEFAULT_GUIDANCE_REGION`; :mod:`avatar_gen.inference.guidance`).  start_sigma (0, 1]: the noise level
         denoising starts at, from the portrait's still video (default :data:`DEFAULT_START_SIGMA`; 1 = pure noise;
-        the steps of the ``steps``-step schedule above it are skipped).  height/width (multiples
+        the steps of the ``steps``-step schedule above it are skipped); ``start_region`` ``outside_mouth`` (the
+        mouth's tokens start from pure noise and the whole schedule runs; every token when no face is found) or
+        ``frame`` (default :data:`DEFAULT_START_REGION`).  height/width (multiples
         of 32) and fps default to the training video's.  distilled: sample with :data:`DISTILLED_TIMESTEPS`;
         ``timesteps`` gives another fixed schedule (decreasing values in (0, 1000]).  progress: ``callback(stage,
         fraction)`` with stages ``speech, audio_features, denoising, decoding, writing`` (denoising reports every
@@ -592,7 +606,7 @@ class AvatarGenerator:
                 progress=progress, decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
                 overlap=overlap, handoff=handoff, handoff_frames=handoff_frames, anchor=anchor,
                 chunk_memory=chunk_memory, guidance_interval=guidance_interval, guidance_region=guidance_region,
-                start_sigma=start_sigma):
+                start_sigma=start_sigma, start_region=start_region):
             pass
         return segment.result
 
@@ -605,7 +619,8 @@ class AvatarGenerator:
                decode_noise_scale: float = DEFAULT_DECODE_NOISE_SCALE, overlap: bool = True, handoff: str = "auto",
                handoff_frames: int | None = None, anchor: str = "auto", chunk_memory: bool = False,
                guidance_interval: Sequence[float] | None = None,
-               guidance_region: str | None = None, start_sigma: float | None = None) -> Iterator[Segment]:
+               guidance_region: str | None = None, start_sigma: float | None = None,
+               start_region: str | None = None) -> Iterator[Segment]:
         """Generate as :meth:`generate` does, yielding every chunk's frames as a :class:`Segment` once it is playable.
 
         With ``segment_dir`` each segment is also written there as ``segment_NNNN.mp4`` (H.264 + its slice of the
@@ -621,7 +636,7 @@ class AvatarGenerator:
         started = time.perf_counter()
         output = check_output_path(output)
         settings = self._settings(steps, guidance, height, width, fps, distilled, timesteps, seed, guidance_interval,
-                                  guidance_region, start_sigma)
+                                  guidance_region, start_sigma, start_region)
         continuation = self.resolve_handoff(handoff, handoff_frames, anchor)
         portrait = load_portrait(image)
         with self._lock, contextlib.closing(self._stream(
@@ -636,12 +651,12 @@ class AvatarGenerator:
                  segment.result.duration, segment.result.timings["total"])
 
     def _settings(self, steps, guidance, height, width, fps, distilled, timesteps, seed, guidance_interval=None,
-                  guidance_region=None, start_sigma=None) -> GenerationSettings:
+                  guidance_region=None, start_sigma=None, start_region=None) -> GenerationSettings:
         settings = resolve_settings(steps, guidance, height or self.default_height, width or self.default_width,
                                     fps or self.default_fps, distilled, timesteps,
                                     spatial_multiple=self.sampler.side_multiple, seed=seed,
                                     guidance_interval=guidance_interval, guidance_region=guidance_region,
-                                    start_sigma=start_sigma)
+                                    start_sigma=start_sigma, start_region=start_region)
         if settings.fps != self.default_fps:
             log.warning("generating at %.3g fps, the model was trained at %.3g fps", settings.fps, self.default_fps)
         return settings
@@ -655,14 +670,22 @@ class AvatarGenerator:
                                chunk_latent_frames=(self.chunk_frames - 1) // self.sampler.temporal_compression + 1,
                                patch_size_t=self.sampler.patch_size_t)
 
-    def guidance_region(self, settings: GenerationSettings, first_frame: np.ndarray) -> GuidanceRegion:
-        """The tokens a request's guidance applies to (:func:`avatar_gen.inference.guidance.guidance_region` on the
-        first frame as the video shows it, on this model's token grid); all of them without guidance."""
-        if settings.guidance <= 1.0:
-            return GuidanceRegion(region="frame", reason="no guidance")
+    def regions(self, settings: GenerationSettings,
+                first_frame: np.ndarray) -> tuple[GuidanceRegion, GuidanceRegion | None]:
+        """A request's token regions on this model's token grid, from the first frame as the video shows it
+        (:mod:`avatar_gen.inference.guidance`; the mouth is looked for once): the tokens its guidance applies to
+        (all of them without guidance), and, starting below pure noise, those that start from pure noise instead
+        (None: none of them, every token starts from the portrait)."""
         tokens_side = self.sampler.side_multiple  # pixels per token side
-        return guidance_region(settings.guidance_region, first_frame, settings.height // tokens_side,
-                               settings.width // tokens_side)
+        grid = (first_frame, settings.height // tokens_side, settings.width // tokens_side)
+        guided_mouth = settings.guidance > 1.0 and settings.guidance_region == "mouth"
+        partial_start = settings.start_sigma < 1.0 and settings.start_region == "outside_mouth"
+        mouth = mouth_region(*grid) if guided_mouth or partial_start else None
+        guided = guidance_region(settings.guidance_region, *grid, mouth=mouth) if settings.guidance > 1.0 \
+            else GuidanceRegion(region="frame", reason="no guidance")
+        from_noise = noise_start_region(settings.start_region, *grid, mouth=mouth) if settings.start_sigma < 1.0 \
+            else None
+        return guided, from_noise
 
     def _stream(self, portrait: np.ndarray, text: str | None, audio, output: Path,
                 segment_dir: str | os.PathLike | None, tts: str, voice: str, settings: GenerationSettings, seed: int,
@@ -676,21 +699,24 @@ class AvatarGenerator:
         check_video_pixels(total_frames, height, width)
         chunks = plan_chunks(total_frames, self.chunk_frames, self.sampler.temporal_compression,
                              continuation.given_latent_frames, continuation.lead_frames)
+        first_frame, center = fit_portrait(portrait, height, width)
+        region, from_noise = self.regions(settings, first_frame)
+        noise_cells = None if from_noise is None else from_noise.cells
         steps_of_length: dict[int, int] = {}  # chunk frames -> steps run (from the start noise level down)
         for num_frames in sorted({chunk.num_frames for chunk in chunks}):  # a schedule that cannot run: say so now
             try:
                 steps_of_length[num_frames] = self.sampler.schedule(
                     self.sampler.grid(num_frames, height, width), steps, settings.timesteps,
-                    settings.start_sigma).num_steps
+                    settings.start_sigma, whole=noise_cells is not None).num_steps
             except ValueError as exc:
                 raise UserError(f"cannot sample {width}x{height} video in chunks of {num_frames} frames: "
                                 f"{first_line(exc)}") from None
         chunk_steps = [steps_of_length[chunk.num_frames] for chunk in chunks]
-        first_frame, center = fit_portrait(portrait, height, width)
-        region = self.guidance_region(settings, first_frame)
         log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps from "
-                 "sigma %g, guidance %g at sigma %g-%g on the %s, hand-off %s", speech.duration, total_frames, fps,
-                 width, height, len(chunks), self.chunk_frames, chunk_steps[0], settings.start_sigma, guidance,
+                 "sigma %g (%s), guidance %g at sigma %g-%g on the %s, hand-off %s", speech.duration, total_frames,
+                 fps, width, height, len(chunks), self.chunk_frames, chunk_steps[0], settings.start_sigma,
+                 "pure noise" if settings.start_sigma >= 1.0 else "the portrait" if from_noise is None
+                 else f"the portrait; the {from_noise.region} from pure noise", guidance,
                  *settings.guidance_interval, region.region, continuation.summary())
         segments = SegmentWriter(segment_dir, fps, speech.audio_mux, MUX_SAMPLE_RATE, total_frames, self.write) \
             if segment_dir is not None else None
@@ -733,7 +759,8 @@ class AvatarGenerator:
                                         condition_latents=None if image is not None else condition,
                                         guidance_interval=settings.guidance_interval, guidance_cells=region.cells,
                                         start_sigma=settings.start_sigma,
-                                        start_latents=still[0] if settings.start_sigma < 1.0 else None)
+                                        start_latents=still[0] if settings.start_sigma < 1.0 else None,
+                                        noise_cells=noise_cells)
 
                 def hand_over(latents, chunk_frames, plan):
                     if continuation.mode == "frame":
@@ -792,6 +819,7 @@ class AvatarGenerator:
             seed=seed, num_chunks=len(chunks), steps=steps, guidance=guidance,
             guidance_interval=settings.guidance_interval, guidance_region=region.summary(),
             start_sigma=settings.start_sigma, steps_run=total_steps,
+            start_region=None if from_noise is None else from_noise.summary(),
             speech_source=speech.source,
             face_center=center, timings=clock.timings, words=speech.words, handoff=continuation.summary(),
             chunks=records, memory_kind=None if memory is None else memory.kind)
@@ -853,15 +881,16 @@ class AvatarGenerator:
                 condition_latents: torch.Tensor | None = None,
                 guidance_interval: tuple[float, float] = FULL_INTERVAL,
                 guidance_cells: np.ndarray | None = None, start_sigma: float = 1.0,
-                start_latents: torch.Tensor | None = None) -> torch.Tensor:
+                start_latents: torch.Tensor | None = None, noise_cells: np.ndarray | None = None) -> torch.Tensor:
         """One chunk through :meth:`ChunkSampler.denoise`: packed, normalised latents float32 [1, tokens, C'].
 
         The chunk starts from ``condition_frame`` (uint8 [height, width, 3], encoded as latent frame 0) or, with
         ``condition_frame`` None, from ``condition_latents`` (clean normalised [1, C, m, h, w]: its first m latent
         frames, kept as given; e.g. :meth:`latent_frames` of the previous chunk).  ``steps`` regular steps, or the
         fixed ``timesteps``; ``on_step(step)`` after every step; ``guidance`` at the noise levels of
-        ``guidance_interval`` on the tokens of ``guidance_cells`` (None: all; :meth:`guidance_region`); from
-        ``start_latents`` noised to ``start_sigma`` when it is below 1.  A warning when
+        ``guidance_interval`` on the tokens of ``guidance_cells`` (None: all; :meth:`regions`); from
+        ``start_latents`` noised to ``start_sigma`` when it is below 1, but for the tokens of ``noise_cells``, which
+        start from pure noise (:meth:`regions`; :meth:`ChunkSampler.denoise`).  A warning when
         more frames are given than the checkpoint was trained to continue from (its ``continuation_max_frames``; 1
         without continuation training)."""
         if condition_latents is not None:
@@ -875,7 +904,7 @@ class AvatarGenerator:
                                     image=condition_frame, condition_latents=condition_latents, timesteps=timesteps,
                                     on_step=on_step, guidance_interval=guidance_interval,
                                     guidance_cells=guidance_cells, start_sigma=start_sigma,
-                                    start_latents=start_latents)
+                                    start_latents=start_latents, noise_cells=noise_cells)
 
     def latent_frames(self, packed_latents: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
         """A chunk's packed latents as normalised latent frames [1, C, F', h, w] (``[:, :, -m:]`` of them can

@@ -7,10 +7,12 @@ guidance negative) into packed latents, and those into frames:
    generator, normalised with the VAE's statistics, as the pipeline does it), or clean normalised latents for the
    first *m* latent frames passed by the caller (a continuation, issue 17; docs/CONTRACTS.md).
 2. **Start**: Gaussian noise for the whole chunk [1, C, F', h, w] from the same generator — or, starting below pure
-   noise, clean start latents (the portrait's still video) noised to the first noise level run — the given frames
-   put in place, packed into tokens with the transformer's patch size (:meth:`AvatarDenoiser.pack`).
+   noise, clean start latents (the portrait's still video) noised to the first noise level run; or, with
+   ``noise_cells`` (the mouth's), those tokens from pure noise and the others held on the still's noising line until
+   the schedule reaches the start level — the given frames put in place, packed into tokens with the transformer's
+   patch size (:meth:`AvatarDenoiser.pack`).
 3. **Schedule**: :func:`avatar_gen.model.sampling.sigma_schedule` for the chunk's latent count (or a fixed schedule),
-   from the start noise level down (:func:`avatar_gen.model.sampling.start_at`).
+   from the start noise level down (:func:`avatar_gen.model.sampling.start_at`; whole with ``noise_cells``).
 4. **Loop**: :func:`avatar_gen.model.sampling.euler_sample` with the denoiser's velocity
    (:meth:`AvatarDenoiser.predict`: the same RoPE and mask geometry as training), classifier-free guided by the
    negative embeddings in one batch of two (at the noise levels of the guidance interval; one unguided pass at the
@@ -106,10 +108,14 @@ class ChunkSampler:
                           self.patch_size, self.patch_size_t)
 
     def schedule(self, grid: LatentGrid, steps: int | None, timesteps: Sequence[float] | None = None,
-                 start_sigma: float = 1.0) -> SigmaSchedule:
+                 start_sigma: float = 1.0, whole: bool = False) -> SigmaSchedule:
         """The chunk's schedule: ``steps`` regular steps for its latent count, or the fixed ``timesteps``; with
-        ``start_sigma`` < 1 only its steps from that noise level down (:func:`avatar_gen.model.sampling.start_at`)."""
-        return start_at(sigma_schedule(self.scheduler_config, grid.num_latents, steps, timesteps), start_sigma)
+        ``start_sigma`` < 1 only its steps from that noise level down (:func:`avatar_gen.model.sampling.start_at`),
+        or, ``whole`` (some tokens start from pure noise: :meth:`denoise`'s ``noise_cells``), all of them once
+        ``start_sigma`` is known to leave a step to run."""
+        schedule = sigma_schedule(self.scheduler_config, grid.num_latents, steps, timesteps)
+        tail = start_at(schedule, start_sigma)  # refuses a start below the schedule's last step either way
+        return schedule if whole else tail
 
     @torch.no_grad()
     def encode_image(self, frame: np.ndarray, generator: torch.Generator) -> torch.Tensor:
@@ -152,13 +158,7 @@ class ChunkSampler:
         if inputs.negative_prompt_embeds is None or inputs.negative_prompt_attention_mask is None:
             raise ValueError(f"guidance {guidance} needs the negative embeddings and mask")
         low, high = check_guidance_interval(guidance_interval)
-        guided_tokens = None
-        if guidance_cells is not None:
-            if tuple(guidance_cells.shape) != (height, width):
-                raise ValueError(f"guidance cells {list(guidance_cells.shape)} for a token grid of {height}x{width}")
-            # the pack order (frame, row, column): the same cells in every frame
-            cells = torch.from_numpy(np.ascontiguousarray(guidance_cells, dtype=bool)).flatten().repeat(frames)
-            guided_tokens = cells.to(self.device)[None, :, None]
+        guided_tokens = None if guidance_cells is None else self._cell_tokens(guidance_cells, grid, "guidance cells")
         tokens = torch.cat([inputs.negative_prompt_embeds, inputs.prompt_embeds])
         mask = torch.cat([inputs.negative_prompt_attention_mask, inputs.prompt_attention_mask])
         num_train = float(self.scheduler_config.get("num_train_timesteps", 1000))
@@ -183,7 +183,7 @@ class ChunkSampler:
                 on_step: Callable[[int], None] | None = None,
                 guidance_interval: tuple[float, float] = FULL_INTERVAL,
                 guidance_cells: np.ndarray | None = None, start_sigma: float = 1.0,
-                start_latents: torch.Tensor | None = None) -> torch.Tensor:
+                start_latents: torch.Tensor | None = None, noise_cells: np.ndarray | None = None) -> torch.Tensor:
         """One chunk: packed, normalised latents float32 [1, tokens, C x patch volume].
 
         Exactly one of ``image`` (uint8 [height, width, 3], encoded as latent frame 0) or ``condition_latents``
@@ -193,11 +193,18 @@ class ChunkSampler:
         on the tokens of ``guidance_cells`` (None: all; :meth:`velocity`).  The free latent frames start from pure
         noise, or with ``start_sigma`` < 1 from ``start_latents`` (clean, normalised [1, C, 1 or the chunk's latent
         frames, h, w]; inference gives the portrait's still latents) noised to the first noise level of the schedule
-        at or below ``start_sigma``, whose steps above it are skipped (:meth:`schedule`).  Random numbers, in order:
-        the image's posterior sample (image only), then the noise of the whole chunk, both from ``generator``.
+        at or below ``start_sigma``, whose steps above it are skipped (:meth:`schedule`).  ``noise_cells`` (bool
+        [token rows, token columns], e.g. the mouth's; with ``start_sigma`` < 1) start from pure noise instead, in
+        every free frame, and the whole schedule runs: the other free tokens stay on the still's noising line
+        ``(1 - σ) still + σ noise`` (their velocity is ``noise - still``, exact for an Euler step) while σ is above
+        ``start_sigma``, so that they reach the first noise level at or below it where a start from there would have
+        put them, and the model moves them from there on; the noise cells are denoised by the model all along, in
+        view of the rest (differential diffusion, Levin & Fried 2023).  Random numbers, in order: the image's
+        posterior sample (image only), then the noise of the whole chunk, both from ``generator``.
         """
         grid = self.grid(num_frames, height, width)
-        schedule = self.schedule(grid, steps, timesteps, start_sigma)
+        partial = noise_cells is not None and start_sigma < 1.0
+        schedule = self.schedule(grid, steps, timesteps, start_sigma, whole=partial)
         if (image is None) == (condition_latents is None):
             raise ValueError("give either an image or condition_latents for the first latent frames")
         given = self.encode_image(image, generator) if image is not None else condition_latents
@@ -212,23 +219,51 @@ class ChunkSampler:
                              f"{grid.frames - 1}, whole temporal patches of {self.patch_size_t})")
         shape = (1, channels, grid.frames, grid.height, grid.width)
         noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
-        start = noise.to(self.device)
-        if start_sigma < 1.0:
-            if start_latents is None or start_latents.ndim != 5 or start_latents.shape[2] not in (1, grid.frames) \
-                    or (start_latents.shape[0], start_latents.shape[1], *start_latents.shape[3:]) != expected:
-                raise ValueError(f"start latents must be [1, {channels}, 1 or {grid.frames}, {grid.height}, "
-                                 f"{grid.width}] for start_sigma {start_sigma:g}, got "
-                                 f"{None if start_latents is None else list(start_latents.shape)}")
-            sigma = float(schedule.sigmas[0])  # rectified flow: x_sigma = (1 - sigma) x_0 + sigma noise
-            start = (1.0 - sigma) * start_latents.to(self.device, torch.float32).expand(shape) + sigma * start
+        start = noise = self.denoiser.pack(noise.to(self.device))
         clean = torch.zeros(shape, device=self.device)
         clean[:, :, :given_frames] = given.to(self.device, torch.float32)
         frame_mask = torch.zeros((1, 1, *shape[2:]), device=self.device)
         frame_mask[:, :, :given_frames] = 1.0
         condition_mask = self.denoiser.pack(frame_mask).amax(dim=-1)  # [1, tokens]: a token is given or not
         velocity = self.velocity(inputs, grid, frame_rate, guidance, guidance_interval, guidance_cells)
-        return euler_sample(velocity, self.denoiser.pack(start), schedule,
-                            clean=self.denoiser.pack(clean), condition_mask=condition_mask, on_step=on_step)
+        if start_sigma < 1.0:
+            if start_latents is None or start_latents.ndim != 5 or start_latents.shape[2] not in (1, grid.frames) \
+                    or (start_latents.shape[0], start_latents.shape[1], *start_latents.shape[3:]) != expected:
+                raise ValueError(f"start latents must be [1, {channels}, 1 or {grid.frames}, {grid.height}, "
+                                 f"{grid.width}] for start_sigma {start_sigma:g}, got "
+                                 f"{None if start_latents is None else list(start_latents.shape)}")
+            still = self.denoiser.pack(start_latents.to(self.device, torch.float32).expand(shape).contiguous())
+            sigma = float(schedule.sigmas[0])  # rectified flow: x_sigma = (1 - sigma) x_0 + sigma noise
+            noised_still = (1.0 - sigma) * still + sigma * noise
+            if not partial:
+                start = noised_still
+            else:  # the noise cells from pure noise, the rest held on the still's noising line until the start level
+                free = self._cell_tokens(noise_cells, grid, "noise cells")
+                start = torch.where(free, noise, noised_still)
+                velocity = self._held_on_line(velocity, free, noise - still,
+                                              float(start_at(schedule, start_sigma).timesteps[0]))
+        return euler_sample(velocity, start, schedule, clean=self.denoiser.pack(clean), condition_mask=condition_mask,
+                            on_step=on_step)
+
+    def _cell_tokens(self, cells: np.ndarray, grid: LatentGrid, what: str) -> torch.Tensor:
+        """bool [token rows, token columns] -> bool [1, tokens, 1]: the same cells in every frame of the chunk (the
+        pack order is frame, row, column)."""
+        frames, rows, columns = grid.token_grid
+        if tuple(cells.shape) != (rows, columns):
+            raise ValueError(f"{what} {list(cells.shape)} for a token grid of {rows}x{columns}")
+        tokens = torch.from_numpy(np.ascontiguousarray(cells, dtype=bool)).flatten().repeat(frames)
+        return tokens.to(self.device)[None, :, None]
+
+    @staticmethod
+    def _held_on_line(velocity: Velocity, free: torch.Tensor, line: torch.Tensor, release_timestep: float) -> Velocity:
+        """``velocity`` with the tokens outside ``free`` (bool [1, tokens, 1]) moving along ``line`` (packed
+        ``noise - still``: the derivative of ``(1 - σ) still + σ noise`` in σ) at the steps whose timestep is above
+        ``release_timestep`` (the first step at or below the start level; compared as the same float32 values the
+        loop passes, given tokens carrying 0), the model's prediction from there on (:meth:`denoise`)."""
+        def held(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+            prediction = velocity(latents, timestep)
+            return torch.where(free, prediction, line) if float(timestep.max()) > release_timestep else prediction
+        return held
 
     def unpack(self, packed: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
         """Packed latents [1, tokens, C'] of a chunk -> [1, C, F', h, w] (e.g. the last m latent frames of a chunk,

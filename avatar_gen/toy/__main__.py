@@ -17,7 +17,7 @@ from pathlib import Path
 
 from avatar_gen.config import add_field_flag, config_from_flags
 from avatar_gen.errors import UserError
-from avatar_gen.inference.guidance import GUIDANCE_REGIONS
+from avatar_gen.inference.guidance import GUIDANCE_REGIONS, START_REGIONS
 from avatar_gen.inference.handoff import ANCHORS, HANDOFFS
 from avatar_gen.toy.ceiling import RIDGE
 from avatar_gen.toy.measure import (
@@ -149,6 +149,8 @@ def _settings_flags(parser: argparse.ArgumentParser, model: type[MeasureSettings
                    "guidance applies (default: the generator's)", type=float, nargs=2, metavar=("LOW", "HIGH"))
     add_field_flag(parser, model, "start_sigma", "noise level (0, 1] denoising starts at, from the portrait's still "
                    "video (default: the generator's; 1 = pure noise)", type=float, metavar="SIGMA")
+    add_field_flag(parser, model, "start_region", "below 1, the tokens that start from the portrait: outside_mouth "
+                   "(the mouth's from pure noise) or frame (default: the generator's)", choices=START_REGIONS)
     add_field_flag(parser, model, "seed", "seed of every generation and of the gain's draws", type=int)
     add_field_flag(parser, model, "device", "torch device")
     add_field_flag(parser, model, "cpu_threads", "torch threads on CPU", type=int)

@@ -81,6 +81,8 @@ class MeasureSettings(StrictModel):
     start_sigma: float | None = Field(default=None,
                                       description="noise level denoising starts at, from the portrait's still video "
                                                   "(default: the generator's; 1 = pure noise)")
+    start_region: str | None = Field(default=None,
+                                     description="the tokens that start there below 1 (default: the generator's)")
     seed: int = Field(default=0, ge=0, description="seed of every generation and of the gain's draws")
     device: str = Field(default="cpu", description="torch device")
     cpu_threads: int | None = Field(default=None, ge=1, description="torch threads on CPU (default: torch's)")
@@ -105,6 +107,13 @@ class MeasureSettings(StrictModel):
         from avatar_gen.inference.guidance import check_guidance_region
 
         return None if value is None else check_guidance_region(value)
+
+    @field_validator("start_region")
+    @classmethod
+    def _start_region(cls, value: str | None) -> str | None:
+        from avatar_gen.inference.guidance import check_start_region
+
+        return None if value is None else check_start_region(value)
 
     @field_validator("checkpoints")
     @classmethod
@@ -415,15 +424,18 @@ def default_guidance() -> float:
 @dataclass(frozen=True)
 class VideoSampling:
     """How a measurement's videos are sampled besides the scale, steps and seed: where the guidance applies (the
-    token ``region`` and the noise-level ``interval``) and the noise level denoising starts at (``start_sigma``)."""
+    token ``region`` and the noise-level ``interval``), the noise level denoising starts at (``start_sigma``) and,
+    below 1, the tokens that start there (``start_region``)."""
 
     region: str
     interval: tuple[float, float]
     start_sigma: float
+    start_region: str = "frame"
 
     def key(self) -> dict[str, Any]:
-        """What a cache key holds of it: nothing for the whole frame at every noise level from pure noise, so that
-        videos made before these settings existed keep their keys."""
+        """What a cache key holds of it: nothing for the whole frame at every noise level from pure noise (and no
+        start region for a start of the whole frame), so that videos made before these settings existed keep their
+        keys."""
         from avatar_gen.inference.guidance import FULL_INTERVAL
 
         key: dict[str, Any] = {} if self.region == "frame" else {"guidance_region": self.region}
@@ -431,23 +443,27 @@ class VideoSampling:
             key["guidance_interval"] = list(self.interval)
         if self.start_sigma < 1.0:
             key["start_sigma"] = self.start_sigma
+            if self.start_region != "frame":
+                key["start_region"] = self.start_region
         return key
 
     def suffix(self) -> str:
-        """The file-name part of :meth:`key` (``-mouth``, ``-gi0.3-1``, ``-start0.8``)."""
+        """The file-name part of :meth:`key` (``-mouth``, ``-gi0.3-1``, ``-start0.8``, ``-outside_mouth``)."""
         key = self.key()
         return (f"-{self.region}" if "guidance_region" in key else "") + \
             ("-gi{:g}-{:g}".format(*self.interval) if "guidance_interval" in key else "") + \
-            (f"-start{self.start_sigma:g}" if "start_sigma" in key else "")
+            (f"-start{self.start_sigma:g}" if "start_sigma" in key else "") + \
+            (f"-{self.start_region}" if "start_region" in key else "")
 
     def record(self) -> dict[str, Any]:
         """The report's record of it."""
         return {"guidance_region": self.region, "guidance_interval": list(self.interval),
-                "start_sigma": self.start_sigma}
+                "start_sigma": self.start_sigma, "start_region": self.start_region}
 
     def generation_kwargs(self) -> dict[str, Any]:
         """The arguments of :meth:`AvatarGenerator.generate <avatar_gen.inference.AvatarGenerator.generate>` it sets."""
-        return {"guidance_interval": self.interval, "guidance_region": self.region, "start_sigma": self.start_sigma}
+        return {"guidance_interval": self.interval, "guidance_region": self.region, "start_sigma": self.start_sigma,
+                "start_region": self.start_region}
 
 
 def video_sampling(settings: MeasureSettings, guidance: float | None = None) -> VideoSampling:
@@ -455,14 +471,15 @@ def video_sampling(settings: MeasureSettings, guidance: float | None = None) -> 
     ``guidance`` <= 1 is guided nowhere (the whole frame at every level: such a video is the same whatever the region
     or interval, so it keeps one cache key)."""
     from avatar_gen.inference.generator import (DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_REGION,
-                                                DEFAULT_START_SIGMA)
+                                                DEFAULT_START_REGION, DEFAULT_START_SIGMA)
     from avatar_gen.inference.guidance import FULL_INTERVAL
 
     start = settings.start_sigma if settings.start_sigma is not None else DEFAULT_START_SIGMA
+    start_region = settings.start_region or DEFAULT_START_REGION
     if guidance is not None and guidance <= 1.0:
-        return VideoSampling("frame", FULL_INTERVAL, start)
+        return VideoSampling("frame", FULL_INTERVAL, start, start_region)
     return VideoSampling(settings.guidance_region or DEFAULT_GUIDANCE_REGION,
-                         settings.guidance_interval or DEFAULT_GUIDANCE_INTERVAL, start)
+                         settings.guidance_interval or DEFAULT_GUIDANCE_INTERVAL, start, start_region)
 
 
 def generated_case(generator: LazyGenerator, model: CheckpointInfo, case: HeldOutClip, control: HeldOutClip,

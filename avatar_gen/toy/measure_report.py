@@ -166,7 +166,8 @@ def render_measure_report(report: dict[str, Any]) -> str:
 
 def _sampling_text(entry: dict[str, Any]) -> str:
     """Where the guidance applied and where denoising started: `` on the mouth``, `` at noise levels sigma 0.5-1``,
-    ``, from the portrait's still video at sigma 0.8``; nothing for the whole frame at every level from pure noise
+    ``, from the portrait's still video at sigma 0.8`` (``, the mouth from pure noise``); nothing for the whole frame
+    at every level from pure noise
     (and for reports made before these settings existed)."""
     from avatar_gen.inference.guidance import FULL_INTERVAL
 
@@ -175,7 +176,8 @@ def _sampling_text(entry: dict[str, Any]) -> str:
     start = entry.get("start_sigma") or 1.0
     return ("" if region == "frame" else f" on the {region}") + \
         ("" if (low, high) == FULL_INTERVAL else f" at noise levels sigma {low:g}-{high:g}") + \
-        ("" if start >= 1.0 else f", from the portrait's still video at sigma {start:g}")
+        ("" if start >= 1.0 else f", from the portrait's still video at sigma {start:g}") + \
+        (", the mouth from pure noise" if start < 1.0 and entry.get("start_region") == "outside_mouth" else "")
 
 
 def _number(value: float | None, digits: int = 3) -> str:
