@@ -279,12 +279,15 @@ def describe_result(result: Any) -> str:
         line += f": {region['reason']}." if region.get("reason") else "."
     start, steps_run = getattr(result, "start_sigma", None), getattr(result, "steps_run", None)
     if start is not None and steps_run is not None:
-        line += (f" {steps_run} denoising steps from pure noise." if start >= 1.0 else
-                 f" {steps_run} denoising steps from the portrait at noise level {start:g}")
-        if start < 1.0:
-            from_noise = getattr(result, "start_region", None) or {}
-            line += {"mouth": ", the mouth from pure noise.", "frame": f", every token from pure noise: "
-                     f"{from_noise.get('reason')}."}.get(from_noise.get("region"), ".")
+        from_noise = (getattr(result, "start_region", None) or {}) if start < 1.0 else {}
+        if start >= 1.0:
+            line += f" {steps_run} denoising steps from pure noise."
+        elif from_noise.get("region") == "frame":  # the mouth was not found: every token started from pure noise
+            line += (f" {steps_run} denoising steps from pure noise: the start from the portrait at {start:g} leaves "
+                     f"the mouth to noise, and {from_noise.get('reason')}.")
+        else:
+            line += f" {steps_run} denoising steps from the portrait at noise level {start:g}" + \
+                (", the mouth from pure noise." if from_noise.get("region") == "mouth" else ".")
     timings = getattr(result, "timings", None) or {}
     if timings:
         line += " Time: " + ", ".join(f"{stage.replace('_', ' ')} {seconds:.1f} s"

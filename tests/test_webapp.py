@@ -126,6 +126,17 @@ def test_describe_result_names_length_size_and_timings():
     text = describe_result(result)
     assert "2.00 s" in text and "50 frames at 25 fps" in text and "96x64" in text
     assert "speech 0.2 s" in text and "audio features 0.5 s" in text and "denoising 3.0 s" in text
+    # where denoising started: pure noise, the portrait with the mouth from noise, or (no face) noise everywhere
+    for start, start_region, expected in (
+            (1.0, None, "20 denoising steps from pure noise."),
+            (0.2, {"region": "mouth", "tokens_per_frame": 12},
+             "20 denoising steps from the portrait at noise level 0.2, the mouth from pure noise."),
+            (0.2, {"region": "frame", "reason": "no mouth found (no face)"},
+             "20 denoising steps from pure noise: the start from the portrait at 0.2 leaves the mouth to noise, and "
+             "no mouth found (no face)."),
+            (0.5, None, "20 denoising steps from the portrait at noise level 0.5.")):
+        started = SimpleNamespace(**vars(result), start_sigma=start, steps_run=20, start_region=start_region)
+        assert expected in describe_result(started)
 
 
 def test_prune_outputs_keeps_the_newest(tmp_path):

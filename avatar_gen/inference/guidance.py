@@ -126,8 +126,7 @@ def noise_start_region(region: str, first_frame: np.ndarray, token_rows: int, to
     mouth = mouth_region(first_frame, token_rows, token_cols) if mouth is None else mouth
     if mouth.cells is None:
         log.warning("no face found in the portrait: every token starts from pure noise")
-        return GuidanceRegion(region="frame", cells=np.ones((token_rows, token_cols), dtype=bool),
-                              reason=f"{mouth.reason}: every token from pure noise")
+        return GuidanceRegion(region="frame", cells=np.ones((token_rows, token_cols), dtype=bool), reason=mouth.reason)
     log.info("from pure noise on the mouth: %d of %d tokens per frame, the rest from the portrait",
              int(mouth.cells.sum()), token_rows * token_cols)
     return mouth
