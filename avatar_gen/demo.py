@@ -40,6 +40,7 @@ from typing import Any
 
 from avatar_gen.errors import UserError
 from avatar_gen.evaluation.strip import write_speech_strip
+from avatar_gen.inference.generator import DEFAULT_START_SIGMA
 from avatar_gen.model.checkpoint import resolve_checkpoint
 from avatar_gen.training.metrics import METRICS_FILE, read_metrics
 from avatar_gen.utils.cli import run_main
@@ -295,7 +296,10 @@ def write_summary(settings: DemoSettings, results: list[StageResult], generated_
         f"speaks an unseen sentence in an unseen voice ({DEMO_VOICE}): `talking` with this run's",
         f"{settings.train_steps}-step checkpoint (it proves the chain; too short to learn much), `talking_toy`",
         "with the committed toy checkpoint (the same recipe trained longer: on held-out clips its mouths follow the",
-        "speech, over grainy frames; figures: docs/results.md#the-toy-world).",
+        "speech; figures: docs/results.md#the-toy-world). Both at inference's defaults: the mouth's tokens are",
+        f"denoised from pure noise and the rest of the frame from the portrait at noise level {DEFAULT_START_SIGMA:g},"
+        " so outside the",
+        "mouth both videos stay close to the portrait whatever was learned — the lip sync is what tells them apart.",
         "",
         "| stage | seconds | counts |",
         "|---|---:|---|",
