@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  *DEFAULT_GUIDANCE_INTERVAL))
     parser.add_argument("--start_sigma", type=float, default=None, metavar="SIGMA",
                         help="start denoising at this noise level from the portrait's still video instead of from "
-                             "pure noise, skipping the schedule's steps above it (0 < SIGMA <= 1; 1 = pure noise); "
-                             f"default {DEFAULT_START_SIGMA:g}")
+                             "pure noise (0 < SIGMA <= 1; 1 = pure noise; lower keeps the face nearer the portrait and "
+                             f"the head stiller); default {DEFAULT_START_SIGMA:g}")
     parser.add_argument("--start_region", default=None, choices=START_REGIONS,
                         help="with --start_sigma below 1, which tokens start from the portrait: outside_mouth (all but "
                              "the mouth's, found as for --guidance_region, which start from pure noise so that the "
