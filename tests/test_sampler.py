@@ -340,10 +340,10 @@ def test_generated_video_records_where_it_was_guided(patched_generators, tmp_pat
         generator.generate(portrait, text="Hi.", output=tmp_path / "bad.mp4", steps=2, guidance_region="lips")
 
 
-def test_denoising_from_the_portrait_starts_at_its_noise_level(patched_generators, monkeypatch):
-    """Below pure noise the free latent frames start as the start latents noised to the first noise level run (the
-    same noise draw as from pure noise), and only the schedule's steps from there down run; at 1 nothing changes."""
-    generator = patched_generators[2]  # chunks of 17 frames: 3 latent frames of 4 x 4, 2 x 2 tokens each
+def _spied_chunk_runs(generator, monkeypatch, guidance: float):
+    """One 17-frame chunk (3 latent frames of 4 x 4, 2 x 2 tokens each; its first latent frame given) denoised in 10
+    steps at ``guidance`` by ``run(**start_options)``, every model call's (input, timestep) in ``calls`` (cleared per
+    run); with the given latents and the start latents ``start`` [1, 8, 1, 4, 4]."""
     chunk = plan_chunks(17, 17)[0]
     inputs = generator.chunk_conditioning(_speech_16k(), [chunk], FPS, SIZE, SIZE)[0]
     given = torch.randn(1, 8, 1, 4, 4, generator=torch.Generator().manual_seed(1))
@@ -357,10 +357,18 @@ def test_denoising_from_the_portrait_starts_at_its_noise_level(patched_generator
 
     def run(**start_options):
         calls.clear()
-        return generator.denoise(None, inputs, chunk.num_frames, SIZE, SIZE, FPS, 10, 1.0,
+        return generator.denoise(None, inputs, chunk.num_frames, SIZE, SIZE, FPS, 10, guidance,
                                  torch.Generator().manual_seed(2), condition_latents=given, **start_options)
 
     monkeypatch.setattr(generator.denoiser, "predict", spy)
+    return run, calls, given, start
+
+
+def test_denoising_from_the_portrait_starts_at_its_noise_level(patched_generators, monkeypatch):
+    """Below pure noise the free latent frames start as the start latents noised to the first noise level run (the
+    same noise draw as from pure noise), and only the schedule's steps from there down run; at 1 nothing changes."""
+    generator = patched_generators[2]
+    run, calls, given, start = _spied_chunk_runs(generator, monkeypatch, guidance=1.0)
     from_noise = run()
     assert len(calls) == 10
     from_one = run(start_sigma=1.0, start_latents=start)
@@ -385,27 +393,15 @@ def test_noise_cells_start_from_pure_noise_while_the_rest_waits_on_the_portraits
     """With noise cells the whole schedule runs: those tokens start from the chunk's noise and are denoised all
     along; every other free token sits on (1 - σ) still + σ noise at each step above the start level, and reaches the
     first step at or below it where a start from there would have put it.  All cells: a start from pure noise."""
-    generator = patched_generators[2]  # chunks of 17 frames: 3 latent frames of 4 x 4, 2 x 2 tokens each
-    chunk = plan_chunks(17, 17)[0]
-    inputs = generator.chunk_conditioning(_speech_16k(), [chunk], FPS, SIZE, SIZE)[0]
-    given = torch.randn(1, 8, 1, 4, 4, generator=torch.Generator().manual_seed(1))
-    start = torch.randn(1, 8, 1, 4, 4, generator=torch.Generator().manual_seed(5))
-    calls = []
-    real_predict = generator.denoiser.predict
+    generator = patched_generators[2]
+    run, calls, _, start = _spied_chunk_runs(generator, monkeypatch, guidance=3.0)
 
-    def spy(noisy, tokens, mask, timestep, *args):
-        calls.append(noisy.clone())
-        return real_predict(noisy, tokens, mask, timestep, *args)
+    def model_input(step: int) -> torch.Tensor:  # guided: a batch of two, its halves the same latents
+        return calls[step][0][:1]
 
-    def run(**start_options):
-        calls.clear()
-        return generator.denoise(None, inputs, chunk.num_frames, SIZE, SIZE, FPS, 10, 3.0,
-                                 torch.Generator().manual_seed(2), condition_latents=given, **start_options)
-
-    monkeypatch.setattr(generator.denoiser, "predict", spy)
     from_noise = run()
     run(start_sigma=0.8, start_latents=start)
-    whole_start = calls[0][:1].clone()  # the whole frame from the portrait: its first step's input (guided: batch 2)
+    whole_start = model_input(0).clone()  # the whole frame from the portrait: its first step's input
     cells = np.array([[False, False], [True, False]])  # the bottom-left token of each frame
     partial = run(start_sigma=0.8, start_latents=start, noise_cells=cells)
     schedule = generator.sampler.schedule(generator.sampler.grid(17, SIZE, SIZE), 10)
@@ -415,12 +411,12 @@ def test_noise_cells_start_from_pure_noise_while_the_rest_waits_on_the_portraits
     still = generator.denoiser.pack(start.expand(1, 8, 3, 4, 4).contiguous())
     noise_tokens = [6, 10]  # frame-major (frame, row, column); frame 0's tokens 0-3 are given
     held = [index for index in range(4, 12) if index not in noise_tokens]
-    assert torch.equal(calls[0][:1, noise_tokens], noise[:, noise_tokens])
+    assert torch.equal(model_input(0)[:, noise_tokens], noise[:, noise_tokens])
     for step in range(held_steps):
         sigma = float(schedule.sigmas[step])
-        torch.testing.assert_close(calls[step][:1, held], ((1 - sigma) * still + sigma * noise)[:, held])
-    torch.testing.assert_close(calls[held_steps][:1, held], whole_start[:, held])
-    assert not torch.allclose(calls[held_steps][:1, noise_tokens], whole_start[:, noise_tokens])  # already moved
+        torch.testing.assert_close(model_input(step)[:, held], ((1 - sigma) * still + sigma * noise)[:, held])
+    torch.testing.assert_close(model_input(held_steps)[:, held], whole_start[:, held])
+    assert not torch.allclose(model_input(held_steps)[:, noise_tokens], whole_start[:, noise_tokens])  # moved
     assert not torch.equal(partial, from_noise)
     everywhere = run(start_sigma=0.8, start_latents=start, noise_cells=np.ones((2, 2), bool))
     assert torch.equal(everywhere, from_noise)
