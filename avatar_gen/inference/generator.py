@@ -713,12 +713,14 @@ class AvatarGenerator:
                 raise UserError(f"cannot sample {width}x{height} video in chunks of {num_frames} frames: "
                                 f"{first_line(exc)}") from None
         chunk_steps = [steps_of_length[chunk.num_frames] for chunk in chunks]
-        log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps from "
-                 "sigma %g (%s), guidance %g at sigma %g-%g on the %s, hand-off %s", speech.duration, total_frames,
-                 fps, width, height, len(chunks), self.chunk_frames, chunk_steps[0], settings.start_sigma,
-                 "pure noise" if settings.start_sigma >= 1.0 else "the portrait" if from_noise is None
-                 else f"the portrait; the {from_noise.region} from pure noise", guidance,
-                 *settings.guidance_interval, region.region, continuation.summary())
+        start = settings.start_sigma
+        start_text = ("from pure noise" if start >= 1.0 else f"from the portrait at sigma {start:g}"
+                      if from_noise is None else f"from the portrait at sigma {start:g}, the mouth from pure noise"
+                      if from_noise.region == "mouth" else f"from pure noise (start {start:g} asked; no mouth found)")
+        log.info("%.2f s of speech -> %d frames at %g fps, %dx%d, %d chunk(s) of <= %d frames, %d steps %s, "
+                 "guidance %g at sigma %g-%g on the %s, hand-off %s", speech.duration, total_frames, fps, width, height,
+                 len(chunks), self.chunk_frames, chunk_steps[0], start_text, guidance, *settings.guidance_interval,
+                 region.region, continuation.summary())
         segments = SegmentWriter(segment_dir, fps, speech.audio_mux, MUX_SAMPLE_RATE, total_frames, self.write) \
             if segment_dir is not None else None
 
