@@ -88,8 +88,8 @@ class GenerationResult:
     ``peak_memory_mb`` (with ``chunk_memory=True``; kind in ``memory_kind``).  ``boundaries``: the first frame every
     chunk after the first delivered, where the video passes from one chunk to the next.  ``start_sigma``: the noise
     level denoising started at (1: pure noise); ``start_region``: with a start below 1, the tokens that started
-    from pure noise instead (:meth:`GuidanceRegion.summary`; ``frame`` with its reason when no mouth was found,
-    None when every token started from the portrait); ``steps_run``: the denoising steps run over all chunks.
+    from pure noise instead (:meth:`GuidanceRegion.summary`; ``frame`` with its reason when no mouth was found;
+    None from pure noise and when every token started from the portrait); ``steps_run``: the denoising steps run over all chunks.
     """
 
     video_path: Path
