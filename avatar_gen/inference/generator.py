@@ -89,7 +89,8 @@ class GenerationResult:
     chunk after the first delivered, where the video passes from one chunk to the next.  ``start_sigma``: the noise
     level denoising started at (1: pure noise); ``start_region``: with a start below 1, the tokens that started
     from pure noise instead (:meth:`GuidanceRegion.summary`; ``frame`` with its reason when no mouth was found;
-    None from pure noise and when every token started from the portrait); ``steps_run``: the denoising steps run over all chunks.
+    None from pure noise and when every token started from the portrait); ``steps_run``: the denoising steps run
+    over all chunks.
     """
 
     video_path: Path
